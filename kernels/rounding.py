@@ -1,0 +1,372 @@
+"""Directed rounding of + - * / sqrt from round-to-nearest arithmetic.
+
+This module is the one owner of rounding in the CPU engine: every other
+kernel rounds through these scalar ``@njit`` functions.  Each function returns
+``RD(exact)`` (``*_rd``) or ``RU(exact)`` (``*_ru``), the IEEE 754 / IEEE 1788
+*tightest* result, for the real operation on its floating-point arguments.
+
+How: the round-to-nearest result ``r`` is computed, then the sign of the exact
+error ``exact - r`` decides whether ``r`` is already on the right side or must
+move one ulp (``nextafter``).  The sign comes from an error-free
+transformation:
+
+* sum: TwoSum (Knuth, TAOCP vol. 2, 4.2.2; Muller et al., *Handbook of
+  Floating-Point Arithmetic*, 2nd ed., Alg. 4.4), exact with gradual
+  underflow; an overflowed ``r`` is mapped to ``+-inf`` or ``+-MAX``.
+* product, quotient, square root: the residual ``a*b - r``, ``a - r*b``,
+  ``a - r*r`` from one fused multiply-add.  FMA rounds the exact residual
+  once, and rounding to nearest never flips a sign, so the *sign* is right
+  unless the exact residual is nonzero and below half the smallest subnormal.
+  That can only happen deep in the underflow range; there the operands are
+  scaled by exact powers of two (``ldexp``) until every nonzero residual is a
+  multiple of the smallest subnormal, and the residual is evaluated again.
+
+float32 is evaluated in float64: a float32 product is exact in float64, and a
+float32 quotient/square-root residual is exact in float64 (Muller et al. 4.4);
+a float32 sum is *not* always exact in float64, so its TwoSum error term
+breaks ties.  ``fastmath`` must stay off: with it TwoSum's error term is 0.
+"""
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+F64_MAX = np.finfo(np.float64).max
+F32_MAX = np.float32(np.finfo(np.float32).max)
+INF = math.inf
+# Below this magnitude an FMA residual sign may have underflowed (Boldo &
+# Muller's bound e_a + e_b >= e_min + p - 1 with margin); take the slow path.
+_TINY = 2.0**-960
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """Fused multiply-add ``a*b + c`` with one rounding (LLVM ``llvm.fma``)."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+    sig = a(a, b, c)
+
+    def codegen(context, builder, signature, args):
+        ty = args[0].type
+        name = "llvm.fma.f64" if ty == ir.DoubleType() else "llvm.fma.f32"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty] * 3), name)
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@njit(cache=True)
+def prev64(x):
+    return np.nextafter(x, -INF)
+
+
+@njit(cache=True)
+def next64(x):
+    return np.nextafter(x, INF)
+
+
+@njit(cache=True)
+def two_sum_err(a, b, s):
+    """Exact ``a + b - s`` for ``s = fl(a + b)`` (Knuth's TwoSum)."""
+    bb = s - a
+    return (a - (s - bb)) + (b - bb)
+
+
+# ---------------------------------------------------------------- float64
+
+
+@njit(cache=True)
+def _add_err64(a, b, s):
+    """Sign-carrying error of ``s = fl(a+b)``; 0 when ``s`` is exact or infinite."""
+    if math.isinf(s):
+        return 0.0
+    e = two_sum_err(a, b, s)
+    if math.isnan(e):  # intermediate overflow in TwoSum: fall back to a sound step
+        return -1.0 if s > 0 else 1.0
+    return e
+
+
+@njit(cache=True)
+def add_rd64(a, b):
+    s = a + b
+    if math.isinf(s) and not (math.isinf(a) or math.isinf(b)):
+        return F64_MAX if s > 0 else -INF
+    e = _add_err64(a, b, s)
+    if e < 0:
+        return prev64(s)
+    return s
+
+
+@njit(cache=True)
+def add_ru64(a, b):
+    s = a + b
+    if math.isinf(s) and not (math.isinf(a) or math.isinf(b)):
+        return INF if s > 0 else -F64_MAX
+    e = _add_err64(a, b, s)
+    if e > 0:
+        return next64(s)
+    return s
+
+
+@njit(cache=True)
+def _mul_residual_sign64(a, b, p):
+    """Sign of ``a*b - p`` for finite nonzero a, b and ``p = fl(a*b)`` finite."""
+    if abs(p) >= _TINY:
+        return fma(a, b, -p)
+    if p == 0.0:  # underflowed to zero: the exact product has the operands' sign
+        return 1.0 if (a > 0) == (b > 0) else -1.0
+    # |a*b| < 2^-960 and |b| >= 2^-1074 give |a| < 2^115: scaling cannot overflow,
+    # and every nonzero scaled residual is a multiple of 2^-1074.
+    return fma(math.ldexp(a, 537), math.ldexp(b, 537), -math.ldexp(p, 1074))
+
+
+@njit(cache=True)
+def mul_rd64(a, b):
+    if a == 0.0 or b == 0.0:  # IEEE 1788: 0 * anything (also inf) = 0 for bounds
+        return 0.0
+    p = a * b
+    if math.isinf(p):
+        if math.isinf(a) or math.isinf(b):
+            return p
+        return F64_MAX if p > 0 else -INF
+    if _mul_residual_sign64(a, b, p) < 0:
+        return prev64(p)
+    return p
+
+
+@njit(cache=True)
+def mul_ru64(a, b):
+    if a == 0.0 or b == 0.0:
+        return 0.0
+    p = a * b
+    if math.isinf(p):
+        if math.isinf(a) or math.isinf(b):
+            return p
+        return INF if p > 0 else -F64_MAX
+    if _mul_residual_sign64(a, b, p) > 0:
+        return next64(p)
+    return p
+
+
+@njit(cache=True)
+def _div_err_sign64(a, b, q):
+    """Sign of ``a/b - q`` for finite a, finite nonzero b, finite nonzero q = fl(a/b)."""
+    # a - q*b is a multiple of min(ulp(a), ulp(q) ulp(b)) >= 2^(e_q + e_b - 106)
+    # (frexp exponents).  With |a| >= 2^-900 that grid is >= 2^-1074, so a
+    # nonzero residual cannot round to zero inside the FMA.
+    if abs(a) >= 2.0**-900:
+        r = fma(-q, b, a)
+    else:
+        # Scale a and q by 2^s exactly so that the grid reaches 2^-1074; then
+        # |a 2^s| <= 2^-967 and |q 2^s| <= 2^105, so nothing overflows.
+        s = -968 - math.frexp(q)[1] - math.frexp(b)[1]
+        if s > 0:
+            r = fma(-math.ldexp(q, s), b, math.ldexp(a, s))
+        else:
+            r = fma(-q, b, a)
+    return r if b > 0 else -r
+
+
+@njit(cache=True)
+def div_rd64(a, b):
+    """RD(a / b) for b != 0."""
+    if a == 0.0 or math.isinf(b):
+        if math.isinf(a):
+            return math.nan
+        return 0.0 if (a == 0.0 or (a > 0) == (b > 0)) else -0.0
+    q = a / b
+    if math.isinf(q):
+        if math.isinf(a):
+            return q
+        return F64_MAX if q > 0 else -INF
+    if q == 0.0:  # underflow to zero
+        return 0.0 if (a > 0) == (b > 0) else -5e-324
+    if _div_err_sign64(a, b, q) < 0:
+        return prev64(q)
+    return q
+
+
+@njit(cache=True)
+def div_ru64(a, b):
+    if a == 0.0 or math.isinf(b):
+        if math.isinf(a):
+            return math.nan
+        return 0.0
+    q = a / b
+    if math.isinf(q):
+        if math.isinf(a):
+            return q
+        return INF if q > 0 else -F64_MAX
+    if q == 0.0:
+        return 5e-324 if (a > 0) == (b > 0) else 0.0
+    if _div_err_sign64(a, b, q) > 0:
+        return next64(q)
+    return q
+
+
+@njit(cache=True)
+def _sqrt_err_sign64(x, s):
+    """Sign of ``sqrt(x) - s`` for finite x > 0 and s = fl(sqrt(x))."""
+    if x >= 2.0**-900:
+        return fma(-s, s, x)
+    # x * 2^1200 and s * 2^600 are exact; the residual grid is then >= 2^-1074.
+    return fma(-math.ldexp(s, 600), math.ldexp(s, 600), math.ldexp(x, 1200))
+
+
+@njit(cache=True)
+def sqrt_rd64(x):
+    """RD(sqrt(x)) for x >= 0."""
+    if x == 0.0 or math.isinf(x):
+        return abs(x)
+    s = math.sqrt(x)
+    if _sqrt_err_sign64(x, s) < 0:
+        return prev64(s)
+    return s
+
+
+@njit(cache=True)
+def sqrt_ru64(x):
+    if x == 0.0 or math.isinf(x):
+        return abs(x)
+    s = math.sqrt(x)
+    if _sqrt_err_sign64(x, s) > 0:
+        return next64(s)
+    return s
+
+
+# ---------------------------------------------------------------- float32
+# Inputs are float32 values held in float64 variables; results are returned
+# as float64 values that are exactly representable in float32.
+
+
+@njit(cache=True)
+def _to32_rd(x, err):
+    """RD32 of the real ``x + err`` where x is float64 and |err| <= ulp64(x)/2."""
+    f = np.float64(np.float32(x))
+    if math.isinf(f) and not math.isinf(x):
+        return np.float64(F32_MAX) if f > 0 else -INF
+    if f > x or (f == x and err < 0):
+        return np.float64(np.nextafter(np.float32(f), np.float32(-INF)))
+    return f
+
+
+@njit(cache=True)
+def _to32_ru(x, err):
+    f = np.float64(np.float32(x))
+    if math.isinf(f) and not math.isinf(x):
+        return INF if f > 0 else -np.float64(F32_MAX)
+    if f < x or (f == x and err > 0):
+        return np.float64(np.nextafter(np.float32(f), np.float32(INF)))
+    return f
+
+
+@njit(cache=True)
+def add_rd32(a, b):
+    s = a + b  # float64 sum of float32 values: never overflows
+    return _to32_rd(s, two_sum_err(a, b, s))
+
+
+@njit(cache=True)
+def add_ru32(a, b):
+    s = a + b
+    return _to32_ru(s, two_sum_err(a, b, s))
+
+
+@njit(cache=True)
+def mul_rd32(a, b):
+    if a == 0.0 or b == 0.0:
+        return 0.0
+    return _to32_rd(a * b, 0.0)  # exact in float64 (24 + 24 bits, no underflow)
+
+
+@njit(cache=True)
+def mul_ru32(a, b):
+    if a == 0.0 or b == 0.0:
+        return 0.0
+    return _to32_ru(a * b, 0.0)
+
+
+@njit(cache=True)
+def div_rd32(a, b):
+    if a == 0.0 or math.isinf(b):
+        if math.isinf(a):
+            return math.nan
+        return 0.0 if (a == 0.0 or (a > 0) == (b > 0)) else -0.0
+    if math.isinf(a):
+        return a if b > 0 else -a
+    q = a / b
+    # a - q*b is exact in float64 with a, b float32: the true quotient is
+    # q + r/b with |r/b| << ulp64(q), which _to32_rd uses only as a tie-breaker.
+    r = fma(-q, b, a)
+    return _to32_rd(q, r if b > 0 else -r)
+
+
+@njit(cache=True)
+def div_ru32(a, b):
+    if a == 0.0 or math.isinf(b):
+        if math.isinf(a):
+            return math.nan
+        return 0.0
+    if math.isinf(a):
+        return a if b > 0 else -a
+    q = a / b
+    r = fma(-q, b, a)
+    return _to32_ru(q, r if b > 0 else -r)
+
+
+@njit(cache=True)
+def sqrt_rd32(x):
+    if x == 0.0 or math.isinf(x):
+        return abs(x)
+    s = math.sqrt(x)
+    return _to32_rd(s, fma(-s, s, x))
+
+
+@njit(cache=True)
+def sqrt_ru32(x):
+    if x == 0.0 or math.isinf(x):
+        return abs(x)
+    s = math.sqrt(x)
+    return _to32_ru(s, fma(-s, s, x))
+
+
+# ------------------------------------------------- dtype-generic dispatch
+# One name per operation for the array kernels; Numba picks the float32 or
+# float64 implementation at compile time from the argument type.
+
+
+def _generic(f64_impl, f32_impl, arity):
+    def stub(*args):  # pragma: no cover - only its overload is ever called
+        raise TypeError("call from Numba-compiled code only")
+
+    if arity == 1:
+
+        @overload(stub, jit_options={"cache": True})
+        def _ol1(x):
+            if x == types.float32:
+                return lambda x: np.float32(f32_impl(np.float64(x)))
+            return lambda x: f64_impl(x)
+
+    else:
+
+        @overload(stub, jit_options={"cache": True})
+        def _ol2(a, b):
+            if a == types.float32:
+                return lambda a, b: np.float32(f32_impl(np.float64(a), np.float64(b)))
+            return lambda a, b: f64_impl(a, b)
+
+    return stub
+
+
+add_rd = _generic(add_rd64, add_rd32, 2)
+add_ru = _generic(add_ru64, add_ru32, 2)
+mul_rd = _generic(mul_rd64, mul_rd32, 2)
+mul_ru = _generic(mul_ru64, mul_ru32, 2)
+div_rd = _generic(div_rd64, div_rd32, 2)
+div_ru = _generic(div_ru64, div_ru32, 2)
+sqrt_rd = _generic(sqrt_rd64, sqrt_rd32, 1)
+sqrt_ru = _generic(sqrt_ru64, sqrt_ru32, 1)
