@@ -39,31 +39,43 @@ def _sub_loop(alo, ahi, blo, bhi, lo, hi):
 
 
 @njit(cache=True)
+def _mul_exact(a0, a1, b0, b1):
+    """The IEEE 1788 sign-case table; exact in every case, slow on random signs."""
+    if a0 >= 0:
+        if b0 >= 0:
+            return r.mul_rd(a0, b0), r.mul_ru(a1, b1)
+        if b1 <= 0:
+            return r.mul_rd(a1, b0), r.mul_ru(a0, b1)
+        return r.mul_rd(a1, b0), r.mul_ru(a1, b1)
+    if a1 <= 0:
+        if b0 >= 0:
+            return r.mul_rd(a0, b1), r.mul_ru(a1, b0)
+        if b1 <= 0:
+            return r.mul_rd(a1, b1), r.mul_ru(a0, b0)
+        return r.mul_rd(a0, b1), r.mul_ru(a0, b0)
+    if b0 >= 0:
+        return r.mul_rd(a0, b1), r.mul_ru(a1, b1)
+    if b1 <= 0:
+        return r.mul_rd(a1, b0), r.mul_ru(a0, b0)
+    return min(r.mul_rd(a0, b1), r.mul_rd(a1, b0)), max(r.mul_ru(a0, b0), r.mul_ru(a1, b1))
+
+
+@njit(cache=True)
 def _mul_loop(alo, ahi, blo, bhi, lo, hi):
+    # Hull of the four endpoint products, branch-free so that LLVM
+    # vectorises; elements where a fast product is not valid are redone.
+    redo = np.zeros(lo.size, dtype=np.bool_)
     for i in range(lo.size):
         a0, a1, b0, b1 = alo[i], ahi[i], blo[i], bhi[i]
-        if a0 >= 0:
-            if b0 >= 0:
-                lo[i], hi[i] = r.mul_rd(a0, b0), r.mul_ru(a1, b1)
-            elif b1 <= 0:
-                lo[i], hi[i] = r.mul_rd(a1, b0), r.mul_ru(a0, b1)
-            else:
-                lo[i], hi[i] = r.mul_rd(a1, b0), r.mul_ru(a1, b1)
-        elif a1 <= 0:
-            if b0 >= 0:
-                lo[i], hi[i] = r.mul_rd(a0, b1), r.mul_ru(a1, b0)
-            elif b1 <= 0:
-                lo[i], hi[i] = r.mul_rd(a1, b1), r.mul_ru(a0, b0)
-            else:
-                lo[i], hi[i] = r.mul_rd(a0, b1), r.mul_ru(a0, b0)
-        else:
-            if b0 >= 0:
-                lo[i], hi[i] = r.mul_rd(a0, b1), r.mul_ru(a1, b1)
-            elif b1 <= 0:
-                lo[i], hi[i] = r.mul_rd(a1, b0), r.mul_ru(a0, b0)
-            else:
-                lo[i] = min(r.mul_rd(a0, b1), r.mul_rd(a1, b0))
-                hi[i] = max(r.mul_ru(a0, b0), r.mul_ru(a1, b1))
+        l00, h00, ok00 = r.mul_bounds(a0, b0)
+        l01, h01, ok01 = r.mul_bounds(a0, b1)
+        l10, h10, ok10 = r.mul_bounds(a1, b0)
+        l11, h11, ok11 = r.mul_bounds(a1, b1)
+        lo[i] = min(min(l00, l01), min(l10, l11))
+        hi[i] = max(max(h00, h01), max(h10, h11))
+        redo[i] = not (ok00 & ok01 & ok10 & ok11)
+    for i in np.flatnonzero(redo):
+        lo[i], hi[i] = _mul_exact(alo[i], ahi[i], blo[i], bhi[i])
 
 
 @njit(cache=True)

@@ -59,14 +59,64 @@ def fma(typingctx, a, b, c):
     return sig, codegen
 
 
+def _bitcast(src, dst):
+    """An intrinsic reinterpreting the bits of a ``src`` value as ``dst``."""
+
+    @intrinsic
+    def cast(typingctx, x):
+        if x != src:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(dst))
+
+        return dst(src), codegen
+
+    return cast
+
+
+_f64_bits = _bitcast(types.float64, types.int64)
+_bits_f64 = _bitcast(types.int64, types.float64)
+_f32_bits = _bitcast(types.float32, types.int32)
+_bits_f32 = _bitcast(types.int32, types.float32)
+_SIGN64 = np.int64(-(2**63))
+_SIGN32 = np.int32(-(2**31))
+
+
+# nextafter on the bit pattern: branch-free selects that LLVM can vectorise
+# (np.nextafter is a libm call).  Ordered integers of the same sign are
+# ordered floats; zero is treated as -0 going down and +0 going up.
+
+
 @njit(cache=True)
 def prev64(x):
-    return np.nextafter(x, -INF)
+    """The largest float64 below ``x`` (``-inf`` stays ``-inf``)."""
+    i = _SIGN64 if x == 0.0 else _f64_bits(x)
+    i = i + 1 if i < 0 else i - 1
+    return x if x == -INF else _bits_f64(i)
 
 
 @njit(cache=True)
 def next64(x):
-    return np.nextafter(x, INF)
+    """The smallest float64 above ``x`` (``+inf`` stays ``+inf``)."""
+    i = np.int64(0) if x == 0.0 else _f64_bits(x)
+    i = i - 1 if i < 0 else i + 1
+    return x if x == INF else _bits_f64(i)
+
+
+@njit(cache=True)
+def prev32(x):
+    """The largest float32 below the float32 value ``x`` (held in a float64)."""
+    i = _SIGN32 if x == 0.0 else _f32_bits(np.float32(x))
+    i = np.int32(i + 1 if i < 0 else i - 1)
+    return x if x == -INF else np.float64(_bits_f32(i))
+
+
+@njit(cache=True)
+def next32(x):
+    i = np.int32(0) if x == 0.0 else _f32_bits(np.float32(x))
+    i = np.int32(i - 1 if i < 0 else i + 1)
+    return x if x == INF else np.float64(_bits_f32(i))
 
 
 @njit(cache=True)
@@ -80,43 +130,26 @@ def two_sum_err(a, b, s):
 
 
 @njit(cache=True)
-def _add_err64(a, b, s):
-    """Sign-carrying error of ``s = fl(a+b)``; 0 when ``s`` is exact or infinite."""
-    if math.isinf(s):
-        return 0.0
-    e = two_sum_err(a, b, s)
-    if math.isnan(e):  # intermediate overflow in TwoSum: fall back to a sound step
-        return -1.0 if s > 0 else 1.0
-    return e
-
-
-@njit(cache=True)
 def add_rd64(a, b):
     s = a + b
-    if math.isinf(s) and not (math.isinf(a) or math.isinf(b)):
-        return F64_MAX if s > 0 else -INF
-    e = _add_err64(a, b, s)
-    if e < 0:
-        return prev64(s)
-    return s
+    e = two_sum_err(a, b, s)
+    # Step down when the exact sum is below s, when finite operands overflowed
+    # to +inf, or when TwoSum itself overflowed (NaN error, sign unknown).
+    step = (e < 0) | ((s == INF) & (a != INF) & (b != INF)) | ((e != e) & (abs(s) <= F64_MAX))
+    return prev64(s) if step else s
 
 
 @njit(cache=True)
 def add_ru64(a, b):
     s = a + b
-    if math.isinf(s) and not (math.isinf(a) or math.isinf(b)):
-        return INF if s > 0 else -F64_MAX
-    e = _add_err64(a, b, s)
-    if e > 0:
-        return next64(s)
-    return s
+    e = two_sum_err(a, b, s)
+    step = (e > 0) | ((s == -INF) & (a != -INF) & (b != -INF)) | ((e != e) & (abs(s) <= F64_MAX))
+    return next64(s) if step else s
 
 
 @njit(cache=True)
 def _mul_residual_sign64(a, b, p):
-    """Sign of ``a*b - p`` for finite nonzero a, b and ``p = fl(a*b)`` finite."""
-    if abs(p) >= _TINY:
-        return fma(a, b, -p)
+    """Sign of ``a*b - p`` for nonzero a, b and ``p = fl(a*b)``, ``|p| < 2^-960``."""
     if p == 0.0:  # underflowed to zero: the exact product has the operands' sign
         return 1.0 if (a > 0) == (b > 0) else -1.0
     # |a*b| < 2^-960 and |b| >= 2^-1074 give |a| < 2^115: scaling cannot overflow,
@@ -125,31 +158,37 @@ def _mul_residual_sign64(a, b, p):
 
 
 @njit(cache=True)
-def mul_rd64(a, b):
+def _mul_rd64_slow(a, b, p):
     if a == 0.0 or b == 0.0:  # IEEE 1788: 0 * anything (also inf) = 0 for bounds
         return 0.0
+    return prev64(p) if _mul_residual_sign64(a, b, p) < 0 else p
+
+
+@njit(cache=True)
+def _mul_ru64_slow(a, b, p):
+    if a == 0.0 or b == 0.0:
+        return 0.0
+    return next64(p) if _mul_residual_sign64(a, b, p) > 0 else p
+
+
+@njit(cache=True)
+def mul_rd64(a, b):
     p = a * b
-    if math.isinf(p):
-        if math.isinf(a) or math.isinf(b):
-            return p
-        return F64_MAX if p > 0 else -INF
-    if _mul_residual_sign64(a, b, p) < 0:
-        return prev64(p)
-    return p
+    if not abs(p) >= _TINY:  # zero, tiny or NaN (0 * inf): rare, exact slow path
+        return _mul_rd64_slow(a, b, p)
+    # Overflow from finite operands: p = +inf gives r = -inf (step to MAX),
+    # p = -inf gives r = +inf (stay); an infinite operand gives r = NaN (stay).
+    r = fma(a, b, -p)
+    return prev64(p) if r < 0 else p
 
 
 @njit(cache=True)
 def mul_ru64(a, b):
-    if a == 0.0 or b == 0.0:
-        return 0.0
     p = a * b
-    if math.isinf(p):
-        if math.isinf(a) or math.isinf(b):
-            return p
-        return INF if p > 0 else -F64_MAX
-    if _mul_residual_sign64(a, b, p) > 0:
-        return next64(p)
-    return p
+    if not abs(p) >= _TINY:
+        return _mul_ru64_slow(a, b, p)
+    r = fma(a, b, -p)
+    return next64(p) if r > 0 else p
 
 
 @njit(cache=True)
@@ -245,23 +284,19 @@ def sqrt_ru64(x):
 
 @njit(cache=True)
 def _to32_rd(x, err):
-    """RD32 of the real ``x + err`` where x is float64 and |err| <= ulp64(x)/2."""
+    """RD32 of the real ``x + err`` where x is float64 and |err| <= ulp64(x)/2.
+
+    Overflow needs no special case: a finite x beyond the float32 range
+    converts to inf > x and steps back to the largest float32.
+    """
     f = np.float64(np.float32(x))
-    if math.isinf(f) and not math.isinf(x):
-        return np.float64(F32_MAX) if f > 0 else -INF
-    if f > x or (f == x and err < 0):
-        return np.float64(np.nextafter(np.float32(f), np.float32(-INF)))
-    return f
+    return prev32(f) if (f > x) | ((f == x) & (err < 0)) else f
 
 
 @njit(cache=True)
 def _to32_ru(x, err):
     f = np.float64(np.float32(x))
-    if math.isinf(f) and not math.isinf(x):
-        return INF if f > 0 else -np.float64(F32_MAX)
-    if f < x or (f == x and err > 0):
-        return np.float64(np.nextafter(np.float32(f), np.float32(INF)))
-    return f
+    return next32(f) if (f < x) | ((f == x) & (err > 0)) else f
 
 
 @njit(cache=True)
@@ -278,16 +313,14 @@ def add_ru32(a, b):
 
 @njit(cache=True)
 def mul_rd32(a, b):
-    if a == 0.0 or b == 0.0:
-        return 0.0
-    return _to32_rd(a * b, 0.0)  # exact in float64 (24 + 24 bits, no underflow)
+    p = a * b  # exact in float64 (24 + 24 bits, no underflow)
+    return _to32_rd(0.0 if p != p else p, 0.0)  # NaN only from 0 * inf, which is 0
 
 
 @njit(cache=True)
 def mul_ru32(a, b):
-    if a == 0.0 or b == 0.0:
-        return 0.0
-    return _to32_ru(a * b, 0.0)
+    p = a * b
+    return _to32_ru(0.0 if p != p else p, 0.0)
 
 
 @njit(cache=True)
@@ -370,3 +403,42 @@ div_rd = _generic(div_rd64, div_rd32, 2)
 div_ru = _generic(div_ru64, div_ru32, 2)
 sqrt_rd = _generic(sqrt_rd64, sqrt_rd32, 1)
 sqrt_ru = _generic(sqrt_ru64, sqrt_ru32, 1)
+
+
+# ------------------------------------------- fused product for array loops
+
+
+@njit(cache=True)
+def _mul_bounds64(a, b):
+    """``(RD(a*b), RU(a*b), ok)``; ``ok`` is False where the fast path is not valid.
+
+    Branch-free so that array loops vectorise; the caller redoes the rare
+    ``ok == False`` cases (zero, tiny or NaN products) with ``mul_rd``/``mul_ru``.
+    """
+    p = a * b
+    r = fma(a, b, -p)
+    return prev64(p) if r < 0 else p, next64(p) if r > 0 else p, abs(p) >= _TINY
+
+
+@njit(cache=True)
+def _mul_bounds32(a, b):
+    p = a * b  # exact in float64
+    p = 0.0 if p != p else p  # NaN only from 0 * inf, which is 0 for bounds
+    f = np.float64(np.float32(p))
+    return prev32(f) if f > p else f, next32(f) if f < p else f, True
+
+
+def mul_bounds(a, b):  # pragma: no cover - only its overload is ever called
+    raise TypeError("call from Numba-compiled code only")
+
+
+@overload(mul_bounds, jit_options={"cache": True})
+def _mul_bounds_ol(a, b):
+    if a == types.float32:
+
+        def impl32(a, b):
+            lo, hi, ok = _mul_bounds32(np.float64(a), np.float64(b))
+            return np.float32(lo), np.float32(hi), ok
+
+        return impl32
+    return lambda a, b: _mul_bounds64(a, b)
