@@ -16,6 +16,7 @@ interval's dtype (convert explicitly with ``astype``).
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from numbers import Real
 
@@ -99,7 +100,7 @@ class Interval:
         """``[center - radius, center + radius]``, rounded outward."""
         c = Interval(center)
         bk = c.backend
-        r = bk.xp.asarray(radius, dtype=c.dtype)
+        r = _radius_up(bk.xp, radius, c.dtype)
         if bool((r < 0).any()) or bool(bk.xp.isnan(r).any()):
             raise ValueError("radius must be >= 0 and not NaN")
         r = bk.xp.broadcast_to(r, c.shape)
@@ -162,26 +163,21 @@ class Interval:
 
     @property
     def mid(self):
-        """A midpoint in ``[lo, hi]`` (finite unless an endpoint is infinite).
+        """A midpoint in ``[lo, hi]``: finite unless both endpoints are infinite (then 0).
 
         Computed as ``lo/2 + hi/2`` so that it cannot overflow; it need not be
         the exact midpoint, but ``rad`` is taken about this very value.
         """
-        xp = self.backend.xp
-        lo, hi = self._lo, self._hi
-        m = lo / 2 + hi / 2
-        m = xp.where(lo == hi, lo, m)  # exact for points, also subnormal ones
-        m = xp.where(xp.isinf(lo) & xp.isinf(hi), 0, m)
-        m = xp.where(xp.isinf(lo) & ~xp.isinf(hi), hi, m)
-        m = xp.where(xp.isinf(hi) & ~xp.isinf(lo), lo, m)
-        return xp.clip(m, lo, hi)
+        return self.backend.kernels.midrad(self._lo, self._hi)[0]
 
     @property
     def rad(self):
         """Radius about ``mid``, rounded up: ``[mid - rad, mid + rad]`` contains ``self``."""
-        k = self.backend.kernels
-        m = self.mid
-        return self.backend.xp.maximum(k.add_ru(m, -self._lo), k.add_ru(self._hi, -m))
+        return self.backend.kernels.midrad(self._lo, self._hi)[1]
+
+    def midrad(self):
+        """``(mid, rad)`` in one pass (see ``mid`` and ``rad``)."""
+        return self.backend.kernels.midrad(self._lo, self._hi)
 
     @property
     def width(self):
@@ -253,7 +249,11 @@ class Interval:
     def to_numpy(self) -> Interval:
         """The same intervals on the CPU (a copy if they live on the GPU)."""
         bk = self.backend
-        return self if bk.name == "numpy" else Interval._new(bk.to_host(self._lo), bk.to_host(self._hi))
+        return (
+            self
+            if bk.name == "numpy"
+            else Interval._new(bk.to_host(self._lo), bk.to_host(self._hi))
+        )
 
     # ------------------------------------------------------ reductions
 
@@ -268,7 +268,11 @@ class Interval:
         error of at most ``RU(gamma / (1 - gamma)) * A``, rounded up.
         """
         xp, k = self.backend.xp, self.backend.kernels
-        n = self.size if axis is None else int(np.prod([self.shape[a] for a in np.atleast_1d(axis)]))
+        n = (
+            self.size
+            if axis is None
+            else int(np.prod([self.shape[a] for a in np.atleast_1d(axis)]))
+        )
         if n <= 1:
             return Interval._new(xp.sum(self._lo, axis=axis), xp.sum(self._hi, axis=axis))
         g = _error_factor(n - 1, self.dtype)
@@ -284,7 +288,11 @@ class Interval:
 
     def mean(self, axis=None) -> Interval:
         """Mean along ``axis``: the outward sum times the enclosure of ``1/n``."""
-        n = self.size if axis is None else int(np.prod([self.shape[a] for a in np.atleast_1d(axis)]))
+        n = (
+            self.size
+            if axis is None
+            else int(np.prod([self.shape[a] for a in np.atleast_1d(axis)]))
+        )
         if n == 0:
             raise ValueError("mean of an empty array")
         return self.sum(axis) * Interval._exact(Fraction(1, n), self)
@@ -406,6 +414,20 @@ def _validate(xp, lo, hi):
             )
 
 
+def _radius_up(xp, radius, dtype: np.dtype):
+    """``radius`` in ``dtype`` rounded *up*: rounding to nearest could shrink a ball."""
+    if isinstance(radius, Real) and not isinstance(radius, np.generic):
+        if not (isinstance(radius, float) and not math.isfinite(radius)):
+            return xp.asarray(_scalar_bounds(radius, dtype)[1], dtype=dtype)
+    r = xp.asarray(radius)
+    if r.dtype.kind in "biu":
+        r = _as_float(xp, r)
+    out = r.astype(dtype)
+    if out.dtype.itemsize < r.dtype.itemsize:  # narrowing: step up where inexact
+        out = xp.where(out.astype(r.dtype) < r, xp.nextafter(out, dtype.type(np.inf)), out)
+    return out
+
+
 def _coerce(like: Interval, other) -> Interval:
     """``other`` as an Interval of ``like``'s backend and dtype, or ``TypeError``."""
     if isinstance(other, Interval):
@@ -418,7 +440,7 @@ def _coerce(like: Interval, other) -> Interval:
         return other
     if isinstance(other, Real) and not isinstance(other, np.generic | bool):
         return Interval._exact(other, like)
-    pts = _coerce_points(like, other)
+    pts = _coerce_points(like, other).view()  # a view: freezing it leaves the caller's array alone
     return Interval._new(pts, pts)
 
 

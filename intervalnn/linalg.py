@@ -58,25 +58,18 @@ def matmul(a, b) -> Interval:
     bk = a.backend
     xp, k = bk.xp, bk.kernels
     inner = a.shape[-1]
-    g, inv_1mg, k_eta, two_k_eta = (xp.asarray(c, dtype=a.dtype) for c in _gemm_constants(inner, a.dtype))
+    g, inv_1mg, k_eta, two_k_eta = _gemm_constants(inner, a.dtype)
 
     a_point, b_point = bool(xp.all(a.lo == a.hi)), bool(xp.all(b.lo == b.hi))
-    ma, mb = (a.lo if a_point else a.mid), (b.lo if b_point else b.mid)
-    abs_ma, abs_mb = xp.abs(ma), xp.abs(mb)
+    ma, ra = (a.lo, None) if a_point else a.midrad()
+    mb, rb = (b.lo, None) if b_point else b.midrad()
     p = xp.matmul(ma, mb)
+    s2 = None
     if b_point:  # S1 = fl(RU(rA + g|mA|) |mB|) covers rA|mB| + gamma|mA||mB|
-        x = k.mul_ru(g, abs_ma) if a_point else k.add_ru(a.rad, k.mul_ru(g, abs_ma))
-        s = xp.matmul(x, abs_mb)
+        s1 = xp.matmul(k.mag_bound(ma, g, ra), xp.abs(mb))
     elif a_point:  # S1 = fl(|mA| RU(rB + g|mB|))
-        s = xp.matmul(abs_ma, k.add_ru(b.rad, k.mul_ru(g, abs_mb)))
-    else:
-        ra = a.rad
-        x = k.add_ru(abs_ma, ra)
-        y = k.add_ru(b.rad, k.mul_ru(g, abs_mb))
-        s = k.add_ru(xp.matmul(x, y), xp.matmul(ra, abs_mb))
-    rad = k.add_ru(k.mul_ru(k.add_ru(s, two_k_eta), inv_1mg), k_eta)
-    lo, hi = k.add_rd(p, -rad), k.add_ru(p, rad)
-    bad = ~(xp.isfinite(p) & xp.isfinite(rad))
-    if bool(bad.any()):
-        lo, hi = xp.where(bad, -xp.inf, lo), xp.where(bad, xp.inf, hi)
-    return Interval._new(lo.astype(a.dtype, copy=False), hi.astype(a.dtype, copy=False))
+        s1 = xp.matmul(xp.abs(ma), k.mag_bound(mb, g, rb))
+    else:  # S1 = fl(RU(|mA| + rA) RU(rB + g|mB|)),  S2 = fl(rA |mB|)
+        s1 = xp.matmul(k.mag_bound(ma, 1.0, ra), k.mag_bound(mb, g, rb))
+        s2 = xp.matmul(ra, xp.abs(mb))
+    return Interval._new(*k.gemm_enclose(p, s1, s2, inv_1mg, k_eta, two_k_eta))

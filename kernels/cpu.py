@@ -10,10 +10,22 @@ sign-case tables for ``*`` and ``/``, endpoint rules for the rest), with the
 IEEE 1788 convention ``0 * inf = 0`` for bounds.
 """
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
 import numpy as np
 from numba import njit
 
 from . import rounding as r
+
+# Loops release the GIL; large arrays are split across threads (the loops are
+# memory-bound, and Numba's own parallel runtime stalls on small inputs).
+_CHUNK = 1 << 17
+_THREADS = os.cpu_count() or 1
+_pool = None
+
+njit = partial(njit, cache=True, nogil=True)
 
 
 def _flat(*arrays):
@@ -21,24 +33,43 @@ def _flat(*arrays):
     return [np.ascontiguousarray(a).reshape(-1) for a in arrays]
 
 
+def _run(loop, *arrays, extra=()):
+    """``loop(*arrays, *extra)`` on 1-D arrays, in parallel chunks when large."""
+    global _pool
+    n = arrays[0].size
+    parts = min(_THREADS, n // _CHUNK)
+    if parts <= 1:
+        loop(*arrays, *extra)
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="intervalnn")
+    bounds = np.linspace(0, n, parts + 1).astype(int)
+    futures = [
+        _pool.submit(loop, *(a[i:j] for a in arrays), *extra)
+        for i, j in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    for f in futures:
+        f.result()
+
+
 # ------------------------------------------------------------ loops
 
 
-@njit(cache=True)
+@njit
 def _add_loop(alo, ahi, blo, bhi, lo, hi):
     for i in range(lo.size):
         lo[i] = r.add_rd(alo[i], blo[i])
         hi[i] = r.add_ru(ahi[i], bhi[i])
 
 
-@njit(cache=True)
+@njit
 def _sub_loop(alo, ahi, blo, bhi, lo, hi):
     for i in range(lo.size):
         lo[i] = r.add_rd(alo[i], -bhi[i])
         hi[i] = r.add_ru(ahi[i], -blo[i])
 
 
-@njit(cache=True)
+@njit
 def _mul_exact(a0, a1, b0, b1):
     """The IEEE 1788 sign-case table; exact in every case, slow on random signs."""
     if a0 >= 0:
@@ -60,7 +91,7 @@ def _mul_exact(a0, a1, b0, b1):
     return min(r.mul_rd(a0, b1), r.mul_rd(a1, b0)), max(r.mul_ru(a0, b0), r.mul_ru(a1, b1))
 
 
-@njit(cache=True)
+@njit
 def _mul_loop(alo, ahi, blo, bhi, lo, hi):
     # Hull of the four endpoint products, branch-free so that LLVM
     # vectorises; elements where a fast product is not valid are redone.
@@ -78,7 +109,7 @@ def _mul_loop(alo, ahi, blo, bhi, lo, hi):
         lo[i], hi[i] = _mul_exact(alo[i], ahi[i], blo[i], bhi[i])
 
 
-@njit(cache=True)
+@njit
 def _div_loop(alo, ahi, blo, bhi, lo, hi):
     """Quotient for divisors that exclude 0 (checked by the caller)."""
     for i in range(lo.size):
@@ -99,7 +130,7 @@ def _div_loop(alo, ahi, blo, bhi, lo, hi):
                 lo[i], hi[i] = r.div_rd(a1, b1), r.div_ru(a0, b1)
 
 
-@njit(cache=True)
+@njit
 def _sqr_loop(alo, ahi, lo, hi):
     for i in range(lo.size):
         a0, a1 = alo[i], ahi[i]
@@ -112,7 +143,7 @@ def _sqr_loop(alo, ahi, lo, hi):
             lo[i], hi[i] = 0.0, r.mul_ru(m, m)
 
 
-@njit(cache=True)
+@njit
 def _sqrt_loop(alo, ahi, lo, hi):
     """Square root for intervals with lo >= 0 (checked by the caller)."""
     for i in range(lo.size):
@@ -125,7 +156,7 @@ def _sqrt_loop(alo, ahi, lo, hi):
 _ADD_RD, _ADD_RU, _MUL_RD, _MUL_RU, _DIV_RD, _DIV_RU = range(6)
 
 
-@njit(cache=True)
+@njit
 def _point_loop(a, b, out, op):
     for i in range(out.size):
         if op == _ADD_RD:
@@ -150,7 +181,7 @@ def _binary_interval(loop):
         shape = alo.shape
         flat = _flat(alo, ahi, blo, bhi)
         lo, hi = np.empty_like(flat[0]), np.empty_like(flat[0])
-        loop(*flat, lo, hi)
+        _run(loop, *flat, lo, hi)
         return lo.reshape(shape), hi.reshape(shape)
 
     kernel.__name__ = loop.__name__.strip("_").replace("_loop", "")
@@ -162,7 +193,7 @@ def _unary_interval(loop):
         shape = alo.shape
         flat = _flat(alo, ahi)
         lo, hi = np.empty_like(flat[0]), np.empty_like(flat[0])
-        loop(*flat, lo, hi)
+        _run(loop, *flat, lo, hi)
         return lo.reshape(shape), hi.reshape(shape)
 
     kernel.__name__ = loop.__name__.strip("_").replace("_loop", "")
@@ -173,10 +204,12 @@ def _binary_point(op, name):
     def kernel(a, b):
         shape = np.broadcast_shapes(np.shape(a), np.shape(b))
         dtype = np.result_type(a, b)
-        fa, fb = _flat(np.broadcast_to(a, shape).astype(dtype, copy=False),
-                       np.broadcast_to(b, shape).astype(dtype, copy=False))
+        fa, fb = _flat(
+            np.broadcast_to(a, shape).astype(dtype, copy=False),
+            np.broadcast_to(b, shape).astype(dtype, copy=False),
+        )
         out = np.empty_like(fa)
-        _point_loop(fa, fb, out, op)
+        _run(_point_loop, fa, fb, out, extra=(op,))
         return out.reshape(shape)
 
     kernel.__name__ = name
@@ -196,3 +229,76 @@ mul_rd = _binary_point(_MUL_RD, "mul_rd")
 mul_ru = _binary_point(_MUL_RU, "mul_ru")
 div_rd = _binary_point(_DIV_RD, "div_rd")
 div_ru = _binary_point(_DIV_RU, "div_ru")
+
+
+# ------------------------------------------------ fused midpoint-radius steps
+# One pass each over the matrices of the sound GEMM (intervalnn/linalg.py).
+
+
+@njit
+def _midrad_loop(lo, hi, mid, rad):
+    for i in range(lo.size):
+        a, b = lo[i], hi[i]
+        m = a * 0.5 + b * 0.5  # cannot overflow; any m in [a, b] works
+        if a == b:
+            m = a
+        elif a == -np.inf:
+            m = 0.0 if b == np.inf else b
+        elif b == np.inf:
+            m = a
+        m = min(max(m, a), b)
+        mid[i] = m
+        rad[i] = max(r.add_ru(m, -a), r.add_ru(b, -m))
+
+
+def midrad(lo, hi):
+    """``(mid, rad)`` with ``mid`` in ``[lo, hi]`` and ``[mid - rad, mid + rad] ⊇ [lo, hi]``."""
+    shape = lo.shape
+    flat = _flat(lo, hi)
+    mid, rad = np.empty_like(flat[0]), np.empty_like(flat[0])
+    _run(_midrad_loop, *flat, mid, rad)
+    return mid.reshape(shape), rad.reshape(shape)
+
+
+@njit
+def _mag_bound_loop(m, rad, out, g, use_rad):
+    for i in range(out.size):
+        t = r.mul_ru(g, abs(m[i]))
+        out[i] = r.add_ru(t, rad[i]) if use_rad else t
+
+
+def mag_bound(m, g, rad=None):
+    """``RU(RU(g |m|) + rad)`` elementwise for a scalar ``g >= 0`` (no ``rad``: ``RU(g |m|)``)."""
+    shape = m.shape
+    fm, frad = _flat(m, m if rad is None else rad)
+    out = np.empty_like(fm)
+    _run(_mag_bound_loop, fm, frad, out, extra=(fm.dtype.type(g), rad is not None))
+    return out.reshape(shape)
+
+
+@njit
+def _gemm_enclose_loop(p, s1, s2, lo, hi, c, k_eta, two_k_eta, use_s2):
+    for i in range(p.size):
+        s = r.add_ru(s1[i], s2[i]) if use_s2 else s1[i]
+        rad = r.add_ru(r.mul_ru(r.add_ru(s, two_k_eta), c), k_eta)
+        if abs(p[i]) <= np.inf and rad < np.inf:
+            lo[i] = r.add_rd(p[i], -rad)
+            hi[i] = r.add_ru(p[i], rad)
+        else:  # overflow (or inf - inf) in a BLAS product: nothing is known
+            lo[i] = -np.inf
+            hi[i] = np.inf
+
+
+def gemm_enclose(p, s1, s2, c, k_eta, two_k_eta):
+    """``[RD(P - rad), RU(P + rad)]``, ``rad = RU(RU(RU(S1 + S2) + 2k eta) c + k eta)``.
+
+    ``s2`` may be None (no second radius product); see intervalnn/linalg.py.
+    """
+    shape = p.shape
+    fp, f1, f2 = _flat(p, s1, s1 if s2 is None else s2)
+    lo, hi = np.empty_like(fp), np.empty_like(fp)
+    t = fp.dtype.type
+    _run(
+        _gemm_enclose_loop, fp, f1, f2, lo, hi, extra=(t(c), t(k_eta), t(two_k_eta), s2 is not None)
+    )
+    return lo.reshape(shape), hi.reshape(shape)

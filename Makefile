@@ -1,0 +1,22 @@
+# The two Quickstart commands: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip
+
+.PHONY: demo test install lint bench
+
+install:
+	$(PIP) install -q -e '.[test]'
+
+demo:
+	$(PIP) install -q -e .
+	$(PYTHON) -m intervalnn.cli demo
+
+lint: install
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+test: lint
+	$(PYTHON) -m pytest -q
+
+bench: install
+	$(PYTHON) benchmarks/bench_engine.py
