@@ -246,8 +246,11 @@ def _midrad_loop(lo, hi, mid, rad):
             m = 0.0 if b == np.inf else b
         elif b == np.inf:
             m = a
-        m = min(max(m, a), b)
-        mid[i] = m
+        # Store first, then read back: for float32 input ``m`` is a float64
+        # (``a * 0.5`` promotes) and storing rounds it; rad must be about the
+        # stored value.  Rounding keeps it in [a, b] (a, b are float32).
+        mid[i] = min(max(m, a), b)
+        m = mid[i]
         rad[i] = max(r.add_ru(m, -a), r.add_ru(b, -m))
 
 
