@@ -1,0 +1,223 @@
+"""Minimal layers for FullCert: interval forward and hand-written backward side by side.
+
+Every layer runs two models at once:
+
+* the **interval model**: parameters are ``Interval`` boxes that contain every
+  parameter value that training on any dataset inside the threat model could
+  produce; ``forward``/``backward`` propagate sound interval bounds;
+* the **nominal model**: plain arrays trained on the clean data with ordinary
+  round-to-nearest arithmetic (``forward_nominal``/``backward_nominal``): the
+  model a user deploys, which must stay inside the box.
+
+Caches hold only what the backward pass needs and are dropped by it, so
+memory stays flat over epochs.  Conventions: inputs are row vectors,
+``y = x W + b`` with ``W`` of shape ``(in, out)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backend import Backend, get_backend
+from .interval import Interval
+
+
+class Linear:
+    """Affine layer ``y = x W + b`` with interval ``W``, ``b`` and a nominal copy."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        rng: np.random.Generator,
+        dtype=np.float64,
+        backend: str | Backend = "numpy",
+    ):
+        if in_features < 1 or out_features < 1:
+            raise ValueError("Linear needs in_features >= 1 and out_features >= 1")
+        bk = get_backend(backend) if isinstance(backend, str) else backend
+        # PyTorch's default: kaiming_uniform_(a=sqrt(5)) gives U(-1/sqrt(in), 1/sqrt(in))
+        # for the weight, and the bias uses the same bound.
+        bound = 1.0 / math.sqrt(in_features)
+        w = rng.uniform(-bound, bound, size=(out_features, in_features)).T  # torch's layout
+        b = rng.uniform(-bound, bound, size=out_features)
+        w, b = bk.xp.asarray(w.astype(dtype)), bk.xp.asarray(b.astype(dtype))
+        self.weight, self.bias = Interval(w), Interval(b)
+        self.nominal = {"weight": w.copy(), "bias": b.copy()}
+        self.grads: dict[str, Interval] = {}
+        self.nominal_grads: dict = {}
+        self._x = self._x_nominal = None
+
+    @property
+    def params(self) -> dict[str, Interval]:
+        return {"weight": self.weight, "bias": self.bias}
+
+    def set_params(self, params: dict[str, Interval]) -> None:
+        self.weight, self.bias = params["weight"], params["bias"]
+
+    # interval model -------------------------------------------------------
+    def forward(self, x: Interval) -> Interval:
+        self._x = x
+        return x @ self.weight + self.bias
+
+    def backward(self, g: Interval, need_input_grad: bool = True) -> Interval | None:
+        """``dW = x^T g``, ``db = sum_rows g``, ``dx = g W^T`` (g already has the 1/m)."""
+        x, self._x = self._x, None
+        self.grads = {"weight": x.T @ g, "bias": g.sum(axis=0)}
+        return g @ self.weight.T if need_input_grad else None
+
+    # nominal model --------------------------------------------------------
+    def forward_nominal(self, x):
+        self._x_nominal = x
+        return x @ self.nominal["weight"] + self.nominal["bias"]
+
+    def backward_nominal(self, g, need_input_grad: bool = True):
+        x, self._x_nominal = self._x_nominal, None
+        self.nominal_grads = {"weight": x.T @ g, "bias": g.sum(axis=0)}
+        return g @ self.nominal["weight"].T if need_input_grad else None
+
+    def __repr__(self) -> str:
+        n_in, n_out = self.weight.shape
+        return f"Linear({n_in}, {n_out})"
+
+
+class ReLU:
+    """``max(z, 0)``; its derivative on an interval is 0, 1 or the hull [0, 1]."""
+
+    params: dict = {}
+
+    def __init__(self):
+        self._z = self._z_nominal = None
+
+    def set_params(self, params) -> None:
+        pass
+
+    def forward(self, z: Interval) -> Interval:
+        self._z = z
+        xp = z.backend.xp
+        return Interval._new(xp.maximum(z.lo, 0), xp.maximum(z.hi, 0))
+
+    def backward(self, g: Interval, need_input_grad: bool = True) -> Interval:
+        # g * d with d = 1 (z > 0), 0 (z <= 0) or [0, 1]: exact, no rounding.
+        z, self._z = self._z, None
+        xp = g.backend.xp
+        active, inactive = z.lo > 0, z.hi <= 0
+        lo = xp.where(active, g.lo, xp.where(inactive, 0, xp.minimum(g.lo, 0)))
+        hi = xp.where(active, g.hi, xp.where(inactive, 0, xp.maximum(g.hi, 0)))
+        return Interval._new(lo.astype(g.dtype), hi.astype(g.dtype))
+
+    def forward_nominal(self, z):
+        self._z_nominal = z
+        return z * (z > 0)
+
+    def backward_nominal(self, g, need_input_grad: bool = True):
+        z, self._z_nominal = self._z_nominal, None
+        return g * (z > 0)
+
+    def __repr__(self) -> str:
+        return "ReLU()"
+
+
+class Sequential:
+    """Layers applied in order; ``backward`` runs them in reverse."""
+
+    def __init__(self, *layers):
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        self.layers = list(layers)
+
+    def forward(self, x: Interval) -> Interval:
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, g: Interval) -> None:
+        for i, layer in reversed(list(enumerate(self.layers))):
+            g = layer.backward(g, need_input_grad=i > 0)
+
+    def forward_nominal(self, x):
+        for layer in self.layers:
+            x = layer.forward_nominal(x)
+        return x
+
+    def backward_nominal(self, g) -> None:
+        for i, layer in reversed(list(enumerate(self.layers))):
+            g = layer.backward_nominal(g, need_input_grad=i > 0)
+
+    def named_params(self) -> dict[str, Interval]:
+        return {
+            f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()
+        }
+
+    def named_nominal(self) -> dict:
+        return {
+            f"{i}.{k}": v
+            for i, layer in enumerate(self.layers)
+            for k, v in getattr(layer, "nominal", {}).items()
+        }
+
+    def named_grads(self) -> tuple[dict[str, Interval], dict]:
+        grads, nominal = {}, {}
+        for i, layer in enumerate(self.layers):
+            for k in layer.params:
+                grads[f"{i}.{k}"] = layer.grads[k]
+                nominal[f"{i}.{k}"] = layer.nominal_grads[k]
+        return grads, nominal
+
+    def load(self, params: dict[str, Interval], nominal: dict | None = None) -> None:
+        """Replace parameters by name (the names of ``named_params``)."""
+        for i, layer in enumerate(self.layers):
+            mine = {k: params[f"{i}.{k}"] for k in layer.params}
+            if mine:
+                layer.set_params(mine)
+            if nominal is not None and hasattr(layer, "nominal"):
+                layer.nominal = {k: nominal[f"{i}.{k}"] for k in layer.nominal}
+
+    @property
+    def in_features(self) -> int:
+        return self.layers[0].weight.shape[0]
+
+    @property
+    def out_features(self) -> int:
+        return [la for la in self.layers if isinstance(la, Linear)][-1].weight.shape[1]
+
+    @property
+    def dtype(self):
+        return self.layers[0].weight.dtype
+
+    @property
+    def backend(self) -> Backend:
+        return self.layers[0].weight.backend
+
+    def __repr__(self) -> str:
+        return "Sequential(" + ", ".join(map(repr, self.layers)) + ")"
+
+
+def mlp(
+    in_features: int,
+    out_features: int,
+    *,
+    hidden: int = 20,
+    layers: int = 2,
+    seed: int = 0,
+    dtype=np.float64,
+    backend: str = "numpy",
+) -> Sequential:
+    """The paper's MLPs: ``layers`` Linear layers with ReLU between them.
+
+    ``layers=2, hidden=20`` is Linear(in, 20) - ReLU - Linear(20, out) (the
+    paper's "2-layer MLP").  Initialisation is PyTorch's default, seeded.
+    """
+    if layers < 1 or hidden < 1:
+        raise ValueError("an MLP needs layers >= 1 and hidden >= 1")
+    rng = np.random.default_rng(seed)
+    sizes = [in_features] + [hidden] * (layers - 1) + [out_features]
+    modules = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        modules.append(Linear(n_in, n_out, rng=rng, dtype=dtype, backend=backend))
+        if i < layers - 1:
+            modules.append(ReLU())
+    return Sequential(*modules)

@@ -1,0 +1,105 @@
+"""Losses with tight interval bounds and their gradients (FullCert, eq. 11, 13; app. A.3, A.4).
+
+Both losses are means over the batch, and their gradients are divided by the
+batch size ``m`` **once** (standard semantics).  BoundFlow divides twice (in
+the loss and again in each layer), so a BoundFlow learning rate ``lambda_BF``
+equals ``lambda_BF / m`` here; the paper's hyper-parameters are in BoundFlow's
+convention.
+
+The nominal gradient is the *lower endpoint* of the same interval formula
+evaluated at the nominal logits: every step of the formula is monotone with
+directed rounding, so that value lies inside the box gradient whenever the
+nominal logits lie inside the box logits, which keeps the nominal model
+provably inside the parameter box.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from . import functions as F
+from .interval import Interval
+
+
+def _batch_factor(m: int, like: Interval) -> Interval:
+    return Interval._exact(Fraction(1, m), like)
+
+
+def _labels(y, z: Interval):
+    return z.backend.xp.asarray(y)
+
+
+class BCEWithLogits:
+    """Binary cross-entropy on one logit ``z`` per sample, labels in {0, 1}.
+
+    ``loss(z, y) = softplus(z) - y z = softplus((1 - 2y) z)``: monotone in ``z``
+    for fixed ``y``, so its bounds come from the endpoints; the gradient
+    ``(sigmoid(z) - y) / m`` is monotone too (paper eq. 11, app. A.3).
+    """
+
+    name = "bce"
+    num_outputs = 1
+
+    def _flip(self, z: Interval, y) -> Interval:
+        xp = z.backend.xp
+        one = _labels(y, z).reshape(z.shape) == 1
+        return Interval._new(xp.where(one, -z.hi, z.lo), xp.where(one, -z.lo, z.hi))
+
+    def value(self, z: Interval, y) -> Interval:
+        """Bounds on the mean loss over the batch."""
+        return F.softplus(self._flip(z, y)).mean()
+
+    def grad(self, z: Interval, y) -> Interval:
+        """Bounds on ``d mean-loss / dz``, same shape as ``z``."""
+        yy = _labels(y, z).reshape(z.shape).astype(z.dtype)
+        return (F.sigmoid(z) - yy) * _batch_factor(z.shape[0], z)
+
+    def predict(self, z):
+        return (z.reshape(-1) > 0).astype(np.int64)
+
+
+class CrossEntropy:
+    """Cross-entropy through a tight log-softmax for ``K >= 2`` logits (paper eq. 13, 25).
+
+    With ``S_i = sum_{j != i} exp(z_j - z_i)`` (interval differences pair the
+    lower ``z_i`` with the upper ``z_j`` and vice versa), ``softmax_i = 1/(1 + S_i)``
+    and ``-log softmax_y = log1p(S_y)``, both monotone in ``S``.
+    """
+
+    name = "ce"
+    num_outputs = None  # any K >= 2
+
+    @staticmethod
+    def _others_sum(z: Interval) -> Interval:
+        m, k = z.shape
+        xp = z.backend.xp
+        diff = z.reshape(m, 1, k) - z.reshape(m, k, 1)  # [b, i, j] = z_j - z_i
+        off_diagonal = xp.asarray(1 - np.eye(k), dtype=z.dtype)
+        return (F.exp(diff) * off_diagonal).sum(axis=2)
+
+    def value(self, z: Interval, y) -> Interval:
+        s = self._others_sum(z)
+        rows = z.backend.xp.arange(z.shape[0])
+        return F.log1p(s[rows, _labels(y, z)]).mean()
+
+    def grad(self, z: Interval, y) -> Interval:
+        xp = z.backend.xp
+        p = 1.0 / (1.0 + self._others_sum(z))
+        onehot = (xp.arange(z.shape[1])[None, :] == _labels(y, z)[:, None]).astype(z.dtype)
+        return (p - onehot) * _batch_factor(z.shape[0], z)
+
+    def predict(self, z):
+        return z.argmax(axis=1)
+
+
+LOSSES = {"bce": BCEWithLogits, "ce": CrossEntropy}
+
+
+def get_loss(name: str):
+    """``"bce"`` (one logit, two classes) or ``"ce"`` (K logits)."""
+    try:
+        return LOSSES[name]()
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; choose from {sorted(LOSSES)}") from None

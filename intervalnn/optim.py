@@ -1,0 +1,51 @@
+"""Interval SGD: ``Theta <- Theta - lambda_t * grad``, rounded outward (FullCert eq. 16).
+
+The learning rate is an exact real (a Python float or Fraction); ``lambda_t``
+is enclosed outward in the parameters' dtype, and the interval arithmetic
+rounds every update outward, so the new box contains every parameter value
+SGD could reach from any member of the old box with any member gradient.
+The nominal model takes the same step in plain round-to-nearest arithmetic.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from .interval import Interval
+
+SCHEDULES = ("constant", "1/t")
+
+
+class SGD:
+    """Plain SGD with a constant or ``lambda / t`` learning rate (t = 1, 2, ...)."""
+
+    def __init__(self, learning_rate: float, schedule: str = "constant"):
+        if not learning_rate > 0:
+            raise ValueError(f"the learning rate must be > 0, got {learning_rate}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; choose from {SCHEDULES}")
+        self.learning_rate = learning_rate
+        self.schedule = schedule
+        self.t = 0
+
+    def rate(self, t: int) -> Fraction:
+        """The exact learning rate of step ``t`` (1-based)."""
+        lr = Fraction(self.learning_rate)
+        return lr if self.schedule == "constant" else lr / t
+
+    def step(
+        self,
+        params: dict[str, Interval],
+        grads: dict[str, Interval],
+        nominal: dict,
+        nominal_grads: dict,
+    ) -> tuple[dict[str, Interval], dict]:
+        """One update of the box and of the nominal model; returns both."""
+        self.t += 1
+        rate = self.rate(self.t)
+        new_params, new_nominal = {}, {}
+        for name, theta in params.items():
+            lam = Interval._exact(rate, theta)
+            new_params[name] = theta - lam * grads[name]
+            new_nominal[name] = nominal[name] - theta.dtype.type(float(rate)) * nominal_grads[name]
+        return new_params, new_nominal

@@ -1,0 +1,53 @@
+"""What the adversary may change: the training-time and test-time boxes.
+
+FullCert's threat model: every feature of every training point may be moved
+by up to ``epsilon`` (l-infinity, data poisoning), and a test input by up to
+``test_epsilon`` (adversarial example).  ``test_epsilon`` defaults to
+``epsilon`` as in the paper; ``test_epsilon = 0`` certifies against training
+poisoning only.  ``domain`` clips both boxes to the valid data range (e.g.
+``(0, 1)`` for pixels): a smaller, still complete, threat model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from .interval import Interval
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    epsilon: float
+    test_epsilon: float | None = None
+    domain: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        for name in ("epsilon", "test_epsilon"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+        if self.domain is not None:
+            lo, hi = self.domain
+            if not lo <= hi:
+                raise ValueError(f"domain must satisfy lower <= upper, got {self.domain}")
+            object.__setattr__(self, "domain", (float(lo), float(hi)))
+
+    @property
+    def inference_epsilon(self) -> float:
+        return self.epsilon if self.test_epsilon is None else self.test_epsilon
+
+    def train_box(self, x) -> Interval:
+        """Every training point ``x`` may become anything in this box."""
+        return Interval.ball(x, self.epsilon, domain=self.domain)
+
+    def test_box(self, x) -> Interval:
+        return Interval.ball(x, self.inference_epsilon, domain=self.domain)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ThreatModel:
+        dom = d.get("domain")
+        return cls(d["epsilon"], d.get("test_epsilon"), tuple(dom) if dom is not None else None)

@@ -1,0 +1,197 @@
+"""FullCert certified training: interval SGD on the box of poisoned datasets.
+
+Each step feeds the same batch to two models: the interval model sees the
+threat model's box around every training point and yields a parameter box
+that contains every model SGD could produce from any poisoned dataset; the
+nominal model trains on the clean batch.  The nominal model is checked to lie
+inside the box after every step (``SoundnessError`` otherwise: that would be
+a bug).  Widths only grow (paper eq. 16), so the model with the best
+certified validation accuracy is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .certify import certify
+from .interval import Interval
+from .layers import Sequential
+from .losses import get_loss
+from .optim import SCHEDULES, SGD
+from .threat import ThreatModel
+
+
+class SoundnessError(AssertionError):
+    """The nominal model left the parameter box: a soundness bug, never expected."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    learning_rate: float = 0.1
+    batch_size: int = 100
+    schedule: str = "constant"
+    seed: int = 0
+    loss: str = "bce"
+    pretrain_epochs: int = 0
+    pretrain_learning_rate: float = 0.1
+    validate_every: str = "epoch"  # or "step": choose the best model at every step
+
+    def __post_init__(self):
+        if self.epochs < 0 or self.pretrain_epochs < 0:
+            raise ValueError("epochs must be >= 0")
+        if not self.learning_rate > 0 or not self.pretrain_learning_rate > 0:
+            raise ValueError("learning rates must be > 0")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}")
+        if self.validate_every not in ("epoch", "step"):
+            raise ValueError("validate_every must be 'epoch' or 'step'")
+        get_loss(self.loss)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    model: Sequential  # the parameters with the best certified validation accuracy
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=dict)
+    stopped: str | None = None  # why training stopped early, if it did
+    seconds: float = 0.0
+
+
+def _batches(n: int, batch_size: int, rng: np.random.Generator):
+    order = rng.permutation(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _check_inside(params: dict[str, Interval], nominal: dict, step: int) -> None:
+    for name, box in params.items():
+        inside = box.contains(nominal[name])
+        if not bool(inside.all()):
+            raise SoundnessError(f"step {step}: the nominal {name} left its parameter box")
+
+
+def _widths(params: dict[str, Interval]) -> tuple[float, float]:
+    widths = [box.backend.to_host(box.width).astype(np.float64).ravel() for box in params.values()]
+    w = np.concatenate(widths)
+    return float(w.mean()), float(w.max())
+
+
+def pretrain_nominal(model: Sequential, x, y, config: TrainConfig, rng) -> None:
+    """Clean SGD of the nominal model only (the paper's Fig. 3 protocol).
+
+    Afterwards the parameter box is the point box at the pretrained model.
+    """
+    loss = get_loss(config.loss)
+    xp = model.backend.xp
+    x = xp.asarray(np.asarray(x, dtype=model.dtype))
+    y = xp.asarray(np.asarray(y))
+    lr = model.dtype.type(config.pretrain_learning_rate)
+    for _ in range(config.pretrain_epochs):
+        for idx in _batches(x.shape[0], config.batch_size, rng):
+            z = model.forward_nominal(x[idx])
+            model.backward_nominal(loss.grad(Interval._new(z, z), y[idx]).lo)
+            for layer in model.layers:
+                for k, g in getattr(layer, "nominal_grads", {}).items():
+                    layer.nominal[k] = layer.nominal[k] - lr * g
+    model.load({k: Interval(v) for k, v in model.named_nominal().items()})
+
+
+def train(
+    model: Sequential,
+    train_x,
+    train_y,
+    threat: ThreatModel,
+    config: TrainConfig,
+    val_x=None,
+    val_y=None,
+    pretrain_x=None,
+    pretrain_y=None,
+    progress: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Certified training of ``model`` in place; returns the best model and the history.
+
+    ``progress`` is called after every validation with the latest history row
+    (the CLI turns it into a progress bar).  Validation certifies ``val_x``
+    under the threat model's *test* box; without validation data the last
+    model is kept.
+    """
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    loss = get_loss(config.loss)
+    bk, dtype = model.backend, model.dtype
+    if config.pretrain_epochs and pretrain_x is not None:
+        pretrain_nominal(model, pretrain_x, pretrain_y, config, rng)
+
+    x = bk.xp.asarray(np.asarray(train_x, dtype=dtype))
+    y = bk.xp.asarray(np.asarray(train_y))
+    box_x = threat.train_box(x)  # every poisoned training set lies in here
+    opt = SGD(config.learning_rate, config.schedule)
+    result = TrainResult(model=model)
+    best_params, best_nominal = model.named_params(), model.named_nominal()
+    best_acc = -1.0
+    step = 0
+
+    def validate(epoch: int, loss_lo: float, loss_hi: float):
+        nonlocal best_acc, best_params, best_nominal
+        params = model.named_params()
+        row = {"epoch": epoch, "step": step, "loss_lo": loss_lo, "loss_hi": loss_hi}
+        row["mean_width"], row["max_width"] = _widths(params)
+        if val_x is not None:
+            cert = certify(model, val_x, val_y, threat)
+            row["val_certified_accuracy"] = cert.certified_accuracy
+            row["val_accuracy"] = cert.nominal_accuracy
+            if cert.certified_accuracy > best_acc:
+                best_acc = cert.certified_accuracy
+                best_params, best_nominal = params, model.named_nominal()
+                result.best = dict(row)
+        result.history.append(row)
+        if progress is not None:
+            progress(row)
+
+    validate(0, float("nan"), float("nan"))
+    for epoch in range(1, config.epochs + 1):
+        loss_bounds = []
+        for idx in _batches(x.shape[0], config.batch_size, rng):
+            step += 1
+            z = model.forward(box_x[idx])
+            model.backward(loss.grad(z, y[idx]))
+            value = loss.value(z, y[idx])
+            loss_bounds.append((float(value.lo), float(value.hi)))
+            z_nom = model.forward_nominal(x[idx])
+            model.backward_nominal(loss.grad(Interval._new(z_nom, z_nom), y[idx]).lo)
+            grads, nominal_grads = model.named_grads()
+            params, nominal = opt.step(
+                model.named_params(), grads, model.named_nominal(), nominal_grads
+            )
+            model.load(params, nominal)
+            if not all(
+                bool(bk.xp.isfinite(p.lo).all() & bk.xp.isfinite(p.hi).all())
+                for p in params.values()
+            ):
+                result.stopped = (
+                    f"parameter bounds became infinite at epoch {epoch}, step "
+                    f"{step}: lower the learning rate or epsilon"
+                )
+                break
+            _check_inside(params, nominal, step)
+            if config.validate_every == "step":
+                validate(epoch, *loss_bounds[-1])
+        if result.stopped:
+            break
+        if config.validate_every == "epoch":
+            lo, hi = np.mean(loss_bounds, axis=0)
+            validate(epoch, float(lo), float(hi))
+
+    if val_x is not None:
+        model.load(best_params, best_nominal)
+    result.seconds = time.perf_counter() - t0
+    return result
