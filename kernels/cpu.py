@@ -284,10 +284,10 @@ def _gemm_enclose_loop(p, s1, s2, lo, hi, c, k_eta, two_k_eta, use_s2):
     for i in range(p.size):
         s = r.add_ru(s1[i], s2[i]) if use_s2 else s1[i]
         rad = r.add_ru(r.mul_ru(r.add_ru(s, two_k_eta), c), k_eta)
-        if abs(p[i]) <= np.inf and rad < np.inf:
+        if abs(p[i]) < np.inf and rad < np.inf:  # also False for NaN
             lo[i] = r.add_rd(p[i], -rad)
             hi[i] = r.add_ru(p[i], rad)
-        else:  # overflow (or inf - inf) in a BLAS product: nothing is known
+        else:  # P overflowed (or is NaN) or rad did: nothing is known
             lo[i] = -np.inf
             hi[i] = np.inf
 

@@ -312,15 +312,23 @@ def add_ru32(a, b):
 
 
 @njit(cache=True)
+def _mul32(a, b):
+    """``a*b`` exactly in float64 (24 + 24 bits, no underflow); ``0 * inf = 0``.
+
+    A NaN operand stays NaN (it must not be read as ``0 * inf``).
+    """
+    p = a * b
+    return 0.0 if (p != p) & (a == a) & (b == b) else p
+
+
+@njit(cache=True)
 def mul_rd32(a, b):
-    p = a * b  # exact in float64 (24 + 24 bits, no underflow)
-    return _to32_rd(0.0 if p != p else p, 0.0)  # NaN only from 0 * inf, which is 0
+    return _to32_rd(_mul32(a, b), 0.0)
 
 
 @njit(cache=True)
 def mul_ru32(a, b):
-    p = a * b
-    return _to32_ru(0.0 if p != p else p, 0.0)
+    return _to32_ru(_mul32(a, b), 0.0)
 
 
 @njit(cache=True)
@@ -422,8 +430,7 @@ def _mul_bounds64(a, b):
 
 @njit(cache=True)
 def _mul_bounds32(a, b):
-    p = a * b  # exact in float64
-    p = 0.0 if p != p else p  # NaN only from 0 * inf, which is 0 for bounds
+    p = _mul32(a, b)
     f = np.float64(np.float32(p))
     return prev32(f) if f > p else f, next32(f) if f < p else f, True
 
