@@ -116,11 +116,14 @@ def train(
     pretrain_x=None,
     pretrain_y=None,
     progress: Callable[[dict], None] | None = None,
+    on_step: Callable[[int, dict, dict], None] | None = None,
 ) -> TrainResult:
     """Certified training of ``model`` in place; returns the best model and the history.
 
     ``progress`` is called after every validation with the latest history row
-    (the CLI turns it into a progress bar).  Validation certifies ``val_x``
+    (the CLI turns it into a progress bar); ``on_step(step, box, nominal)``
+    after every SGD step with the new parameter box and nominal parameters
+    (for audits and tests).  Validation certifies ``val_x``
     under the threat model's *test* box; without validation data the last
     model is kept.
     """
@@ -183,6 +186,8 @@ def train(
                 )
                 break
             _check_inside(params, nominal, step)
+            if on_step is not None:
+                on_step(step, params, nominal)
             if config.validate_every == "step":
                 validate(epoch, *loss_bounds[-1])
         if result.stopped:

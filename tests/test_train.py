@@ -1,0 +1,223 @@
+"""End-to-end soundness of certified training and certification.
+
+Concrete SGD runs on poisoned datasets sampled from the threat model's box
+(vertices and random points), with the same batches as the interval run,
+must stay inside the parameter box at every step; certified test points must
+keep their label under concrete models and inputs sampled from the boxes.
+"""
+
+from fractions import Fraction
+
+import gmpy2
+import numpy as np
+import pytest
+
+from intervalnn.certify import certify, margins
+from intervalnn.datasets import two_moons_splits
+from intervalnn.layers import Linear, mlp
+from intervalnn.threat import ThreatModel
+from intervalnn.train import TrainConfig, _batches, train
+
+MPFR_BITS = 300
+
+
+def _sigmoid_exact(z: Fraction) -> Fraction:
+    """sigmoid(z) to 300 bits (MPFR): exact for our purpose, errors near 2^-300."""
+    with gmpy2.context(precision=MPFR_BITS):
+        v = 1 / (1 + gmpy2.exp(-gmpy2.mpfr(gmpy2.mpq(z.numerator, z.denominator))))
+    return Fraction(*v.as_integer_ratio())
+
+
+def _recorder():
+    steps = {}
+
+    def on_step(step, params, nominal):
+        steps[step] = {k: (v.lo.copy(), v.hi.copy()) for k, v in params.items()}
+
+    return steps, on_step
+
+
+def _inside(value, lo, hi):
+    return bool(np.all((lo <= value) & (value <= hi)))
+
+
+def _poisoned(x, eps, rng, kind, domain=None):
+    if kind == "vertex":
+        x = x + eps * rng.choice([-1.0, 1.0], size=x.shape)
+    else:
+        x = x + eps * rng.uniform(-1, 1, size=x.shape)
+    return x if domain is None else np.clip(x, *domain)
+
+
+def test_exact_rational_sgd_stays_in_box():
+    """A 2-3-1 network, 6 points, 4 full-batch steps: Fraction SGD inside the box at every step."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, size=(6, 2))
+    y = np.array([0, 1, 0, 1, 1, 0])
+    eps, lr = 0.05, 0.5
+    model = mlp(2, 1, hidden=3, layers=2, seed=1)
+    init = {k: v.lo.copy() for k, v in model.named_params().items()}
+    steps, on_step = _recorder()
+    cfg = TrainConfig(epochs=4, learning_rate=lr, batch_size=6, seed=0)
+    train(model, x, y, ThreatModel(eps), cfg, on_step=on_step)
+    assert sorted(steps) == [1, 2, 3, 4]
+
+    def exact_run(xp):
+        w1 = [[Fraction(v) for v in row] for row in init["0.weight"]]
+        b1 = [Fraction(v) for v in init["0.bias"]]
+        w2 = [[Fraction(v) for v in row] for row in init["2.weight"]]
+        b2 = [Fraction(v) for v in init["2.bias"]]
+        xs = [[Fraction(v) for v in row] for row in xp]
+        m, lam = len(xs), Fraction(lr)
+        trajectory = []
+        for _ in range(4):
+            z1 = [[sum(xr[i] * w1[i][j] for i in range(2)) + b1[j] for j in range(3)] for xr in xs]
+            h = [[max(v, Fraction(0)) for v in row] for row in z1]
+            z2 = [sum(hr[j] * w2[j][0] for j in range(3)) + b2[0] for hr in h]
+            g2 = [(_sigmoid_exact(z) - int(t)) / m for z, t in zip(z2, y, strict=True)]
+            gw2 = [[sum(h[b][j] * g2[b] for b in range(m))] for j in range(3)]
+            gb2 = [sum(g2)]
+            g1 = [
+                [g2[b] * w2[j][0] * (1 if z1[b][j] > 0 else 0) for j in range(3)] for b in range(m)
+            ]
+            gw1 = [[sum(xs[b][i] * g1[b][j] for b in range(m)) for j in range(3)] for i in range(2)]
+            gb1 = [sum(g1[b][j] for b in range(m)) for j in range(3)]
+            w1 = [[w1[i][j] - lam * gw1[i][j] for j in range(3)] for i in range(2)]
+            b1 = [b1[j] - lam * gb1[j] for j in range(3)]
+            w2 = [[w2[j][0] - lam * gw2[j][0]] for j in range(3)]
+            b2 = [b2[0] - lam * gb2[0]]
+            trajectory.append({"0.weight": w1, "0.bias": b1, "2.weight": w2, "2.bias": b2})
+        return trajectory
+
+    for trial in range(6):
+        kind = "vertex" if trial % 2 == 0 else "random"
+        xp = _poisoned(x, eps, rng, kind) if trial else x
+        for step, exact in enumerate(exact_run(xp), start=1):
+            for name, value in exact.items():
+                lo, hi = steps[step][name]
+                flat = np.ravel(np.array(value, dtype=object))
+                assert all(
+                    Fraction(float(a)) <= v <= Fraction(float(b))
+                    for a, v, b in zip(lo.ravel(), flat, hi.ravel(), strict=True)
+                ), (trial, step, name)
+
+
+def _float_sgd(model_init, x, y, batches, lr, loss):
+    """Independent float64 reference SGD for Linear/ReLU MLPs (not the library's code)."""
+    params = {k: v.copy() for k, v in model_init.items()}
+    n_linear = len(params) // 2
+    trajectory = []
+    for idx in batches:
+        acts, pre = [x[idx]], []
+        for i in range(n_linear):
+            z = acts[-1] @ params[f"{2 * i}.weight"] + params[f"{2 * i}.bias"]
+            pre.append(z)
+            acts.append(np.maximum(z, 0) if i < n_linear - 1 else z)
+        z, yy, m = acts[-1], y[idx], len(idx)
+        if loss == "bce":
+            g = (1 / (1 + np.exp(-z[:, 0])) - yy)[:, None] / m
+        else:
+            p = np.exp(z - z.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            g = (p - np.eye(z.shape[1])[yy]) / m
+        grads = {}
+        for i in reversed(range(n_linear)):
+            grads[f"{2 * i}.weight"] = acts[i].T @ g
+            grads[f"{2 * i}.bias"] = g.sum(axis=0)
+            if i:
+                g = (g @ params[f"{2 * i}.weight"].T) * (pre[i - 1] > 0)
+        params = {k: v - lr * grads[k] for k, v in params.items()}
+        trajectory.append(params)
+    return trajectory
+
+
+@pytest.mark.parametrize("loss", ["bce", "ce"])
+def test_float_sgd_on_poisoned_moons_stays_in_box(loss):
+    """The paper's 2x20 MLP on Two-Moons: float64 SGD on sampled poisoned data stays inside."""
+    sp = two_moons_splits(seed=0, n_train=300)
+    eps, lr, epochs, bs = 1e-3, 0.5, 2, 100
+    k = 1 if loss == "bce" else 2
+    model = mlp(2, k, hidden=20, layers=2, seed=0)
+    init = {name: box.lo.copy() for name, box in model.named_params().items()}
+    steps, on_step = _recorder()
+    cfg = TrainConfig(epochs=epochs, learning_rate=lr, batch_size=bs, seed=5, loss=loss)
+    train(model, sp.train.x, sp.train.y, ThreatModel(eps), cfg, on_step=on_step)
+    rng = np.random.default_rng(5)
+    batches = [b for _ in range(epochs) for b in _batches(len(sp.train.y), bs, rng)]
+    sample = np.random.default_rng(11)
+    excursions = 0
+    for trial in range(8):
+        xp = _poisoned(sp.train.x, eps, sample, "vertex" if trial % 2 else "random")
+        for step, params in enumerate(_float_sgd(init, xp, sp.train.y, batches, lr, loss), 1):
+            for name, value in params.items():
+                lo, hi = steps[step][name]
+                excursions += int(np.sum((value < lo) | (value > hi)))
+    assert excursions == 0
+
+
+def test_certified_points_keep_their_label():
+    sp = two_moons_splits(seed=1)
+    threat = ThreatModel(1e-2)
+    model = mlp(2, 1, hidden=20, layers=2, seed=1)
+    cfg = TrainConfig(epochs=2, learning_rate=0.5, batch_size=100, validate_every="step")
+    result = train(model, sp.train.x, sp.train.y, threat, cfg, sp.val.x, sp.val.y)
+    cert = certify(result.model, sp.test.x, sp.test.y, threat)
+    assert cert.certified.sum() > 0
+    rng = np.random.default_rng(0)
+    boxes = result.model.named_params()
+    xc, yc = sp.test.x[cert.certified], sp.test.y[cert.certified]
+    for trial in range(20):
+        pick = {
+            k: np.where(rng.random(b.shape) < 0.5, b.lo, b.hi)
+            if trial % 2
+            else rng.uniform(b.lo, b.hi)
+            for k, b in boxes.items()
+        }
+        xs = xc + 1e-2 * rng.choice([-1.0, 1.0], size=xc.shape)
+        z = (
+            np.maximum(xs @ pick["0.weight"] + pick["0.bias"], 0) @ pick["2.weight"]
+            + pick["2.bias"]
+        )
+        assert np.all((z[:, 0] > 0) == (yc == 1))
+
+
+def test_margins_binary_and_multiclass():
+    lo = np.array([[0.5], [-1.0], [-0.1]])
+    hi = np.array([[1.0], [-0.2], [0.3]])
+    assert np.allclose(margins(lo, hi, np.array([1, 0, 1])), [0.5, 0.2, -0.1])
+    lo3 = np.array([[2.0, 0.0, 0.5]])
+    hi3 = np.array([[3.0, 1.0, 1.5]])
+    assert margins(lo3, hi3, np.array([0]))[0] == 0.5
+    assert margins(lo3, hi3, np.array([1]))[0] == 0.0 - 3.0
+
+
+def test_training_is_deterministic_and_keeps_best():
+    sp = two_moons_splits(seed=2, n_train=200)
+    runs = []
+    for _ in range(2):
+        model = mlp(2, 1, hidden=10, layers=2, seed=4)
+        cfg = TrainConfig(epochs=3, learning_rate=0.2, batch_size=50, seed=4)
+        runs.append(
+            train(model, sp.train.x, sp.train.y, ThreatModel(1e-3), cfg, sp.val.x, sp.val.y)
+        )
+    a, b = (r.model.named_params() for r in runs)
+    assert all(np.array_equal(a[k].lo, b[k].lo) and np.array_equal(a[k].hi, b[k].hi) for k in a)
+    best = max(r["val_certified_accuracy"] for r in runs[0].history)
+    assert runs[0].best["val_certified_accuracy"] == best
+
+
+def test_blow_up_stops_with_a_message():
+    sp = two_moons_splits(seed=0, n_train=200)
+    model = mlp(2, 1, hidden=20, layers=3, seed=0)
+    cfg = TrainConfig(epochs=200, learning_rate=50.0, batch_size=200)
+    result = train(model, sp.train.x, sp.train.y, ThreatModel(0.1), cfg, sp.val.x, sp.val.y)
+    assert result.stopped is not None and "infinite" in result.stopped
+    for box in result.model.named_params().values():
+        assert np.all(np.isfinite(box.lo)) and np.all(np.isfinite(box.hi))
+
+
+def test_linear_init_matches_pytorch_default_bounds():
+    layer = Linear(50, 7, rng=np.random.default_rng(0))
+    w = layer.weight.lo
+    assert w.shape == (50, 7) and np.all(np.abs(w) <= 1 / np.sqrt(50))
+    assert np.abs(w).max() > 0.9 / np.sqrt(50)
