@@ -12,12 +12,27 @@ def main():
 
     \b
     Examples:
-      intervalnn demo                 show the sound engine on a small network
-      intervalnn demo --dtype float32
+      intervalnn demo                 certified training + certification on Two-Moons
+      intervalnn demo --dtype float32 --epsilon 0.001
     """
 
 
 @main.command()
+@click.option(
+    "--epsilon",
+    type=click.FloatRange(min=0),
+    default=1e-2,
+    show_default=True,
+    help="l-infinity radius of the poisoning and test-time boxes.",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option(
+    "--learning-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="SGD step size (mean-loss convention).",
+)
 @click.option(
     "--dtype",
     type=click.Choice(["float64", "float32"]),
@@ -25,21 +40,21 @@ def main():
     show_default=True,
     help="Endpoint precision.",
 )
-@click.option(
-    "--epsilon",
-    type=click.FloatRange(min=0),
-    default=1e-3,
-    show_default=True,
-    help="l-infinity radius of the input box.",
-)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-def demo(dtype, epsilon, seed):
-    """Bound a random 2-layer network on an input box, soundly and naively.
+def demo(epsilon, epochs, learning_rate, dtype, seed):
+    """Certified training and certification on Two-Moons, printing certified accuracy.
 
     \b
     Example:
-      intervalnn demo --epsilon 0.01
+      intervalnn demo --epsilon 0.001 --seed 3
     """
     from .demo import run_demo
 
-    run_demo(dtype=dtype, epsilon=epsilon, seed=seed, echo=click.echo)
+    run_demo(
+        epsilon=epsilon,
+        seed=seed,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        dtype=dtype,
+        echo=click.echo,
+    )
