@@ -2,7 +2,21 @@
 
 from .backend import Backend, backend_of, get_backend
 from .datasets import DataError, Dataset, Splits, load_dataset
-from .functions import abs, maximum, minimum, relu, sqr, sqrt
+from .functions import (
+    abs,
+    exp,
+    expm1,
+    log,
+    log1p,
+    maximum,
+    minimum,
+    relu,
+    sigmoid,
+    softplus,
+    sqr,
+    sqrt,
+    tanh,
+)
 from .interval import Interval, concatenate
 from .linalg import matmul
 
@@ -17,12 +31,19 @@ __all__ = [
     "abs",
     "backend_of",
     "concatenate",
+    "exp",
+    "expm1",
     "get_backend",
+    "log",
+    "log1p",
     "load_dataset",
     "matmul",
     "maximum",
     "minimum",
     "relu",
+    "sigmoid",
+    "softplus",
     "sqr",
     "sqrt",
+    "tanh",
 ]

@@ -305,3 +305,60 @@ def gemm_enclose(p, s1, s2, c, k_eta, two_k_eta):
         _gemm_enclose_loop, fp, f1, f2, lo, hi, extra=(t(c), t(k_eta), t(two_k_eta), s2 is not None)
     )
     return lo.reshape(shape), hi.reshape(shape)
+
+
+# ------------------------------------------------------------ transcendentals
+# exp, log, log1p, expm1 rounded down / up (kernels/elementary.py, no libm).
+# One loop keyed by an op code, like _point_loop (closures made by a factory
+# collide in Numba's on-disk cache).
+
+from . import elementary as _el  # noqa: E402
+
+_EXP_RD, _EXP_RU, _LOG_RD, _LOG_RU, _LOG1P_RD, _LOG1P_RU, _EXPM1_RD, _EXPM1_RU = range(8)
+
+
+@njit
+def _elementary_loop(a, out, op):
+    for i in range(out.size):
+        x = a[i]
+        if op == _EXP_RD:
+            out[i] = _el.exp_rd(x)
+        elif op == _EXP_RU:
+            out[i] = _el.exp_ru(x)
+        elif op == _LOG_RD:
+            out[i] = _el.log_rd(x)
+        elif op == _LOG_RU:
+            out[i] = _el.log_ru(x)
+        elif op == _LOG1P_RD:
+            out[i] = _el.log1p_rd(x)
+        elif op == _LOG1P_RU:
+            out[i] = _el.log1p_ru(x)
+        elif op == _EXPM1_RD:
+            out[i] = _el.expm1_rd(x)
+        else:
+            out[i] = _el.expm1_ru(x)
+
+
+def _elementary(op, name):
+    def kernel(a):
+        a = np.asarray(a)
+        if a.dtype not in (np.float32, np.float64):
+            raise TypeError(f"{name} takes a float32 or float64 array, not {a.dtype}")
+        (fa,) = _flat(a)
+        out = np.empty_like(fa)
+        _run(_elementary_loop, fa, out, extra=(op,))
+        return out.reshape(a.shape)
+
+    kernel.__name__ = name
+    kernel.__doc__ = f"Elementwise ``{name}`` of a float32/float64 array (same shape and dtype)."
+    return kernel
+
+
+exp_rd = _elementary(_EXP_RD, "exp_rd")
+exp_ru = _elementary(_EXP_RU, "exp_ru")
+log_rd = _elementary(_LOG_RD, "log_rd")
+log_ru = _elementary(_LOG_RU, "log_ru")
+log1p_rd = _elementary(_LOG1P_RD, "log1p_rd")
+log1p_ru = _elementary(_LOG1P_RU, "log1p_ru")
+expm1_rd = _elementary(_EXPM1_RD, "expm1_rd")
+expm1_ru = _elementary(_EXPM1_RU, "expm1_ru")
