@@ -25,6 +25,23 @@ class Backend:
         """A NumPy copy (or view) of an array of this backend."""
         return a.get() if self.name == "cupy" else np.asarray(a)
 
+    def require_dtype(self, dtype) -> np.dtype:
+        """``dtype`` if intervals of it are sound on this backend, else ``TypeError``.
+
+        CuPy compiles its own elementwise code for float32 with flush-to-zero
+        (it appends ``-ftz=true`` to every kernel; see kernels/gpu.py), so
+        plain CuPy float32 operations lose subnormal endpoints: float32
+        intervals are refused on the GPU while that is so.
+        """
+        dt = check_float_dtype(dtype)
+        if dt == np.float32 and getattr(self.kernels, "CUPY_FLUSHES_FLOAT32_SUBNORMALS", False):
+            raise TypeError(
+                "float32 intervals are refused on the GPU: CuPy compiles float32 code with "
+                "flush-to-zero, which loses subnormal bounds; use float64 on the GPU "
+                "(or float32 on the CPU)"
+            )
+        return dt
+
 
 def is_cupy_array(x) -> bool:
     return type(x).__module__.split(".")[0] == "cupy"

@@ -78,6 +78,7 @@ class Interval:
         lo_arr, hi_arr = _as_float(xp, lo_arr), _as_float(xp, hi_arr)
         if lo_arr.shape != hi_arr.shape:
             raise ValueError(f"lo has shape {lo_arr.shape} but hi has shape {hi_arr.shape}")
+        bk.require_dtype(lo_arr.dtype)
         _validate(xp, lo_arr, hi_arr)
         self._lo, self._hi = _freeze(lo_arr), _freeze(hi_arr)
 
@@ -236,7 +237,7 @@ class Interval:
 
     def astype(self, dtype) -> Interval:
         """Convert to ``dtype``: exact when widening, outward-rounded when narrowing."""
-        dt = check_float_dtype(dtype)
+        dt = self.backend.require_dtype(dtype)
         if dt == self.dtype:
             return self
         xp = self.backend.xp

@@ -57,6 +57,8 @@ def matmul(a, b) -> Interval:
     a, b = (a, _coerce(a, b)) if isinstance(a, Interval) else (_coerce(b, a), b)
     bk = a.backend
     xp, k = bk.xp, bk.kernels
+    if hasattr(k, "check_gemm_mode"):  # cuBLAS: refuse TF32 / reduced precision set since import
+        k.check_gemm_mode()
     inner = a.shape[-1]
     g, inv_1mg, k_eta, two_k_eta = _gemm_constants(inner, a.dtype)
 

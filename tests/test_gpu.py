@@ -39,6 +39,8 @@ from intervalnn.kernels import cpu, gpu  # noqa: E402
 pytestmark = pytest.mark.gpu
 
 DTYPES = [np.float32, np.float64]
+# Interval-level tests: float32 intervals are refused on the GPU while CuPy flushes.
+IV_DTYPES = [np.float64] if gpu.CUPY_FLUSHES_FLOAT32_SUBNORMALS else DTYPES
 ITYPE = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
 N = 20_000
 F32 = np.float32
@@ -446,7 +448,7 @@ def assert_interval_same(g: Interval, c: Interval, what=""):
     assert_same(g.hi, c.hi, what=f"{what} hi", positive_zeros=False)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", IV_DTYPES)
 def test_interval_arithmetic_on_cupy_matches_numpy(dtype):
     rng = np.random.default_rng(21)
     n = 2000
@@ -480,7 +482,7 @@ def test_interval_arithmetic_on_cupy_matches_numpy(dtype):
         ga / Interval(cupy.asarray(np.array([-1.0], dtype)), cupy.asarray(np.array([1.0], dtype)))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", IV_DTYPES)
 def test_ball_and_center_radius_on_cupy(dtype):
     rng = np.random.default_rng(22)
     x = rng.uniform(0, 1, size=50).astype(dtype)
@@ -498,7 +500,7 @@ def _exact(a) -> list:
     return [Fraction(float(v)) for v in _host(a).reshape(-1)]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", IV_DTYPES)
 def test_sum_and_mean_enclose_the_exact_result(dtype):
     rng = np.random.default_rng(23)
     big = float(np.sqrt(np.finfo(dtype).max)) / 1e3
@@ -570,7 +572,7 @@ def _rand_matrix_interval(rng, dtype, shape, point=False, spread=(-20, 20)):
     return (m - r).astype(dtype), np.maximum(m, (m + r).astype(dtype))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", IV_DTYPES)
 @pytest.mark.parametrize("kind", ["ii", "pi", "ip", "pp"])
 @pytest.mark.parametrize("shapes", [((5, 7), (7, 3)), ((1, 6), (6, 1)), ((8, 256), (256, 8))])
 def test_matmul_encloses_exact_product_and_matches_cpu_width(dtype, kind, shapes):
@@ -592,7 +594,7 @@ def test_matmul_encloses_exact_product_and_matches_cpu_width(dtype, kind, shapes
         _assert_encloses(matmul(ga, cupy.asarray(blo)), *_exact_matmul(alo, ahi, blo, bhi))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", IV_DTYPES)
 def test_matmul_vector_and_batched(dtype):
     rng = np.random.default_rng(32)
     alo, ahi = _rand_matrix_interval(rng, dtype, (3, 4, 5))
@@ -611,7 +613,7 @@ def test_matmul_vector_and_batched(dtype):
     _assert_encloses(gv.reshape(1, 6), *_exact_matmul(vlo, vhi, blo, bhi), what="vector")
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", IV_DTYPES)
 @pytest.mark.parametrize("n", [2, 64, 200])
 def test_cublas_keeps_subnormal_operands(dtype, n):
     """cuBLAS must not read subnormals as zero (the k*eta term assumes it)."""
@@ -633,7 +635,7 @@ def test_cublas_keeps_subnormal_operands(dtype, n):
     _assert_encloses(g, *_exact_matmul(sa, sa, sb, sb), what="subnormal x huge")
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", IV_DTYPES)
 def test_matmul_overflow_gives_infinite_entries(dtype):
     big = np.finfo(dtype).max
     a = np.full((3, 4), big / 2, dtype=dtype)
@@ -641,87 +643,24 @@ def test_matmul_overflow_gives_infinite_entries(dtype):
     assert (_host(g.lo) == -np.inf).all() and (_host(g.hi) == np.inf).all()
 
 
-# ---------------------------------------------------------------- float32 subnormals
+# ---------------------------------------------------------------- float32 on the GPU
 # CuPy compiles its own kernels with -ftz=true (kernels/gpu.py docstring), so
-# float32 subnormal endpoints may be flushed wherever the Interval layer uses
-# plain CuPy operations instead of the kernels.  Each test states the sound
-# result; the broad tests above avoid float32 subnormal *inputs* for that reason.
-
-
-def _g32(lo, hi):
-    return Interval(cupy.asarray(np.array(lo, F32)), cupy.asarray(np.array(hi, F32)))
-
-
-def _f(x):
-    return float(_host(x).reshape(-1)[0])
-
-
-FTZ_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="CuPy compiles its own kernels with -ftz=true, and the Interval layer uses plain "
-    "CuPy float32 operations here (see kernels/gpu.py docstring)",
-)
-
-
-@FTZ_XFAIL
-def test_f32_subnormal_negation():
-    g = -_g32([ETA32], [2 * ETA32])
-    assert _f(g.lo) == -2 * ETA32 and _f(g.hi) == -ETA32
-
-
-@FTZ_XFAIL
-def test_f32_subnormal_abs():
-    g = abs(_g32([-2 * ETA32], [-ETA32]))
-    assert _f(g.lo) == ETA32 and _f(g.hi) == 2 * ETA32
-
-
-@FTZ_XFAIL
-def test_f32_subnormal_relu():
-    from intervalnn import relu
-
-    g = relu(_g32([ETA32], [ETA32]))
-    assert _f(g.lo) == ETA32 and _f(g.hi) == ETA32
-
-
-@FTZ_XFAIL
-def test_f32_subnormal_divisor_excludes_zero():
-    q = _g32([1.0], [1.0]) / _g32([ETA32], [1.0])
-    assert _f(q.lo) == 1.0 and _f(q.hi) == np.inf
-
-
-@FTZ_XFAIL
-def test_f32_subnormal_width():
-    g = _g32([-ETA32], [ETA32])
-    assert _f(g.width) >= 2 * ETA32
-
-
-@FTZ_XFAIL
-def test_f32_subnormal_center_radius():
-    c = Interval.from_center_radius(cupy.asarray(np.array([1.0], F32)), ETA32)
-    assert _f(c.lo) < 1.0 < _f(c.hi)
-
-
-def test_f32_subnormal_sum():
-    s = Interval(cupy.full(10, ETA32, dtype=F32)).sum()
-    assert _f(s.lo) <= 10 * ETA32 <= _f(s.hi)
-
-
-def test_f32_narrowing_to_subnormal_encloses():
-    x = np.array([1.5 * 2.0**-140, -1.5 * 2.0**-140])
-    g = Interval(cupy.asarray(x)).astype(F32)
-    lo, hi = _host(g.lo), _host(g.hi)
-    assert (lo.astype(np.float64) <= x).all() and (x <= hi.astype(np.float64)).all()
-
-
-@FTZ_XFAIL
-def test_f32_subnormal_validation():
-    with pytest.raises(ValueError):
-        _g32([ETA32], [0.0])
+# plain CuPy float32 operations in the Interval layer would flush subnormal
+# endpoints: float32 intervals are refused on the GPU (the float32 *kernels*
+# above use PTX that keeps subnormals and are tested bit for bit).
 
 
 def test_f32_flag_reports_cupy_behaviour():
     eta = cupy.asarray(np.array([ETA32], F32))
     assert gpu.CUPY_FLUSHES_FLOAT32_SUBNORMALS == bool(((eta + eta) == 0).any())
+
+
+@pytest.mark.skipif(not gpu.CUPY_FLUSHES_FLOAT32_SUBNORMALS, reason="CuPy keeps subnormals here")
+def test_f32_intervals_are_refused_while_cupy_flushes():
+    with pytest.raises(TypeError, match="flush-to-zero"):
+        Interval(cupy.asarray(np.array([ETA32], F32)))
+    with pytest.raises(TypeError, match="flush-to-zero"):
+        Interval(cupy.asarray(np.array([1.0]))).astype(F32)
 
 
 # ---------------------------------------------------------------- mixing and modes
@@ -800,7 +739,7 @@ def test_import_refuses_cupy_tf32():
 # ---------------------------------------------------------------- transcendentals
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", IV_DTYPES)
 @pytest.mark.parametrize("name", ["exp", "expm1", "log", "log1p"])
 def test_interval_transcendentals_on_cupy_match_numpy(dtype, name):
     from intervalnn import functions
