@@ -386,7 +386,14 @@ def _ulps_off(dtype, got, exact, up):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ["sigmoid", "softplus", "tanh"])
 def test_composed_functions_are_tight_on_points(name, dtype):
-    """Point intervals: within 4 ulps of the tightest bounds (normal-range results)."""
+    """Point intervals: within a few ulps of the tightest bounds (normal-range results).
+
+    Each bound passes through at most four directed roundings (the exp/expm1
+    bound, a sum, a quotient, for tanh near 1 also ``1 - d``), each moving it
+    by at most ``2^-52`` relative (2 ulps); tanh's ``1 - d`` with ``d <=
+    0.54`` scales the error of ``d`` by at most ``1.2``: roughly 10 ulps a
+    priori.  Measured: 4 (sigmoid), 2 (softplus), 4 (tanh).
+    """
     rng = np.random.default_rng(3)
     xs = np.concatenate(
         [rng.standard_normal(400) * 10, log_uniform(rng, 100, -60, 2, np.float64)]
@@ -397,7 +404,7 @@ def test_composed_functions_are_tight_on_points(name, dtype):
     for x, a, b in zip(xs, out.lo, out.hi, strict=True):
         v = _mp(name, x)
         worst = max(worst, _ulps_off(dtype, a, v, False), _ulps_off(dtype, b, v, True))
-    assert worst <= 4, (name, dtype, worst)
+    assert worst <= 10, (name, dtype, worst)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
