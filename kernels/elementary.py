@@ -46,14 +46,17 @@ Lemmas for the dd operations below (inputs normalised; one rounding of a real
   dividing by ``dh`` instead of ``D`` by ``<= 5.07 u^2 |nh/dh|``; finally
   ``|nh/dh| <= |N/D| (1+u)/(1-u)``.  FastTwoSum is exact (``|q2| <= 5.1 u
   |q1|``).
-* H (Horner).  If ``P_j = C_j + Y P_{j+1} + iota_j`` (computed with one
-  ``_dd_mul`` and one ``_dd_add``) and ``p_j = c_j + Y p_{j+1}`` exactly, then
-  ``P_0 - p_0 = sum_{j<n} Y^j (C_j - c_j + iota'_j) + Y^n (P_n - p_n)``, an
-  identity; so an error injected at level ``j`` is damped by ``|Y|^j``.
+* H (Horner).  If the computed ``P_j = C_j + Y P_(j+1) + iota_j`` (one
+  ``_dd_mul`` and one ``_dd_add``, whose errors make up ``iota_j``) and the
+  exact ``p_j = c_j + Y p_(j+1)`` with the same ``Y``, then ``P_0 - p_0 =
+  sum_(j<n) Y^j (C_j - c_j + iota_j) + Y^n (P_n - p_n)``, an identity: an
+  error injected at level ``j`` is damped by ``|Y|^j``.
 * Underflow.  The lemmas assume no underflow.  With gradual underflow each
-  operation adds at most ``2^-1075`` absolute error on top; a few hundred
-  operations on values below ``2^10`` stay below ``2^-1060`` in all, while
-  every dd result here has magnitude ``>= 2^-62`` and tolerance ``>= 2^-154``.
+  operation (an FMA residual included) adds at most ``2^-1075`` absolute
+  error on top; a few hundred operations, propagated with factors below
+  ``2^10``, stay below ``2^-1050`` in all, while every dd result here has
+  magnitude ``>= 2^-62`` and the slack between each proved bound and its
+  ``delta`` is ``>= 2^-160`` absolute.
 
 The constants (``ln 2 / 64`` in three parts, ``2^(j/64)``, ``log(1 + i/64)``,
 series coefficients) were computed with MPFR at 400 bits and rounded to
