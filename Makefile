@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: demo test install lint bench
+.PHONY: demo test install lint bench clean
 
 install:
 	$(PIP) install -q -e '.[test]'
@@ -20,3 +20,8 @@ test: lint
 
 bench: install
 	$(PYTHON) benchmarks/bench_engine.py
+
+# Numba caches each function by its own file's timestamp only: after editing
+# kernels/rounding.py, stale compiled callers in other files survive. Clear them.
+clean:
+	find . -name '*.nbi' -delete -o -name '*.nbc' -delete

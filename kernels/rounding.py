@@ -120,6 +120,36 @@ def next32(x):
 
 
 @njit(cache=True)
+def _down64(x, step):
+    """``prev64(x)`` if ``step`` else ``x``, for ``x != 0`` and ``x != -inf`` when stepping.
+
+    Branch-free: one integer add on the bit pattern (hot loops only).
+    """
+    d = (np.int64(-1) if x > 0 else np.int64(1)) if step else np.int64(0)
+    return _bits_f64(_f64_bits(x) + d)
+
+
+@njit(cache=True)
+def _up64(x, step):
+    """``next64(x)`` if ``step`` else ``x``, for ``x != 0`` and ``x != +inf`` when stepping."""
+    d = (np.int64(1) if x > 0 else np.int64(-1)) if step else np.int64(0)
+    return _bits_f64(_f64_bits(x) + d)
+
+
+@njit(cache=True)
+def _down32(x, step):
+    """float32 ``_down64``."""
+    d = (np.int32(-1) if x > 0 else np.int32(1)) if step else np.int32(0)
+    return _bits_f32(np.int32(_f32_bits(x) + d))
+
+
+@njit(cache=True)
+def _up32(x, step):
+    d = (np.int32(1) if x > 0 else np.int32(-1)) if step else np.int32(0)
+    return _bits_f32(np.int32(_f32_bits(x) + d))
+
+
+@njit(cache=True)
 def two_sum_err(a, b, s):
     """Exact ``a + b - s`` for ``s = fl(a + b)`` (Knuth's TwoSum)."""
     bb = s - a
@@ -135,8 +165,9 @@ def add_rd64(a, b):
     e = two_sum_err(a, b, s)
     # Step down when the exact sum is below s, when finite operands overflowed
     # to +inf, or when TwoSum itself overflowed (NaN error, sign unknown).
+    # s = 0 only for an exact zero sum, so the bit step never meets 0 or -inf.
     step = (e < 0) | ((s == INF) & (a != INF) & (b != INF)) | ((e != e) & (abs(s) <= F64_MAX))
-    return prev64(s) if step else s
+    return _down64(s, step)
 
 
 @njit(cache=True)
@@ -144,7 +175,7 @@ def add_ru64(a, b):
     s = a + b
     e = two_sum_err(a, b, s)
     step = (e > 0) | ((s == -INF) & (a != -INF) & (b != -INF)) | ((e != e) & (abs(s) <= F64_MAX))
-    return next64(s) if step else s
+    return _up64(s, step)
 
 
 @njit(cache=True)
@@ -375,12 +406,42 @@ def sqrt_ru32(x):
     return _to32_ru(s, fma(-s, s, x))
 
 
+# ------------------------------------------ native float32 fast paths
+# The same algorithms in float32 arithmetic, so that float32 loops vectorise
+# with twice the lanes: TwoSum is exact in any binary format, and a float32
+# FMA residual is exact when |a*b| >= 2^-96 (Boldo & Muller's condition
+# e_a + e_b >= e_min + p - 1 = -103, with margin); other products take the
+# float64 path above.
+
+_F32_INF = np.float32(np.inf)
+_F32_TINY = np.float32(2.0**-96)
+_F32_MAXF = np.float32(np.finfo(np.float32).max)
+
+
+@njit(cache=True)
+def add_rd32f(a, b):
+    s = a + b
+    e = two_sum_err(a, b, s)
+    fin = abs(s) <= _F32_MAXF
+    step = (e < 0) | ((s == _F32_INF) & (a != _F32_INF) & (b != _F32_INF)) | ((e != e) & fin)
+    return _down32(s, step)
+
+
+@njit(cache=True)
+def add_ru32f(a, b):
+    s = a + b
+    e = two_sum_err(a, b, s)
+    fin = abs(s) <= _F32_MAXF
+    step = (e > 0) | ((s == -_F32_INF) & (a != -_F32_INF) & (b != -_F32_INF)) | ((e != e) & fin)
+    return _up32(s, step)
+
+
 # ------------------------------------------------- dtype-generic dispatch
 # One name per operation for the array kernels; Numba picks the float32 or
 # float64 implementation at compile time from the argument type.
 
 
-def _generic(f64_impl, f32_impl, arity):
+def _generic(f64_impl, f32_impl, arity, f32_native=None):
     def stub(*args):  # pragma: no cover - only its overload is ever called
         raise TypeError("call from Numba-compiled code only")
 
@@ -396,6 +457,8 @@ def _generic(f64_impl, f32_impl, arity):
 
         @overload(stub, jit_options={"cache": True})
         def _ol2(a, b):
+            if a == types.float32 and f32_native is not None:
+                return lambda a, b: f32_native(a, b)
             if a == types.float32:
                 return lambda a, b: np.float32(f32_impl(np.float64(a), np.float64(b)))
             return lambda a, b: f64_impl(a, b)
@@ -403,8 +466,8 @@ def _generic(f64_impl, f32_impl, arity):
     return stub
 
 
-add_rd = _generic(add_rd64, add_rd32, 2)
-add_ru = _generic(add_ru64, add_ru32, 2)
+add_rd = _generic(add_rd64, add_rd32, 2, add_rd32f)
+add_ru = _generic(add_ru64, add_ru32, 2, add_ru32f)
 mul_rd = _generic(mul_rd64, mul_rd32, 2)
 mul_ru = _generic(mul_ru64, mul_ru32, 2)
 div_rd = _generic(div_rd64, div_rd32, 2)
@@ -424,15 +487,16 @@ def _mul_bounds64(a, b):
     ``ok == False`` cases (zero, tiny or NaN products) with ``mul_rd``/``mul_ru``.
     """
     p = a * b
-    r = fma(a, b, -p)
-    return prev64(p) if r < 0 else p, next64(p) if r > 0 else p, abs(p) >= _TINY
+    r = fma(a, b, -p)  # r != 0 implies p != 0; p = -inf never has r < 0, p = +inf never r > 0
+    return _down64(p, r < 0), _up64(p, r > 0), abs(p) >= _TINY
 
 
 @njit(cache=True)
 def _mul_bounds32(a, b):
-    p = _mul32(a, b)
-    f = np.float64(np.float32(p))
-    return prev32(f) if f > p else f, next32(f) if f < p else f, True
+    """float32 ``(RD(a*b), RU(a*b), ok)`` in float32 arithmetic (see ``_mul_bounds64``)."""
+    p = a * b
+    r = fma(a, b, -p)
+    return _down32(p, r < 0), _up32(p, r > 0), abs(p) >= _F32_TINY
 
 
 def mul_bounds(a, b):  # pragma: no cover - only its overload is ever called
@@ -442,10 +506,5 @@ def mul_bounds(a, b):  # pragma: no cover - only its overload is ever called
 @overload(mul_bounds, jit_options={"cache": True})
 def _mul_bounds_ol(a, b):
     if a == types.float32:
-
-        def impl32(a, b):
-            lo, hi, ok = _mul_bounds32(np.float64(a), np.float64(b))
-            return np.float32(lo), np.float32(hi), ok
-
-        return impl32
+        return lambda a, b: _mul_bounds32(a, b)
     return lambda a, b: _mul_bounds64(a, b)
