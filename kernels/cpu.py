@@ -22,7 +22,7 @@ from . import rounding as r
 # Loops release the GIL; large arrays are split across threads (the loops are
 # memory-bound, and Numba's own parallel runtime stalls on small inputs).
 _CHUNK = 1 << 17
-_THREADS = os.cpu_count() or 1
+_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 _pool = None
 
 njit = partial(njit, cache=True, nogil=True)
@@ -265,9 +265,11 @@ def midrad(lo, hi):
 
 @njit
 def _mag_bound_loop(m, rad, out, g, use_rad):
+    # Error-bound terms need soundness, not tightness: one ulp up after each
+    # round-to-nearest step (rounding.above) keeps the loop vectorised.
     for i in range(out.size):
-        t = r.mul_ru(g, abs(m[i]))
-        out[i] = r.add_ru(t, rad[i]) if use_rad else t
+        t = r.above(g * abs(m[i]))
+        out[i] = r.above(t + rad[i]) if use_rad else t
 
 
 def mag_bound(m, g, rad=None):
@@ -282,14 +284,12 @@ def mag_bound(m, g, rad=None):
 @njit
 def _gemm_enclose_loop(p, s1, s2, lo, hi, c, k_eta, two_k_eta, use_s2):
     for i in range(p.size):
-        s = r.add_ru(s1[i], s2[i]) if use_s2 else s1[i]
-        rad = r.add_ru(r.mul_ru(r.add_ru(s, two_k_eta), c), k_eta)
-        if abs(p[i]) < np.inf and rad < np.inf:  # also False for NaN
-            lo[i] = r.add_rd(p[i], -rad)
-            hi[i] = r.add_ru(p[i], rad)
-        else:  # P overflowed (or is NaN) or rad did: nothing is known
-            lo[i] = -np.inf
-            hi[i] = np.inf
+        s = r.above(s1[i] + s2[i]) if use_s2 else s1[i]
+        rad = r.above(r.above(r.above(s + two_k_eta) * c) + k_eta)
+        ok = (abs(p[i]) < np.inf) & (rad < np.inf)  # also False for NaN
+        # P overflowed (or is NaN) or rad did: nothing is known, [-inf, inf].
+        lo[i] = r.add_rd(p[i], -rad) if ok else -np.inf
+        hi[i] = r.add_ru(p[i], rad) if ok else np.inf
 
 
 def gemm_enclose(p, s1, s2, c, k_eta, two_k_eta):

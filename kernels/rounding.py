@@ -508,3 +508,32 @@ def _mul_bounds_ol(a, b):
     if a == types.float32:
         return lambda a, b: _mul_bounds32(a, b)
     return lambda a, b: _mul_bounds64(a, b)
+
+
+# ------------------------------------------- one-ulp upper bounds (a priori)
+
+
+@njit(cache=True)
+def _next32f(x):
+    i = np.int32(0) if x == 0 else _f32_bits(x)
+    i = np.int32(i - 1 if i < 0 else i + 1)
+    return x if x == _F32_INF else _bits_f32(i)
+
+
+def above(x):  # pragma: no cover - only its overload is ever called
+    raise TypeError("call from Numba-compiled code only")
+
+
+@overload(above, jit_options={"cache": True})
+def _above_ol(x):
+    """The next float above a round-to-nearest result ``x``: an upper bound of its exact value.
+
+    For ``x = fl(v)`` with any single rounding to nearest, ``v <= next(x)``
+    (``|v - x|`` is at most half the spacing above ``x``; overflow to
+    ``-inf`` maps to ``-MAX``, to ``+inf`` stays).  Branch-free, so loops that
+    only need a *sound* upper bound, not the tightest (the GEMM error terms),
+    vectorise.
+    """
+    if x == types.float32:
+        return lambda x: _next32f(x)
+    return lambda x: next64(x)
