@@ -1,0 +1,210 @@
+"""What the CLI commands do, kept apart from option parsing (``cli/__init__.py``)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from intervalnn.backend import get_backend
+from intervalnn.certify import certify
+from intervalnn.datasets import DataError, load_dataset
+from intervalnn.io import load_model, save_model
+from intervalnn.layers import mlp
+from intervalnn.threat import ThreatModel
+from intervalnn.train import TrainConfig, train
+
+
+def _load(dataset: str, data_dir, seed: int, pretrain_size: int = 0):
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise DataError(f"data directory {data_dir} does not exist or is not a directory")
+    kw = {"n_pretrain": pretrain_size} if pretrain_size else {}
+    return load_dataset(dataset, data_dir=data_dir, seed=seed, **kw)
+
+
+def _progress(total: int, quiet: bool):
+    """A progress bar showing the live certified validation accuracy (none when quiet)."""
+    if quiet:
+        return contextlib.nullcontext(None)
+
+    def show(row):
+        acc = None if row is None else row.get("val_certified_accuracy")
+        return None if acc is None else f"val certified {acc:.1%}"
+
+    return click.progressbar(
+        length=total, label="certified training", item_show_func=show, file=sys.stderr
+    )
+
+
+def run_train(
+    *,
+    dataset,
+    data_dir,
+    epsilon,
+    inference_epsilon,
+    epochs,
+    learning_rate,
+    schedule,
+    batch_size,
+    hidden,
+    layers,
+    loss,
+    seed,
+    validate_every,
+    pretrain_epochs,
+    pretrain_size,
+    pretrain_learning_rate,
+    dtype,
+    device,
+    output,
+    quiet,
+) -> dict:
+    backend = get_backend(device)  # fails early and clearly without CuPy / a GPU
+    splits = _load(dataset, data_dir, seed, pretrain_size)
+    if loss == "bce" and splits.num_classes != 2:
+        raise ValueError(
+            f"--loss bce needs 2 classes, the data has {splits.num_classes}; use --loss ce"
+        )
+    threat = ThreatModel(epsilon, inference_epsilon, splits.domain)
+    config = TrainConfig(
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        schedule=schedule,
+        seed=seed,
+        loss=loss,
+        pretrain_epochs=pretrain_epochs,
+        pretrain_learning_rate=pretrain_learning_rate,
+        validate_every=validate_every,
+    )
+    n_out = 1 if loss == "bce" else splits.num_classes
+    model = mlp(
+        splits.num_features,
+        n_out,
+        hidden=hidden,
+        layers=layers,
+        seed=seed,
+        dtype=np.dtype(dtype),
+        backend=backend.name,
+    )
+    steps_per_epoch = -(-len(splits.train) // batch_size)
+    total = epochs * steps_per_epoch if validate_every == "step" else epochs
+    pretrain = (
+        (splits.pretrain.x, splits.pretrain.y) if splits.pretrain is not None else (None, None)
+    )
+
+    t0 = time.perf_counter()
+    with _progress(total + 1, quiet) as bar:
+        result = train(
+            model,
+            splits.train.x,
+            splits.train.y,
+            threat,
+            config,
+            splits.val.x,
+            splits.val.y,
+            *pretrain,
+            progress=None if bar is None else lambda row: bar.update(1, row),
+        )
+    seconds = time.perf_counter() - t0
+    test = certify(result.model, splits.test.x, splits.test.y, threat)
+    params = result.model.named_params()
+    widths = np.concatenate([backend.to_host(p.width).ravel() for p in params.values()])
+    save_model(
+        output,
+        result.model,
+        threat,
+        config=config.to_dict(),
+        dataset={
+            "name": dataset,
+            "seed": seed,
+            "train": splits.train.fingerprint(),
+            "num_features": splits.num_features,
+            "num_classes": splits.num_classes,
+        },
+        history=result.history,
+        best=result.best,
+    )
+    summary = {
+        "model": str(output),
+        "dataset": dataset,
+        "epsilon": epsilon,
+        "inference_epsilon": threat.inference_epsilon,
+        "certified_accuracy": test.certified_accuracy,
+        "accuracy": test.nominal_accuracy,
+        "n": test.n,
+        "best_step": result.best.get("step"),
+        "val_certified_accuracy": result.best.get("val_certified_accuracy"),
+        "mean_parameter_width": float(widths.mean()),
+        "max_parameter_width": float(widths.max()),
+        "seconds": seconds,
+    }
+    if result.stopped:
+        summary["stopped"] = result.stopped
+    return summary
+
+
+def run_certify(*, model_path, dataset, data_dir, epsilon, split, seed, device, per_sample) -> dict:
+    model, meta = load_model(model_path, backend=get_backend(device).name)
+    trained_on = meta.get("dataset", {})
+    dataset = dataset or trained_on.get("name")
+    if dataset is None:
+        raise ValueError("the model file names no data set: pass --dataset")
+    seed = trained_on.get("seed", 0) if seed is None else seed
+    splits = _load(dataset, data_dir, seed)
+    if splits.num_features != model.in_features:
+        raise DataError(
+            f"the model was trained for inputs with {model.in_features} features, but "
+            f"{dataset} has {splits.num_features}"
+        )
+    data = getattr(splits, split)
+    stored = meta["threat_model"]
+    threat = ThreatModel(
+        stored.epsilon, stored.inference_epsilon if epsilon is None else epsilon, stored.domain
+    )
+    result = certify(model, data.x, data.y, threat)
+    if per_sample:
+        with open(per_sample, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["index", "label", "certified", "margin", "nominal_correct"])
+            for i, (yy, c, m, ok) in enumerate(
+                zip(data.y, result.certified, result.margin, result.nominal_correct, strict=True)
+            ):
+                writer.writerow([i, int(yy), int(c), repr(float(m)), int(ok)])
+    return {
+        **result.summary(),
+        "split": split,
+        "dataset": dataset,
+        "model": str(model_path),
+        "training_epsilon": stored.epsilon,
+    }
+
+
+def run_info(*, model_path) -> dict:
+    model, meta = load_model(model_path)
+    params = model.named_params()
+    widths = np.concatenate([p.width.ravel() for p in params.values()])
+    threat = meta["threat_model"]
+    return {
+        "model": str(model_path),
+        "architecture": repr(model),
+        "dtype": meta["dtype"],
+        "parameters": int(sum(p.size for p in params.values())),
+        "training_epsilon": threat.epsilon,
+        "inference_epsilon": threat.inference_epsilon,
+        "domain": threat.domain,
+        "dataset": meta.get("dataset", {}),
+        "config": meta.get("config", {}),
+        "best": meta.get("best", {}),
+        "history_rows": len(meta.get("history", [])),
+        "mean_parameter_width": float(widths.mean()),
+        "max_parameter_width": float(widths.max()),
+        "library_version": meta["library_version"],
+        "format_version": meta["format_version"],
+        "checks": "SHA-256 ok; shapes, ordering and nominal-inside-box ok",
+    }
