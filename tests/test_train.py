@@ -221,3 +221,25 @@ def test_linear_init_matches_pytorch_default_bounds():
     w = layer.weight.lo
     assert w.shape == (50, 7) and np.all(np.abs(w) <= 1 / np.sqrt(50))
     assert np.abs(w).max() > 0.9 / np.sqrt(50)
+
+
+def test_memory_stays_flat_over_epochs():
+    """Caches are dropped by backward: live memory does not grow with the number of steps."""
+    import tracemalloc
+
+    sp = two_moons_splits(seed=0, n_train=400)
+    model = mlp(2, 1, hidden=20, layers=2, seed=0)
+    live = {}
+
+    def on_step(step, params, nominal):
+        live[step] = tracemalloc.get_traced_memory()[0]
+
+    layered = {"fused": False} if "fused" in TrainConfig.__dataclass_fields__ else {}
+    cfg = TrainConfig(epochs=12, learning_rate=0.01, batch_size=100, **layered)
+    tracemalloc.start()
+    try:
+        train(model, sp.train.x, sp.train.y, ThreatModel(1e-4), cfg, on_step=on_step)
+    finally:
+        tracemalloc.stop()
+    assert len(live) == 48
+    assert live[48] - live[8] < 64 * 1024, (live[8], live[48])
