@@ -14,6 +14,11 @@ never executes code):
 
 Files are written to a temporary file in the target directory, fsynced and
 renamed over the target, so a crash never leaves a half-written model.
+:func:`load_model` checks everything (readability, archive integrity, the
+hash, the format version, metadata, shapes, dtypes, ``lo <= hi``, no NaN,
+nominal parameters finite and inside their box) and raises
+:class:`ModelFileError` with a one-line message otherwise.  The hash detects
+corruption and edits made without this library; it is not a signature.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ import hashlib
 import json
 import os
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +62,12 @@ def _architecture(model: Sequential) -> dict:
         "layers": len(linear),
         "hidden": linear[0].weight.shape[1] if len(linear) > 1 else 0,
     }
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_model(
@@ -100,6 +110,8 @@ def save_model(
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):  # mkstemp's 0600 would hide the model from other users
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
@@ -117,52 +129,149 @@ def save_model(
 
 def _read(path: Path) -> dict[str, np.ndarray]:
     if not path.exists():
-        raise ModelFileError(f"{path}: no such model file")
+        raise ModelFileError(f"{path}: no such model file (check the path, or train one first)")
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a directory, not a model file")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        f = open(path, "rb")  # opened here so that it is closed whatever np.load raises
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read the model file ({exc.strerror})") from None
+    with f:
+        if f.read(4) != b"PK\x03\x04":
+            raise ModelFileError(
+                f"{path}: not an intervalnn model file (not an .npz archive; empty, truncated "
+                "or overwritten?)"
+            )
+        f.seek(0)
+        try:
+            with np.load(f, allow_pickle=False) as npz:
+                return {name: npz[name] for name in npz.files}
+        except MemoryError:
+            raise
+        except Exception as exc:  # zipfile, zlib, struct, npy-header errors: all mean damage
+            raise ModelFileError(
+                f"{path}: the model file is truncated or corrupted ({type(exc).__name__}: "
+                f"{exc}); re-train or restore it from a copy"
+            ) from None
+
+
+def _meta(raw: np.ndarray) -> dict | None:
+    """The metadata dictionary, or ``None`` when it is not valid JSON."""
+    try:
+        meta = json.loads(raw.tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _check_version(path: Path, meta: dict) -> None:
+    if meta.get("format") != FORMAT:
         raise ModelFileError(
-            f"{path}: not a readable intervalnn model file (truncated or corrupted: {exc})"
-        ) from None
+            f"{path}: not an intervalnn model file (format {meta.get('format')!r})"
+        )
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model format version {version!r} is not supported by intervalnn "
+            f"{__version__} (it reads format {FORMAT_VERSION}); re-train the model or use the "
+            "intervalnn version that wrote it"
+        )
+
+
+def _build(path: Path, meta: dict, backend: str, arrays: dict) -> tuple[Sequential, np.dtype]:
+    """The (uninitialised) model the metadata describes, once it matches the stored arrays."""
+    try:
+        arch = meta["architecture"]
+        dtype = np.dtype(meta["dtype"])
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype {dtype} is not float32 or float64")
+        sizes = {k: arch[k] for k in ("in_features", "out_features", "layers", "hidden")}
+        if not all(type(v) is int for v in sizes.values()):
+            raise ValueError(f"architecture sizes must be integers, got {sizes}")
+        if arch.get("type", "mlp") != "mlp":
+            raise ValueError(f"unknown architecture type {arch.get('type')!r}")
+        if min(sizes["in_features"], sizes["out_features"], sizes["layers"]) < 1:
+            raise ValueError(f"architecture sizes must be >= 1, got {sizes}")
+        if sizes["layers"] > 1 and sizes["hidden"] < 1:
+            raise ValueError(f"hidden must be >= 1 with {sizes['layers']} layers")
+        meta["threat_model"] = ThreatModel.from_dict(meta["threat_model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        what = f"missing entry {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ModelFileError(f"{path}: inconsistent metadata: {what}") from None
+    for key, kind in (("config", dict), ("dataset", dict), ("history", list), ("best", dict)):
+        if not isinstance(meta.setdefault(key, kind()), kind):
+            raise ModelFileError(f"{path}: inconsistent metadata: {key!r} is not a {kind.__name__}")
+    if not all(isinstance(row, dict) for row in meta["history"]):
+        raise ModelFileError(f"{path}: inconsistent metadata: a history row is not an object")
+    widths = [sizes["in_features"]] + [sizes["hidden"]] * (sizes["layers"] - 1)
+    widths.append(sizes["out_features"])
+    expected = sum(n * m + m for n, m in zip(widths[:-1], widths[1:], strict=True))
+    stored = sum(int(a.size) for k, a in arrays.items() if k.startswith("lo/"))
+    if expected != stored:  # checked before allocating anything the metadata asks for
+        raise ModelFileError(
+            f"{path}: inconsistent file: the architecture {sizes} has {expected} parameters, "
+            f"the file stores {stored}"
+        )
+    if backend in ("cupy", "gpu"):
+        # the GPU refuses some dtypes (float32 under CuPy's flush-to-zero): say so plainly
+        from .backend import get_backend
+
+        get_backend(backend).require_dtype(dtype)
+    model = mlp(
+        sizes["in_features"],
+        sizes["out_features"],
+        hidden=max(sizes["hidden"], 1),
+        layers=sizes["layers"],
+        dtype=dtype,
+        backend=backend,
+    )
+    return model, dtype
 
 
 def load_model(path, backend: str = "numpy") -> tuple[Sequential, dict]:
     """Read and check a model file; returns the model and its metadata.
 
-    Raises ``ModelFileError`` for a missing, truncated, corrupted, tampered,
-    wrong-version or inconsistent file.
+    Raises ``ModelFileError`` (a ``ValueError`` with a one-line message naming
+    the file) for a missing, unreadable, truncated, corrupted, tampered
+    (SHA-256 mismatch), wrong-version or inconsistent file: missing entries,
+    shape or dtype mismatches, NaN or ``lo > hi`` bounds, a non-finite nominal
+    parameter or one outside its box.  Nothing in the file is ever executed.
     """
     path = Path(path)
     arrays = _read(path)
     for key in ("meta", "sha256"):
         if key not in arrays:
             raise ModelFileError(f"{path}: not an intervalnn model file (no {key!r} entry)")
-    stored = arrays.pop("sha256").tobytes().decode(errors="replace")
-    if _digest(arrays) != stored:
-        raise ModelFileError(f"{path}: SHA-256 mismatch: the file was modified or corrupted")
-    try:
-        meta = json.loads(arrays.pop("meta").tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path}: unreadable metadata ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not an intervalnn model file")
-    if meta.get("format_version") != FORMAT_VERSION:
+    stored = arrays.pop("sha256")
+    stored = stored.tobytes().decode(errors="replace") if stored.dtype == np.uint8 else ""
+    hash_ok = _digest(arrays) == stored
+    meta = _meta(arrays.pop("meta"))
+    if meta is not None and meta.get("format") == FORMAT:
+        version = meta.get("format_version")
+        if isinstance(version, int) and version != FORMAT_VERSION:
+            _check_version(path, meta)  # another format version may hash differently
+    if not hash_ok:
         raise ModelFileError(
-            f"{path}: model format version {meta.get('format_version')} is not supported by "
-            f"intervalnn {__version__} (format {FORMAT_VERSION}); re-train or upgrade"
+            f"{path}: SHA-256 mismatch: the file was modified or corrupted after it was "
+            "written; re-train or restore it from a copy"
         )
-    arch, dtype = meta["architecture"], np.dtype(meta["dtype"])
-    model = mlp(
-        arch["in_features"],
-        arch["out_features"],
-        hidden=max(arch["hidden"], 1),
-        layers=arch["layers"],
-        dtype=dtype,
-        backend=backend,
-    )
+    if meta is None:
+        raise ModelFileError(f"{path}: unreadable metadata (not a JSON object)")
+    _check_version(path, meta)
+    model, dtype = _build(path, meta, backend, arrays)
     xp = model.backend.xp
     params, nominal = {}, {}
+    names = set(model.named_params())
+    extra = sorted(
+        k
+        for k in arrays
+        if k.split("/", 1)[0] in ("lo", "hi", "nominal") and k.split("/", 1)[-1] not in names
+    )
+    if extra:
+        raise ModelFileError(
+            f"{path}: inconsistent file: entries {', '.join(extra)} do not belong to the "
+            "architecture in its metadata"
+        )
     for name, box in model.named_params().items():
         try:
             lo, hi, nom = arrays[f"lo/{name}"], arrays[f"hi/{name}"], arrays[f"nominal/{name}"]
@@ -172,15 +281,16 @@ def load_model(path, backend: str = "numpy") -> tuple[Sequential, dict]:
             if a.shape != box.shape or a.dtype != dtype:
                 raise ModelFileError(
                     f"{path}: {what} of {name} have shape {a.shape} and dtype {a.dtype}, "
-                    f"expected {box.shape} and {dtype}"
+                    f"expected {box.shape} and {dtype} (inconsistent file)"
                 )
         try:
             params[name] = Interval(xp.asarray(lo), xp.asarray(hi))
         except ValueError as exc:
             raise ModelFileError(f"{path}: parameter {name}: {exc}") from None
-        if not bool(params[name].contains(xp.asarray(nom)).all()):
-            raise ModelFileError(f"{path}: the nominal {name} lies outside its parameter box")
+        if not bool(np.isfinite(nom).all()):
+            raise ModelFileError(f"{path}: the nominal {name} holds NaN or infinite values")
         nominal[name] = xp.asarray(nom)
+        if not bool(params[name].contains(nominal[name]).all()):
+            raise ModelFileError(f"{path}: the nominal {name} lies outside its parameter box")
     model.load(params, nominal)
-    meta["threat_model"] = ThreatModel.from_dict(meta["threat_model"])
     return model, meta
