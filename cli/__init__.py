@@ -4,7 +4,9 @@ Exit codes: 0 success, 1 data or model errors, 2 usage errors.
 """
 
 import json
+import math
 import sys
+from pathlib import Path
 
 import click
 
@@ -33,8 +35,87 @@ def _guard(fn, *args, **kwargs):
         raise Failure(str(exc)) from None
 
 
+class Radius(click.ParamType):
+    """A finite number >= 0 (an l-infinity radius)."""
+
+    name = "EPS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            v = value
+        else:
+            try:
+                v = float(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a number; give a radius such as 0.01", param, ctx)
+        if not math.isfinite(v) or v < 0:
+            self.fail(f"{value} is not allowed: a radius must be a finite number >= 0", param, ctx)
+        return v
+
+
+class Rate(click.ParamType):
+    """A finite number > 0 (a learning rate)."""
+
+    name = "RATE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            v = value
+        else:
+            try:
+                v = float(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a number; give a rate such as 0.5", param, ctx)
+        if not math.isfinite(v) or v <= 0:
+            self.fail(f"{value} is not allowed: a learning rate must be > 0 (e.g. 0.5)", param, ctx)
+        return v
+
+
+class Radii(click.ParamType):
+    """Comma-separated radii, e.g. ``0,1e-4,1e-3``."""
+
+    name = "EPS,EPS,..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list | tuple):
+            return list(value)
+        parts = [p.strip() for p in str(value).split(",") if p.strip()]
+        if not parts:
+            self.fail("give at least one radius, e.g. 0,1e-3,1e-2", param, ctx)
+        return sorted({Radius().convert(p, param, ctx) for p in parts})
+
+
+class Size(click.ParamType):
+    """An image size in pixels, ``WIDTHxHEIGHT``."""
+
+    name = "WxH"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            w, h = (int(v) for v in str(value).lower().split("x"))
+        except ValueError:
+            self.fail(f"{value!r} is not WIDTHxHEIGHT in pixels, e.g. 800x600", param, ctx)
+        if not (50 <= w <= 20000 and 50 <= h <= 20000):
+            self.fail(f"{value}: width and height must be 50..20000 pixels", param, ctx)
+        return (w, h)
+
+
+def _image_path(ctx, param, value):
+    if value is not None and Path(value).suffix.lower() not in (".png", ".pdf"):
+        raise click.BadParameter(
+            f"{value!r} must end in .png or .pdf (the suffix picks the format)", ctx, param
+        )
+    return value
+
+
+def _version(fn):
+    return click.version_option(__version__, "-V", "--version", prog_name="intervalnn")(fn)
+
+
 @click.group(context_settings=CONTEXT)
-@click.version_option(__version__, prog_name="intervalnn")
+@_version
 def main():
     """Sound certified training and certification of neural networks (FullCert).
 
@@ -44,13 +125,19 @@ def main():
       intervalnn train --dataset moons --epsilon 0.001 --output moons.npz
       intervalnn certify moons.npz --dataset moons --epsilon 0.001 --json
       intervalnn info moons.npz
+      intervalnn plot barriers moons.npz -o barriers.png
+
+    \b
+    Run 'intervalnn COMMAND --help' for each command's options.
+    Exit codes: 0 success, 1 data or model errors, 2 usage errors.
     """
 
 
-@main.command()
+@main.command(short_help="Train and certify Two-Moons in seconds (the Quickstart).")
+@_version
 @click.option(
     "--epsilon",
-    type=click.FloatRange(min=0),
+    type=Radius(),
     default=1e-2,
     show_default=True,
     help="l-infinity radius of the poisoning and test-time boxes.",
@@ -58,7 +145,7 @@ def main():
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option(
     "--learning-rate",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Rate(),
     default=0.5,
     show_default=True,
     help="SGD step size (mean-loss convention).",
@@ -93,8 +180,9 @@ def demo(epsilon, epochs, learning_rate, dtype, seed):
 def _dataset_options(fn):
     fn = click.option(
         "--data-dir",
-        type=click.Path(file_okay=False),
+        type=click.Path(readable=False),
         default=None,
+        metavar="DIR",
         help="Directory with the MNIST IDX files (for --dataset mnist17).",
     )(fn)
     fn = click.option(
@@ -106,25 +194,26 @@ def _dataset_options(fn):
     return fn
 
 
-@main.command("train")
+@main.command("train", short_help="Certified training (FullCert); writes a model file.")
+@_version
 @_dataset_options
 @click.option(
     "--epsilon",
-    type=click.FloatRange(min=0),
+    type=Radius(),
     default=1e-3,
     show_default=True,
     help="Poisoning radius: every training feature may move by this much.",
 )
 @click.option(
     "--inference-epsilon",
-    type=click.FloatRange(min=0),
+    type=Radius(),
     default=None,
     help="Test-time radius for validation (default: --epsilon; 0: poisoning only).",
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option(
     "--learning-rate",
-    type=float,
+    type=Rate(),
     default=0.5,
     show_default=True,
     help="SGD step size, mean-loss convention (BoundFlow's rate / batch size).",
@@ -158,7 +247,7 @@ def _dataset_options(fn):
     show_default=True,
     help="Clean training points for pretraining the nominal model.",
 )
-@click.option("--pretrain-learning-rate", type=float, default=0.5, show_default=True)
+@click.option("--pretrain-learning-rate", type=Rate(), default=0.5, show_default=True)
 @click.option(
     "--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True
 )
@@ -205,9 +294,11 @@ def train_command(
     from .commands import run_train
 
     if dataset is None:
-        raise click.UsageError("--dataset is required (moons, mnist17 or a .npz file)")
-    if learning_rate <= 0 or pretrain_learning_rate <= 0:
-        raise click.BadParameter("learning rates must be > 0", param_hint="--learning-rate")
+        raise click.UsageError("--dataset is required: moons, mnist17 or a path to a .npz file")
+    if pretrain_epochs and not pretrain_size:
+        raise click.UsageError(
+            "--pretrain-epochs needs clean pretraining data: add --pretrain-size N (e.g. 100)"
+        )
     summary = _guard(
         run_train,
         dataset=dataset,
@@ -234,12 +325,13 @@ def train_command(
     _emit(summary, as_json)
 
 
-@main.command("certify")
-@click.argument("model", type=click.Path(dir_okay=False))
+@main.command("certify", short_help="Certify a saved model on a data split.")
+@_version
+@click.argument("model", type=click.Path(readable=False))
 @_dataset_options
 @click.option(
     "--epsilon",
-    type=click.FloatRange(min=0),
+    type=Radius(),
     default=None,
     help="Test-time radius (default: the model's inference epsilon).",
 )
@@ -284,8 +376,9 @@ def certify_command(model, dataset, data_dir, epsilon, split, seed, device, per_
     _emit(summary, as_json)
 
 
-@main.command("info")
-@click.argument("model", type=click.Path(dir_okay=False))
+@main.command("info", short_help="Show what a model file holds.")
+@_version
+@click.argument("model", type=click.Path(readable=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
 def info_command(model, as_json):
     """Show what a model file holds (architecture, threat model, training, checks).
@@ -297,6 +390,180 @@ def info_command(model, as_json):
     from .commands import run_info
 
     _emit(_guard(run_info, model_path=model), as_json)
+
+
+@main.group("plot", short_help="Figures: decision barriers, training curves, accuracy vs epsilon.")
+@_version
+def plot_group():
+    """Figures from model files, as PNG or PDF (needs matplotlib: pip install 'intervalnn[plot]').
+
+    \b
+    Examples:
+      intervalnn plot barriers moons.npz -o barriers.png
+      intervalnn plot curves moons.npz -o curves.pdf
+      intervalnn plot epsilon moons.npz --epsilons 0,1e-4,1e-3,1e-2,0.1 -o eps.png
+    """
+
+
+def _figure_options(default: str):
+    def wrap(fn):
+        fn = click.option("--dpi", type=click.IntRange(20, 1200), default=100, show_default=True)(
+            fn
+        )
+        fn = click.option(
+            "--size",
+            type=Size(),
+            default="800x600",
+            show_default=True,
+            help="Image size in pixels (PDF: size / dpi inches).",
+        )(fn)
+        fn = click.option(
+            "--output",
+            "-o",
+            default=default,
+            metavar="FILE",
+            show_default=True,
+            callback=_image_path,
+            help="Where to write the figure; .png or .pdf picks the format.",
+        )(fn)
+        return fn
+
+    return wrap
+
+
+@plot_group.command("barriers", short_help="Decision barriers of 2-D models (FullCert Fig. 2).")
+@_version
+@click.argument(
+    "models", nargs=-1, required=True, type=click.Path(readable=False), metavar="MODEL..."
+)
+@_dataset_options
+@click.option(
+    "--epsilon",
+    type=Radius(),
+    default=None,
+    help="Test-time radius (default: each model's inference epsilon; 0: poisoning only).",
+)
+@click.option(
+    "--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True
+)
+@click.option("--seed", type=int, default=None, help="Data seed (default: the model's).")
+@click.option(
+    "--grid",
+    type=click.IntRange(20, 2000),
+    default=200,
+    show_default=True,
+    help="Grid points per axis.",
+)
+@_figure_options("barriers.png")
+def plot_barriers_command(models, dataset, data_dir, epsilon, split, seed, grid, output, size, dpi):
+    """Decision barriers of 2-D models (FullCert's Fig. 2), one panel per model.
+
+    Shades where every model in the parameter box predicts the same class for
+    the whole test box around the point (certified, per class), and in grey
+    the barrier where some model of the family may disagree; draws the
+    nominal decision boundary and the data points.
+
+    \b
+    Examples:
+      intervalnn plot barriers moons.npz -o barriers.png
+      intervalnn plot barriers eps1e-3.npz eps1e-2.npz --epsilon 0 -o fig2.pdf
+    """
+    from .plots import plot_barriers
+
+    _emit(
+        _guard(
+            plot_barriers,
+            models,
+            dataset=dataset,
+            data_dir=data_dir,
+            epsilon=epsilon,
+            split=split,
+            seed=seed,
+            grid=grid,
+            output=output,
+            size=size,
+            dpi=dpi,
+        ),
+        False,
+    )
+
+
+@plot_group.command("curves", short_help="Training curves from a model file's history.")
+@_version
+@click.argument("model", type=click.Path(readable=False))
+@_figure_options("curves.png")
+def plot_curves_command(model, output, size, dpi):
+    """Training curves from the history stored in a model file.
+
+    Certified and nominal validation accuracy, the bounds on the training
+    loss, and the mean and largest parameter width, against the step (or
+    epoch) of training; the kept (best) model is marked.
+
+    \b
+    Example:
+      intervalnn plot curves moons.npz -o curves.png
+    """
+    from .plots import plot_curves
+
+    _emit(_guard(plot_curves, model, output=output, size=size, dpi=dpi), False)
+
+
+@plot_group.command("epsilon", short_help="Certified accuracy against the test-time epsilon.")
+@_version
+@click.argument(
+    "models", nargs=-1, required=True, type=click.Path(readable=False), metavar="MODEL..."
+)
+@_dataset_options
+@click.option(
+    "--epsilons",
+    type=Radii(),
+    default="0,1e-4,1e-3,1e-2,0.1",
+    show_default=True,
+    help="Comma-separated test-time radii.",
+)
+@click.option(
+    "--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True
+)
+@click.option("--seed", type=int, default=None, help="Data seed (default: the model's).")
+@click.option("--json", "as_json", is_flag=True, help="Also print the numbers as JSON.")
+@_figure_options("epsilon.png")
+def plot_epsilon_command(
+    models, dataset, data_dir, epsilons, split, seed, as_json, output, size, dpi
+):
+    """Certified accuracy against the test-time radius epsilon, one line per model.
+
+    Each model keeps the parameter box it was trained for (its training
+    epsilon); only the radius of the test-time box varies.  Prints the table.
+
+    \b
+    Examples:
+      intervalnn plot epsilon moons.npz --epsilons 0,1e-4,1e-3,1e-2,0.1 -o eps.png
+      intervalnn plot epsilon a.npz b.npz --split val -o eps.pdf --json
+    """
+    from .plots import plot_epsilon
+
+    result = _guard(
+        plot_epsilon,
+        models,
+        dataset=dataset,
+        data_dir=data_dir,
+        epsilons=epsilons,
+        split=split,
+        seed=seed,
+        output=output,
+        size=size,
+        dpi=dpi,
+    )
+    if as_json:
+        _emit(result, True)
+        return
+    names = [Path(m["model"]).name for m in result["models"]]
+    width = max(12, *(len(n) for n in names))
+    click.echo(f"{'epsilon':<10}" + "".join(f"  {n:>{width}}" for n in names))
+    for i, eps in enumerate(result["epsilons"]):
+        cells = "".join(f"  {m['certified_accuracy'][i]:>{width}.1%}" for m in result["models"])
+        click.echo(f"{eps:<10.3g}" + cells)
+    click.echo(f"(certified accuracy on the {split} split; figure: {result['output']})")
 
 
 def _emit(summary: dict, as_json: bool) -> None:

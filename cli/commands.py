@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,10 +22,82 @@ from intervalnn.train import TrainConfig, train
 
 
 def _load(dataset: str, data_dir, seed: int, pretrain_size: int = 0):
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise DataError(f"data directory {data_dir} does not exist or is not a directory")
+    if data_dir is not None:
+        d = Path(data_dir)
+        if not d.exists():
+            raise DataError(f"data directory {d} does not exist: check --data-dir")
+        if not d.is_dir():
+            raise DataError(f"--data-dir {d} is a file, not a directory: pass its directory")
+        if not os.access(d, os.R_OK | os.X_OK):
+            raise DataError(
+                f"data directory {d} is not readable (permission denied): fix its "
+                "permissions or copy the files elsewhere"
+            )
+    elif dataset.strip().lower().startswith("mnist") and not os.environ.get("INTERVALNN_MNIST_DIR"):
+        raise DataError(
+            f"--dataset {dataset} needs --data-dir DIR, a directory with the four MNIST IDX "
+            "files (or set INTERVALNN_MNIST_DIR)"
+        )
     kw = {"n_pretrain": pretrain_size} if pretrain_size else {}
     return load_dataset(dataset, data_dir=data_dir, seed=seed, **kw)
+
+
+def _backend(device: str):
+    """The backend for ``--device``; for ``gpu``, fail early and clearly without CuPy / a GPU."""
+    if device != "gpu":
+        return get_backend("numpy")
+    try:
+        import cupy
+    except ImportError:
+        raise RuntimeError(
+            "--device gpu needs CuPy, which is not installed: pip install 'intervalnn[gpu]' "
+            "(CUDA 12), or use --device cpu"
+        ) from None
+    try:
+        count = int(cupy.cuda.runtime.getDeviceCount())
+        reason = "no CUDA device"
+    except Exception as exc:  # CUDA driver or runtime missing or broken
+        count, reason = 0, f"{type(exc).__name__}: {exc}"
+    if count < 1:
+        raise RuntimeError(
+            f"--device gpu found CuPy but no usable CUDA GPU ({reason}); check the driver "
+            "with nvidia-smi, or use --device cpu"
+        )
+    return get_backend("cupy")
+
+
+def model_classes(model) -> int:
+    """How many classes ``model`` tells apart (one logit means two classes)."""
+    return 2 if model.out_features == 1 else model.out_features
+
+
+def load_model_and_data(model_path, dataset, data_dir, seed, device="cpu"):
+    """A saved model, its metadata and matching data :class:`Splits`.
+
+    ``dataset`` and ``seed`` default to the ones the model was trained with;
+    the data must have the model's number of features and no label the
+    model cannot predict (``DataError`` otherwise).
+    """
+    model, meta = load_model(model_path, backend=_backend(device).name)
+    trained_on = meta.get("dataset", {})
+    dataset = dataset or trained_on.get("name")
+    if dataset is None:
+        raise ValueError(f"{model_path} names no data set: pass --dataset")
+    seed = trained_on.get("seed", 0) if seed is None else seed
+    splits = _load(dataset, data_dir, seed)
+    if splits.num_features != model.in_features:
+        raise DataError(
+            f"the model was trained for inputs with {model.in_features} features, but "
+            f"{dataset} has {splits.num_features}: use the data set it was trained on "
+            f"({trained_on.get('name', 'see intervalnn info')})"
+        )
+    k = model_classes(model)
+    if splits.num_classes > k:
+        raise DataError(
+            f"{dataset} has labels 0..{splits.num_classes - 1}, but the model predicts "
+            f"{k} classes (labels 0..{k - 1}): use data with the model's labels"
+        )
+    return model, meta, dataset, splits
 
 
 def _progress(total: int, quiet: bool):
@@ -64,7 +137,7 @@ def run_train(
     output,
     quiet,
 ) -> dict:
-    backend = get_backend(device)  # fails early and clearly without CuPy / a GPU
+    backend = _backend(device)  # fails early and clearly without CuPy / a GPU
     splits = _load(dataset, data_dir, seed, pretrain_size)
     if loss == "bce" and splits.num_classes != 2:
         raise ValueError(
@@ -150,18 +223,7 @@ def run_train(
 
 
 def run_certify(*, model_path, dataset, data_dir, epsilon, split, seed, device, per_sample) -> dict:
-    model, meta = load_model(model_path, backend=get_backend(device).name)
-    trained_on = meta.get("dataset", {})
-    dataset = dataset or trained_on.get("name")
-    if dataset is None:
-        raise ValueError("the model file names no data set: pass --dataset")
-    seed = trained_on.get("seed", 0) if seed is None else seed
-    splits = _load(dataset, data_dir, seed)
-    if splits.num_features != model.in_features:
-        raise DataError(
-            f"the model was trained for inputs with {model.in_features} features, but "
-            f"{dataset} has {splits.num_features}"
-        )
+    model, meta, dataset, splits = load_model_and_data(model_path, dataset, data_dir, seed, device)
     data = getattr(splits, split)
     stored = meta["threat_model"]
     threat = ThreatModel(
@@ -169,13 +231,17 @@ def run_certify(*, model_path, dataset, data_dir, epsilon, split, seed, device, 
     )
     result = certify(model, data.x, data.y, threat)
     if per_sample:
-        with open(per_sample, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["index", "label", "certified", "margin", "nominal_correct"])
-            for i, (yy, c, m, ok) in enumerate(
-                zip(data.y, result.certified, result.margin, result.nominal_correct, strict=True)
-            ):
-                writer.writerow([i, int(yy), int(c), repr(float(m)), int(ok)])
+        try:
+            with open(per_sample, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["index", "label", "certified", "margin", "nominal_correct"])
+                rows = zip(
+                    data.y, result.certified, result.margin, result.nominal_correct, strict=True
+                )
+                for i, (yy, c, m, ok) in enumerate(rows):
+                    writer.writerow([i, int(yy), int(c), repr(float(m)), int(ok)])
+        except OSError as exc:
+            raise OSError(f"cannot write --per-sample file {per_sample}: {exc.strerror}") from None
     return {
         **result.summary(),
         "split": split,
