@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .certify import certify
+from .fused import FusedTrainer
 from .interval import Interval
 from .layers import Sequential
 from .losses import get_loss
@@ -40,6 +41,7 @@ class TrainConfig:
     pretrain_epochs: int = 0
     pretrain_learning_rate: float = 0.1
     validate_every: str = "epoch"  # or "step": choose the best model at every step
+    fused: bool = True  # one fused kernel call per step where it applies (see intervalnn.fused)
 
     def __post_init__(self):
         if self.epochs < 0 or self.pretrain_epochs < 0:
@@ -138,6 +140,12 @@ def train(
     y = bk.xp.asarray(np.asarray(train_y))
     box_x = threat.train_box(x)  # every poisoned training set lies in here
     opt = SGD(config.learning_rate, config.schedule)
+    # NumPy Linear/ReLU models take the fused step; everything else the layers below.
+    fused = (
+        FusedTrainer.create(model, config.loss, box_x, x, y, config.batch_size)
+        if config.fused
+        else None
+    )
     result = TrainResult(model=model)
     best_params, best_nominal = model.named_params(), model.named_nominal()
     best_acc = -1.0
@@ -145,11 +153,13 @@ def train(
 
     def validate(epoch: int, loss_lo: float, loss_hi: float):
         nonlocal best_acc, best_params, best_nominal
+        if fused is not None:
+            fused.push(model)
         params = model.named_params()
         row = {"epoch": epoch, "step": step, "loss_lo": loss_lo, "loss_hi": loss_hi}
-        row["mean_width"], row["max_width"] = _widths(params)
+        row["mean_width"], row["max_width"] = fused.widths() if fused else _widths(params)
         if val_x is not None:
-            cert = certify(model, val_x, val_y, threat)
+            cert = (fused.certify if fused else certify)(model, val_x, val_y, threat)
             row["val_certified_accuracy"] = cert.certified_accuracy
             row["val_accuracy"] = cert.nominal_accuracy
             if cert.certified_accuracy > best_acc:
@@ -165,28 +175,45 @@ def train(
         loss_bounds = []
         for idx in _batches(x.shape[0], config.batch_size, rng):
             step += 1
-            z = model.forward(box_x[idx])
-            model.backward(loss.grad(z, y[idx]))
-            value = loss.value(z, y[idx])
-            loss_bounds.append((float(value.lo), float(value.hi)))
-            z_nom = model.forward_nominal(x[idx])
-            model.backward_nominal(loss.grad(Interval._new(z_nom, z_nom), y[idx]).lo)
-            grads, nominal_grads = model.named_grads()
-            params, nominal = opt.step(
-                model.named_params(), grads, model.named_nominal(), nominal_grads
-            )
-            model.load(params, nominal)
-            if not all(
-                bool(bk.xp.isfinite(p.lo).all() & bk.xp.isfinite(p.hi).all())
-                for p in params.values()
-            ):
+            done = fused.step(idx, opt) if fused is not None else None
+            if done is not None:
+                loss_bounds.append(done.loss)
+                finite = done.finite
+            else:  # the layered step (the fused kernel declined or does not apply)
+                if fused is not None:
+                    fused.push(model)
+                z = model.forward(box_x[idx])
+                model.backward(loss.grad(z, y[idx]))
+                value = loss.value(z, y[idx])
+                loss_bounds.append((float(value.lo), float(value.hi)))
+                z_nom = model.forward_nominal(x[idx])
+                model.backward_nominal(loss.grad(Interval._new(z_nom, z_nom), y[idx]).lo)
+                grads, nominal_grads = model.named_grads()
+                params, nominal = opt.step(
+                    model.named_params(), grads, model.named_nominal(), nominal_grads
+                )
+                model.load(params, nominal)
+                if fused is not None:
+                    fused.pull(model)
+                finite = all(
+                    bool(bk.xp.isfinite(p.lo).all() & bk.xp.isfinite(p.hi).all())
+                    for p in params.values()
+                )
+            if not finite:
                 result.stopped = (
                     f"parameter bounds became infinite at epoch {epoch}, step "
                     f"{step}: lower the learning rate or epsilon"
                 )
                 break
-            _check_inside(params, nominal, step)
+            if done is None:
+                _check_inside(params, nominal, step)
+            elif done.outside is not None:
+                raise SoundnessError(
+                    f"step {step}: the nominal {done.outside} left its parameter box"
+                )
             if on_step is not None:
+                if done is not None:
+                    params, nominal = fused.named()
                 on_step(step, params, nominal)
             if config.validate_every == "step":
                 validate(epoch, *loss_bounds[-1])
@@ -196,6 +223,8 @@ def train(
             lo, hi = np.mean(loss_bounds, axis=0)
             validate(epoch, float(lo), float(hi))
 
+    if fused is not None:
+        fused.push(model)
     if val_x is not None:
         model.load(best_params, best_nominal)
     result.seconds = time.perf_counter() - t0
