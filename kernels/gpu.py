@@ -86,11 +86,15 @@ no effect; calling ``cupy._core.set_compute_type`` or
 are not used by cuBLAS GEMM.  That cuBLAS keeps subnormal operands (no
 denormals-are-zero) is not documented; ``tests/test_gpu.py`` checks it.
 
-Transcendentals (``exp_rd``, ``log_ru``, ...): CUDA's libm has no guaranteed
-error bound, so the GPU does not evaluate them.  This module forwards them to
-the CPU kernels of the same name (device-to-host copy, CPU evaluation, copy
-back): sound, and the slow path.  The CPU kernel is looked up when called; a
-name the CPU backend lacks raises ``NotImplementedError``.
+Transcendentals (``exp_rd, exp_ru, log_rd, log_ru, log1p_rd, log1p_ru,
+expm1_rd, expm1_ru``): CUDA's libm has no guaranteed error bound, so these
+kernels port :mod:`intervalnn.kernels.elementary` line by line to the GPU
+(double-double evaluation from ``+ - * /`` and ``fma`` with the same
+reduction, tables, polynomials, deltas and bracketing; the C constants and
+tables are generated from that module's values) and return the CPU kernels'
+results bit for bit, float32 included (evaluated in double, rounded outward
+with PTX ``cvt.rm/.rp`` that keeps subnormals).  See the comments above
+``_ELEMENTARY_NAMES`` for what the port relies on.
 """
 
 from __future__ import annotations
@@ -346,12 +350,15 @@ _OPS = {
 def _kernel(op: str) -> cupy.ElementwiseKernel:
     """The ElementwiseKernel ``intervalnn_<op>`` (compiled per dtype on first call)."""
     (in_params, out_params), body = _OPS[op]
+    preamble = _PREAMBLE
+    if op in _ELEMENTARY_NAMES:
+        preamble += _elementary_source() + _ELEMENTARY_OUT
     return cupy.ElementwiseKernel(
         in_params,
         out_params,
         body,
         f"intervalnn_{op}",
-        preamble=_PREAMBLE,
+        preamble=preamble,
         options=_OPTIONS,
     )
 
@@ -477,9 +484,38 @@ def gemm_enclose(p, s1, s2, c, k_eta, two_k_eta):
     return _kernel("gemm_enclose")(p, s1, _float_array(s2, p.dtype), t(c), t(k_eta), t(two_k_eta))
 
 
-# ------------------------------------------------- transcendentals (host path)
+# ------------------------------------------------- transcendentals
+# exp, log, log1p, expm1 rounded down / up: a line-by-line port of
+# kernels/elementary.py (same reduction, tables, polynomials, double-double
+# error accounting, deltas, bracketing and scaling), so the proofs in that
+# module's docstrings apply unchanged and the results equal the CPU kernels
+# bit for bit (tests/test_gpu.py).  Every constant and table entry below is
+# generated from elementary.py's float values as its IEEE bit pattern (no
+# decimal or hex-float literal is re-parsed by the compiler).
+#
+# What the port relies on, all of it double arithmetic (FTZ is f32-only in
+# PTX, so CuPy's -ftz=true cannot touch it):
+# * ``+ - * /`` round to nearest (CUDA double arithmetic is IEEE 754; double
+#   ``/`` is IEEE regardless of --prec-div) and ``fma`` is the exact fused
+#   multiply-add (CUDA Math API, 0 ulp), used only for TwoProd as on the CPU;
+# * ``--fmad=false``: without it NVVM contracts ``a * b + c`` into one FMA
+#   (the Horner tails, ``ah * bl + al * bh`` in the dd product, ``x * INVL +
+#   0.5`` in the reduction, ...: 168 instead of the 68 explicit TwoProd FMAs
+#   in the PTX of the eight kernels), which changes roundings that the error
+#   analysis counts one by one; contracted on the host, this code gives
+#   other dd values for 19% (exp) to 29% (log) of random arguments;
+# * ``floor``/``ceil`` are exact; frexp, ldexp, next and prev act on the
+#   encoding or multiply by an exact power of two (exact whenever the result
+#   is representable, which the callers guarantee; see ``inn_el_ldexp``);
+# * no CUDA exp/log/expm1/log1p is called (they have no guaranteed bound).
+# float: the argument is widened exactly (PTX ``cvt.f64.f32``), the float64
+# bounds are computed as above and rounded outward with PTX ``cvt.rm`` /
+# ``cvt.rp.f32.f64`` (no ``.ftz``: subnormal results kept).  That is
+# elementary.py's ``_to32_rd(v, 0)`` / ``_to32_ru(v, 0)`` exactly: both are
+# the largest float32 <= v / smallest >= v (overflow to +-MAX or +-inf as
+# directed rounding does), up to the sign of a zero, which is +0 here.
 
-HOST_FALLBACK = (
+_ELEMENTARY_NAMES = (
     "exp_rd",
     "exp_ru",
     "log_rd",
@@ -491,33 +527,391 @@ HOST_FALLBACK = (
 )
 
 
-def _host_fallback(name):
-    def kernel(*args):
-        from . import cpu
+def _c_double(v) -> str:
+    """A C expression with the exact float64 value ``v`` (its bit pattern)."""
+    return f"INN_EL_D(0x{int(np.float64(v).view(np.uint64)):016x}ULL)"
 
-        impl = getattr(cpu, name, None)
-        if impl is None:
-            raise NotImplementedError(
-                f"{name} is not available: the CPU backend has no kernel of that name "
-                "(the GPU backend evaluates transcendentals on the CPU)"
-            )
-        host = [cupy.asnumpy(a) if isinstance(a, cupy.ndarray) else a for a in args]
-        out = impl(*host)
-        if isinstance(out, tuple):
-            return tuple(cupy.asarray(o) for o in out)
-        return cupy.asarray(out)
+
+def _c_table(name: str, values) -> str:
+    bits = [f"0x{int(b):016x}ULL" for b in np.asarray(values, np.float64).view(np.uint64)]
+    rows = ",\n    ".join(", ".join(bits[i : i + 4]) for i in range(0, len(bits), 4))
+    return f"static __device__ const unsigned long long {name}[{len(bits)}] = {{\n    {rows}\n}};"
+
+
+@functools.cache
+def _elementary_source() -> str:
+    """The double-precision device code, generated from kernels/elementary.py.
+
+    Uses only ``__longlong_as_double``, ``__double_as_longlong``, ``__ldg``,
+    ``fma``, ``floor`` and ``ceil`` (so it can also be compiled for the host
+    with those defined, to check it without a GPU).
+    """
+    from . import elementary as el
+
+    consts = {
+        "INVL": el._INVL,
+        "L1": el._L1,
+        "L2": el._L2,
+        "L3": el._L3,
+        "LN2H": el._LN2H,
+        "LN2L": el._LN2L,
+        "F3H": el._F3H,
+        "F3L": el._F3L,
+        "F4H": el._F4H,
+        "F4L": el._F4L,
+        "F5H": el._F5H,
+        "F5L": el._F5L,
+        "F6H": el._F6H,
+        "F6L": el._F6L,
+        "F7": el._F7,
+        "F8": el._F8,
+        "F9": el._F9,
+        "F10": el._F10,
+        "F11": el._F11,
+        "A3H": el._A3H,
+        "A3L": el._A3L,
+        "A5H": el._A5H,
+        "A5L": el._A5L,
+        "A7H": el._A7H,
+        "A7L": el._A7L,
+        "A9": el._A9,
+        "A11": el._A11,
+        "A13": el._A13,
+        # the tolerance factors 2 * delta of _bracket (products exact)
+        "EXP_TOL": 2.0 * el.EXP_DELTA,
+        "LOG_TOL": 2.0 * el.LOG_DELTA,
+        "EXPM1_TOL": 2.0 * el.EXPM1_DELTA,
+        "TINY_ARG": el._TINY_ARG,
+        "SQRT_HALF": el._SQRT_HALF,
+        "SMALLEST": el._SMALLEST,
+        "MAX": np.finfo(np.float64).max,
+        "INF": np.inf,
+        "EXP_HI": 709.79,  # the thresholds of _exp_bounds / _expm1_bounds
+        "EXP_LO": -745.2,
+        "EXPM1_LO": -40.0,
+        "TWO54": 2.0**54,
+    }
+    defines = "\n".join(f"#define INN_EL_{k} {_c_double(v)}" for k, v in consts.items())
+    tables = "\n".join(
+        (
+            _c_table("inn_el_th", el._TH),
+            _c_table("inn_el_tl", el._TL),
+            _c_table("inn_el_lch", el._LCH),
+            _c_table("inn_el_lcl", el._LCL),
+        )
+    )
+    assert el._LCH.size == 47 and el._TH.size == 64  # the index offsets below
+    return _ELEMENTARY_HEAD + defines + "\n" + tables + "\n" + _ELEMENTARY_BODY
+
+
+_ELEMENTARY_HEAD = r"""
+#define INN_EL __device__ __forceinline__
+#define INN_EL_D(b) __longlong_as_double((long long)(b))
+"""
+
+_ELEMENTARY_BODY = r"""
+INN_EL double inn_el_tab(const unsigned long long *t, int i) {
+    return __longlong_as_double((long long)__ldg(t + i));
+}
+
+// ---- error-free transformations and dd arithmetic (elementary.py D1-D3)
+INN_EL void inn_el_two_sum(double a, double b, double &s, double &e) {
+    s = a + b;
+    double bb = s - a;
+    e = (a - (s - bb)) + (b - bb);
+}
+INN_EL void inn_el_fast_two_sum(double a, double b, double &s, double &e) {
+    s = a + b;
+    e = b - (s - a);
+}
+INN_EL void inn_el_two_prod(double a, double b, double &p, double &e) {
+    p = a * b;
+    e = fma(a, b, -p);
+}
+INN_EL void inn_el_dd_mul(double ah, double al, double bh, double bl, double &ch, double &cl) {
+    double p, e;
+    inn_el_two_prod(ah, bh, p, e);
+    e += ah * bl + al * bh;
+    inn_el_fast_two_sum(p, e, ch, cl);
+}
+INN_EL void inn_el_dd_add(double ah, double al, double bh, double bl, double &ch, double &cl) {
+    double s, e;
+    inn_el_two_sum(ah, bh, s, e);
+    e += al + bl;
+    inn_el_two_sum(s, e, ch, cl);
+}
+INN_EL void inn_el_dd_div(double nh, double nl, double dh, double dl, double &qh, double &ql) {
+    double q1 = nh / dh, p, pe;
+    inn_el_two_prod(q1, dh, p, pe);
+    double r = (((nh - p) - pe) + nl) - q1 * dl;
+    inn_el_fast_two_sum(q1, r / dh, qh, ql);
+}
+
+// ---- exact operations on the encoding
+// next64 / prev64 of elementary.py (zero counts as -0 going down, +0 going up).
+INN_EL double inn_el_next(double x) {
+    long long i = (x == 0.0) ? 0LL : __double_as_longlong(x);
+    i = (i < 0) ? i - 1 : i + 1;
+    return (x == INN_EL_INF) ? x : __longlong_as_double(i);
+}
+INN_EL double inn_el_prev(double x) {
+    long long i = (x == 0.0) ? (long long)0x8000000000000000ULL : __double_as_longlong(x);
+    i = (i < 0) ? i + 1 : i - 1;
+    return (x == -INN_EL_INF) ? x : __longlong_as_double(i);
+}
+// 2^n for -1022 <= n <= 1023.
+INN_EL double inn_el_pow2(int n) {
+    return __longlong_as_double((long long)(n + 1023) << 52);
+}
+// a 2^n, exact whenever that is representable (or overflows to +-inf, as
+// ldexp does).  One product by 2^n is exact then; for |n| > 1022 the two
+// halves: every caller's intermediate a 2^(n/2) is normal (elementary.py's
+// ldexp calls: |a| in [2^-62, 4] with n <= 1024 or n >= -1076 on an integer
+// a < 2^56, ml = al 2^-e with al = 0 or |ml| >= 2^-113, 2^-q).
+INN_EL double inn_el_ldexp(double a, int n) {
+    if (n >= -1022 && n <= 1023) return a * inn_el_pow2(n);
+    int n1 = n / 2;
+    return (a * inn_el_pow2(n1)) * inn_el_pow2(n - n1);
+}
+// math.frexp for finite x > 0: m in [1/2, 1) with x = m 2^e.
+INN_EL double inn_el_frexp(double x, int &e) {
+    int adj = 0;
+    long long b = __double_as_longlong(x);
+    if ((b >> 52) == 0) {  // subnormal: scale by 2^54 (exact)
+        x *= INN_EL_TWO54;
+        adj = 54;
+        b = __double_as_longlong(x);
+    }
+    e = (int)(b >> 52) - 1022 - adj;
+    return __longlong_as_double((b & 0x000fffffffffffffLL) | 0x3fe0000000000000LL);
+}
+
+// ---- elementary.py _bracket and _scale
+INN_EL void inn_el_bracket(double h, double l, double eps, double &a, double &b) {
+    if (l >= eps) {
+        a = h; b = inn_el_next(h);
+    } else if (l <= -eps) {
+        a = inn_el_prev(h); b = h;
+    } else {
+        a = inn_el_prev(h); b = inn_el_next(h);
+    }
+}
+INN_EL void inn_el_scale(double a, double b, int q, double &lo, double &hi) {
+    if (q < -1020) {
+        int s = q + 1074;
+        lo = inn_el_ldexp(floor(inn_el_ldexp(a, s)), -1074);
+        hi = inn_el_ldexp(ceil(inn_el_ldexp(b, s)), -1074);
+        return;
+    }
+    lo = inn_el_ldexp(a, q);
+    if (lo == INN_EL_INF) lo = INN_EL_MAX;
+    hi = inn_el_ldexp(b, q);
+}
+
+// ---- exp / expm1 (elementary.py _reduce, _expm1_reduced, _exp_dd, _expm1_dd)
+INN_EL int inn_el_reduce(double x, double &rh, double &rl) {
+    double k = floor(x * INN_EL_INVL + 0.5);
+    double t, te, p, pe, s, se;
+    inn_el_two_sum(x, -(k * INN_EL_L1), t, te);
+    inn_el_two_prod(k, INN_EL_L2, p, pe);
+    inn_el_two_sum(t, -p, s, se);
+    double lo = ((te + se) - pe) - k * INN_EL_L3;
+    inn_el_two_sum(s, lo, rh, rl);
+    return (int)k;
+}
+INN_EL void inn_el_expm1_reduced(double rh, double rl, double &h, double &l) {
+    double t = (((INN_EL_F11 * rh + INN_EL_F10) * rh + INN_EL_F9) * rh + INN_EL_F8) * rh
+               + INN_EL_F7;
+    double ph, pl;
+    inn_el_dd_mul(t, 0.0, rh, rl, ph, pl);
+    inn_el_dd_add(ph, pl, INN_EL_F6H, INN_EL_F6L, ph, pl);
+    inn_el_dd_mul(ph, pl, rh, rl, ph, pl);
+    inn_el_dd_add(ph, pl, INN_EL_F5H, INN_EL_F5L, ph, pl);
+    inn_el_dd_mul(ph, pl, rh, rl, ph, pl);
+    inn_el_dd_add(ph, pl, INN_EL_F4H, INN_EL_F4L, ph, pl);
+    inn_el_dd_mul(ph, pl, rh, rl, ph, pl);
+    inn_el_dd_add(ph, pl, INN_EL_F3H, INN_EL_F3L, ph, pl);
+    inn_el_dd_mul(ph, pl, rh, rl, ph, pl);
+    inn_el_dd_add(ph, pl, 0.5, 0.0, ph, pl);
+    inn_el_dd_mul(ph, pl, rh, rl, ph, pl);
+    inn_el_dd_add(ph, pl, 1.0, 0.0, ph, pl);
+    inn_el_dd_mul(ph, pl, rh, rl, h, l);
+}
+INN_EL int inn_el_exp_dd(double x, double &h, double &l) {
+    double rh, rl, eh, el, gh, gl;
+    int k = inn_el_reduce(x, rh, rl);
+    inn_el_expm1_reduced(rh, rl, eh, el);
+    inn_el_dd_add(1.0, 0.0, eh, el, gh, gl);
+    int j = k & 63;
+    inn_el_dd_mul(inn_el_tab(inn_el_th, j), inn_el_tab(inn_el_tl, j), gh, gl, h, l);
+    return (k - j) / 64;  // k >> 6 (floor), exactly
+}
+INN_EL int inn_el_expm1_dd(double x, double &h, double &l) {
+    double rh, rl, eh, el;
+    int k = inn_el_reduce(x, rh, rl);
+    inn_el_expm1_reduced(rh, rl, eh, el);
+    if (k == 0) {
+        h = eh; l = el;
+        return 0;
+    }
+    int j = k & 63;
+    int q = (k - j) / 64;
+    double th = inn_el_tab(inn_el_th, j), tl = inn_el_tab(inn_el_tl, j);
+    double ah, al, bh, bl;
+    inn_el_dd_mul(th, tl, eh, el, ah, al);
+    inn_el_dd_add(th, tl, -inn_el_ldexp(1.0, -q), 0.0, bh, bl);
+    inn_el_dd_add(ah, al, bh, bl, h, l);
+    return q;
+}
+INN_EL void inn_el_exp(double x, double &lo, double &hi) {
+    if (x != x) { lo = hi = x; return; }
+    if (x == 0.0) { lo = hi = 1.0; return; }
+    if (fabs(x) < INN_EL_TINY_ARG) {
+        if (x > 0.0) { lo = 1.0; hi = inn_el_next(1.0); }
+        else { lo = inn_el_prev(1.0); hi = 1.0; }
+        return;
+    }
+    if (x > INN_EL_EXP_HI) {
+        lo = (x == INN_EL_INF) ? INN_EL_INF : INN_EL_MAX; hi = INN_EL_INF;
+        return;
+    }
+    if (x < INN_EL_EXP_LO) {
+        lo = 0.0; hi = (x == -INN_EL_INF) ? 0.0 : INN_EL_SMALLEST;
+        return;
+    }
+    double h, l, a, b;
+    int q = inn_el_exp_dd(x, h, l);
+    inn_el_bracket(h, l, fabs(h) * INN_EL_EXP_TOL, a, b);
+    inn_el_scale(a, b, q, lo, hi);
+}
+INN_EL void inn_el_expm1(double x, double &lo, double &hi) {
+    if (x != x || x == 0.0) { lo = hi = x; return; }
+    if (fabs(x) < INN_EL_TINY_ARG) { lo = x; hi = inn_el_next(x); return; }
+    if (x > INN_EL_EXP_HI) {
+        lo = (x == INN_EL_INF) ? INN_EL_INF : INN_EL_MAX; hi = INN_EL_INF;
+        return;
+    }
+    if (x < INN_EL_EXPM1_LO) {
+        lo = -1.0; hi = (x == -INN_EL_INF) ? -1.0 : inn_el_next(-1.0);
+        return;
+    }
+    double h, l, a, b;
+    int q = inn_el_expm1_dd(x, h, l);
+    inn_el_bracket(h, l, fabs(h) * INN_EL_EXPM1_TOL, a, b);
+    inn_el_scale(a, b, q, lo, hi);
+}
+
+// ---- log / log1p (elementary.py _log_dd, _log_bounds, _log1p_bounds)
+INN_EL void inn_el_log_dd(double ah, double al, double &h, double &l) {
+    int e;
+    double f = inn_el_frexp(ah, e);
+    if (f < INN_EL_SQRT_HALF) {
+        f *= 2.0;
+        e -= 1;
+    }
+    double ml = inn_el_ldexp(al, -e);
+    int i = (int)floor((f - 1.0) * 64.0 + 0.5);
+    double c = 1.0 + (double)i * 0.015625;
+    double nh, nl, sh, sl, dh, dl, s_h, s_l, wh, wl, ph, pl;
+    inn_el_two_sum(f - c, ml, nh, nl);
+    inn_el_two_sum(f, c, sh, sl);
+    inn_el_fast_two_sum(sh, sl + ml, dh, dl);
+    inn_el_dd_div(nh, nl, dh, dl, s_h, s_l);
+    inn_el_dd_mul(s_h, s_l, s_h, s_l, wh, wl);
+    double t = (INN_EL_A13 * wh + INN_EL_A11) * wh + INN_EL_A9;
+    inn_el_dd_mul(t, 0.0, wh, wl, ph, pl);
+    inn_el_dd_add(ph, pl, INN_EL_A7H, INN_EL_A7L, ph, pl);
+    inn_el_dd_mul(ph, pl, wh, wl, ph, pl);
+    inn_el_dd_add(ph, pl, INN_EL_A5H, INN_EL_A5L, ph, pl);
+    inn_el_dd_mul(ph, pl, wh, wl, ph, pl);
+    inn_el_dd_add(ph, pl, INN_EL_A3H, INN_EL_A3L, ph, pl);
+    inn_el_dd_mul(ph, pl, wh, wl, ph, pl);
+    inn_el_dd_add(ph, pl, 1.0, 0.0, ph, pl);
+    inn_el_dd_mul(s_h, s_l, ph, pl, h, l);
+    h = 2.0 * h;
+    l = 2.0 * l;
+    if (i != 0) {
+        inn_el_dd_add(inn_el_tab(inn_el_lch, i + 19), inn_el_tab(inn_el_lcl, i + 19), h, l, h, l);
+    }
+    if (e != 0) {
+        double fe = (double)e, eh, el;
+        inn_el_two_prod(fe, INN_EL_LN2H, eh, el);
+        inn_el_fast_two_sum(eh, el + fe * INN_EL_LN2L, eh, el);
+        inn_el_dd_add(eh, el, h, l, h, l);
+    }
+}
+INN_EL void inn_el_log(double x, double &lo, double &hi) {
+    if (!(x > 0.0)) {
+        lo = hi = (x == 0.0) ? -INN_EL_INF : __longlong_as_double(0x7ff8000000000000LL);
+        return;
+    }
+    if (x == INN_EL_INF) { lo = hi = INN_EL_INF; return; }
+    if (x == 1.0) { lo = hi = 0.0; return; }
+    double h, l;
+    inn_el_log_dd(x, 0.0, h, l);
+    inn_el_bracket(h, l, fabs(h) * INN_EL_LOG_TOL, lo, hi);
+}
+INN_EL void inn_el_log1p(double x, double &lo, double &hi) {
+    if (!(x >= -1.0)) { lo = hi = __longlong_as_double(0x7ff8000000000000LL); return; }
+    if (x == -1.0) { lo = hi = -INN_EL_INF; return; }
+    if (x == INN_EL_INF) { lo = hi = INN_EL_INF; return; }
+    if (x == 0.0) { lo = hi = x; return; }
+    if (fabs(x) < INN_EL_TINY_ARG) { lo = inn_el_prev(x); hi = x; return; }
+    double ah, al, h, l;
+    inn_el_two_sum(1.0, x, ah, al);
+    inn_el_log_dd(ah, al, h, l);
+    inn_el_bracket(h, l, fabs(h) * INN_EL_LOG_TOL, lo, hi);
+}
+"""
+
+# Rounding the float64 bounds to the kernel's type, with a zero bound as +0.
+# float: cvt.rm / cvt.rp.f32.f64 without .ftz (see above).
+_ELEMENTARY_OUT = r"""
+INN_EL double inn_el_rd(double v, double like) { return v == 0.0 ? 0.0 : v; }
+INN_EL double inn_el_ru(double v, double like) { return v == 0.0 ? 0.0 : v; }
+INN_EL float inn_el_f32_z(float r) {
+    return ((__float_as_uint(r) << 1) == 0u) ? __uint_as_float(0u) : r;
+}
+INN_EL float inn_el_rd(double v, float like) {
+    float r; asm("cvt.rm.f32.f64 %0, %1;" : "=f"(r) : "d"(v)); return inn_el_f32_z(r);
+}
+INN_EL float inn_el_ru(double v, float like) {
+    float r; asm("cvt.rp.f32.f64 %0, %1;" : "=f"(r) : "d"(v)); return inn_el_f32_z(r);
+}
+"""
+
+
+def _elementary_op(name: str):
+    fn, side = name.rsplit("_", 1)
+    body = f"double lo, hi; inn_el_{fn}(inn_to_d(x), lo, hi); out = inn_el_{side}"
+    return (("T x", "T out"), body + ("(lo, x);" if side == "rd" else "(hi, x);"))
+
+
+_OPS.update({name: _elementary_op(name) for name in _ELEMENTARY_NAMES})
+
+
+def _elementary_kernel(name):
+    def kernel(a):
+        return _kernel(name)(_float_array(a))
 
     kernel.__name__ = kernel.__qualname__ = name
+    fn, side = name.rsplit("_", 1)
+    direction = "down" if side == "rd" else "up"
     kernel.__doc__ = (
-        f"``{name}`` on the CPU kernels (copy to host, evaluate, copy back): sound but slow, "
-        "since CUDA's libm has no guaranteed error bound."
+        f"Elementwise ``{fn}`` of a float32/float64 CuPy array rounded {direction} "
+        "(same shape and dtype; the CPU kernel of the same name, bit for bit)."
     )
     return kernel
 
 
-for _name in HOST_FALLBACK:
-    globals()[_name] = _host_fallback(_name)
-del _name
+exp_rd = _elementary_kernel("exp_rd")
+exp_ru = _elementary_kernel("exp_ru")
+log_rd = _elementary_kernel("log_rd")
+log_ru = _elementary_kernel("log_ru")
+log1p_rd = _elementary_kernel("log1p_rd")
+log1p_ru = _elementary_kernel("log1p_ru")
+expm1_rd = _elementary_kernel("expm1_rd")
+expm1_ru = _elementary_kernel("expm1_ru")
 
 
 # ------------------------------------------------- import-time checks

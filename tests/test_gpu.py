@@ -754,16 +754,172 @@ def test_interval_transcendentals_on_cupy_match_numpy(dtype, name):
     assert_interval_same(f(Interval(cupy.asarray(lo), cupy.asarray(hi))), c, name)
 
 
-@pytest.mark.parametrize("name", gpu.HOST_FALLBACK)
-def test_transcendentals_use_the_cpu_kernels(name):
-    rng = np.random.default_rng(41)
-    x = rng.uniform(0.01, 5, 200)
-    if not hasattr(cpu, name):
-        with pytest.raises(NotImplementedError):
-            getattr(gpu, name)(cupy.asarray(x))
-        return
-    for dtype in DTYPES:
-        xd = x.astype(dtype)
-        got = getattr(gpu, name)(cupy.asarray(xd))
-        assert isinstance(got, cupy.ndarray)
-        assert_same(got, getattr(cpu, name)(xd), xd, what=name, positive_zeros=False)
+ELEMENTARY = ["exp", "expm1", "log", "log1p"]
+N_ELEMENTARY = 100_000
+
+
+def _neighbours(points, dt, k):
+    """Each point and its ``k`` float neighbours on either side."""
+    p = np.asarray(points, dtype=dt)
+    out, up, down = [p], p.copy(), p.copy()
+    for _ in range(k):
+        up = np.nextafter(up, dt.type(np.inf))
+        down = np.nextafter(down, dt.type(-np.inf))
+        out += [up, down]
+    return np.concatenate(out)
+
+
+def elementary_args(rng, dt, name, n):
+    """``n`` arguments for ``name``: its thresholds and their neighbours, the
+    reduction's cell edges, the working range, near 0 (and near 1 for log),
+    log-uniform magnitudes of both signs from subnormals to overflow, random
+    bit patterns, and +-0, +-inf, NaN, +-1, +-MAX, +-smallest subnormal."""
+    dt = np.dtype(dt)
+    with np.errstate(all="ignore"):
+        return _elementary_args(rng, dt, name, n)
+
+
+def _elementary_args(rng, dt, name, n):
+    fi = np.finfo(dt)
+    big, eps, sub = float(fi.max), float(fi.eps), float(fi.smallest_subnormal)
+    if name in ("exp", "expm1"):
+        # the CPU kernels' branch points (709.79, -745.2, -40, 2^-60), ln(MAX),
+        # float64 subnormal/underflow edges, float32 overflow/subnormal/underflow
+        # edges, the |R| bound of the reduction, and the cell edges (k +- 1/2) L
+        edges = [
+            709.79, -745.2, -40.0, 2.0**-60, -(2.0**-60), 709.782712893384,
+            -708.3964185322641, -744.4400719213812, -745.1332191019411,
+            88.72283935546875, -87.3365447505531, -103.97207708, -103.2789299,
+            0.0054153, -0.0054153, 0.0108306, 1.0, -1.0, np.log(2.0), 64 * np.log(2.0),
+        ]  # fmt: skip
+        k = rng.integers(-68_800, 65_600, n // 8)
+        cells = (k + rng.choice([-0.5, 0.5], k.size)) * (np.log(2.0) / 64)
+        lo, hi = (-110.0, 95.0) if dt == np.float32 else (-760.0, 720.0)
+        ranged = rng.uniform(lo, hi, n // 4)
+        if name == "expm1":
+            ranged[: n // 8] = rng.uniform(-45.0, 1.0, n // 8)
+    else:
+        one = 1.0 if name == "log" else 0.0  # log(one + t) near 0
+        edges = [
+            1.0, 1 + eps, 1 - eps / 2, 2.0, 0.5, np.sqrt(0.5), np.sqrt(2.0),
+            1 + 27.5 / 64, 1 - 19.5 / 64, sub, float(fi.tiny), big, 1e-300,
+        ]  # fmt: skip
+        if name == "log1p":
+            edges = [e - 1 for e in edges] + [-1.0, -1 + eps / 2, -0.5, 2.0**-60, -(2.0**-60)]
+        edges += [sub, big, -1e-300]
+        # every table cell of every binade (mantissas in [1/sqrt2, sqrt2))
+        m = np.sqrt(0.5) + rng.random(n // 8) * (np.sqrt(2.0) - np.sqrt(0.5))
+        cells = m * np.ldexp(1.0, rng.integers(fi.minexp - fi.nmant, fi.maxexp, m.size)) - 1 + one
+        ranged = one + rng.uniform(-1, 1, n // 4) * np.ldexp(1.0, rng.integers(-60, 1, n // 4))
+    e = rng.integers(fi.minexp - fi.nmant - 1, fi.maxexp, n // 4)
+    logu = np.ldexp(rng.uniform(1, 2, e.size), e) * rng.choice([-1.0, 1.0], e.size)
+    e = rng.integers(-80, 0, n // 8)
+    small = np.ldexp(rng.uniform(1, 2, e.size), e) * rng.choice([-1.0, 1.0], e.size)
+    itype = ITYPE[dt]
+    bits = rng.integers(0, np.iinfo(itype).max, n // 16, dtype=itype, endpoint=True).view(dt)
+    bits = np.where(np.isnan(bits), dt.type(0.75), bits)
+    specials = [0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0, big, -big, sub, -sub]
+    parts = [np.array(specials), _neighbours(np.array(edges, dtype=dt), dt, 40)]
+    parts += [cells, ranged, logu, small, bits]
+    x = np.concatenate([np.asarray(p).astype(dt) for p in parts])
+    if x.size < n:
+        x = np.concatenate([x, rng.uniform(-800, 800, n - x.size).astype(dt)])
+    return x[:n]
+
+
+def test_elementary_kernels_are_gpu_kernels_without_libm():
+    import re
+
+    from intervalnn.kernels import elementary as el
+
+    for fn in ELEMENTARY:
+        for side in ("rd", "ru"):
+            name = f"{fn}_{side}"
+            assert callable(getattr(gpu, name)) and callable(getattr(cpu, name))
+            assert gpu._kernel(name).name == f"intervalnn_{name}"
+    src = gpu._elementary_source()
+    # no CUDA libm transcendental (no guaranteed error bound) outside comments
+    code = re.sub(r"//[^\n]*", "", src)
+    libm = r"(?<![\w.])(exp|expm1|exp2|exp10|log|log1p|log2|log10|pow)f?\s*\("
+    assert not re.search(libm, code), re.search(libm, code)
+    assert re.search(r"(?<![\w.])fma\s*\(", code)  # TwoProd
+    # the tables are elementary.py's, bit for bit
+    for table, values in (("th", el._TH), ("tl", el._TL), ("lch", el._LCH), ("lcl", el._LCL)):
+        body = re.search(rf"inn_el_{table}\[\d+\] = \{{([^}}]*)\}}", src).group(1)
+        bits = np.array([int(b, 16) for b in re.findall(r"0x([0-9a-f]{16})ULL", body)], np.uint64)
+        assert bits.size == values.size and (bits.view(np.float64) == values).all(), table
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ELEMENTARY)
+def test_elementary_kernels_match_cpu_bit_for_bit(dtype, name):
+    """10^5 arguments per function and dtype; both roundings; the CPU kernels are
+    checked against MPFR (tests/test_elementary.py), so equality carries that over."""
+    rng = np.random.default_rng(sum(map(ord, name)) + np.dtype(dtype).itemsize)
+    x = elementary_args(rng, dtype, name, N_ELEMENTARY)
+    assert x.size == N_ELEMENTARY and x.dtype == np.dtype(dtype)
+    gx = cupy.asarray(x)
+    lo, hi = getattr(gpu, f"{name}_rd")(gx), getattr(gpu, f"{name}_ru")(gx)
+    assert lo.dtype == hi.dtype == np.dtype(dtype) and lo.shape == x.shape
+    w = f"{name} {np.dtype(dtype).name}"
+    assert_same(lo, getattr(cpu, f"{name}_rd")(x), x, what=f"{w} rd")
+    assert_same(hi, getattr(cpu, f"{name}_ru")(x), x, what=f"{w} ru")
+    lo, hi = _host(lo), _host(hi)
+    ok = ~np.isnan(lo)
+    assert (lo[ok] <= hi[ok]).all()
+    # subnormal float32 results are kept (no flush to zero)
+    if name == "exp" and dtype == np.float32:
+        tiny = np.finfo(F32).smallest_normal
+        assert ((lo > 0) & (lo < tiny)).sum() > 100
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elementary_kernels_exact_and_edge_cases(dtype):
+    fi = np.finfo(dtype)
+    inf, big, eta = np.inf, fi.max, fi.smallest_subnormal
+    t = 2.0**-70
+
+    def bounds(name, x):
+        gx = cupy.asarray(np.array([x], dtype=dtype))
+        return (float(getattr(gpu, f"{name}_{s}")(gx)[0]) for s in ("rd", "ru"))
+
+    def nxt(x, d):
+        return float(np.nextafter(dtype(x), dtype(d)))
+
+    cases = [
+        ("exp", 0.0, 1.0, 1.0), ("exp", -0.0, 1.0, 1.0), ("exp", inf, inf, inf),
+        ("exp", -inf, 0.0, 0.0), ("exp", 1000.0, big, inf), ("exp", -1000.0, 0.0, eta),
+        ("exp", t, 1.0, nxt(1, 2)), ("exp", -t, nxt(1, 0), 1.0),
+        ("log", 1.0, 0.0, 0.0), ("log", 0.0, -inf, -inf), ("log", -0.0, -inf, -inf),
+        ("log", inf, inf, inf),
+        ("expm1", 0.0, 0.0, 0.0), ("expm1", -0.0, 0.0, 0.0), ("expm1", inf, inf, inf),
+        ("expm1", -inf, -1.0, -1.0), ("expm1", -100.0, -1.0, nxt(-1, 0)),
+        ("expm1", t, t, nxt(t, 1)), ("expm1", 1000.0, big, inf),
+        ("log1p", 0.0, 0.0, 0.0), ("log1p", -0.0, 0.0, 0.0), ("log1p", -1.0, -inf, -inf),
+        ("log1p", inf, inf, inf), ("log1p", t, nxt(t, 0), t), ("log1p", -t, nxt(-t, -1), -t),
+    ]  # fmt: skip
+    for name, x, want_lo, want_hi in cases:
+        lo, hi = bounds(name, x)
+        assert (lo, hi) == (want_lo, want_hi), (name, x, lo, hi)
+        assert not any(v == 0 and np.signbit(v) for v in (lo, hi)), (name, x)  # +0 bounds
+    for name, x in (("log", -1.0), ("log", -eta), ("log1p", -2.0), ("exp", np.nan)):
+        assert all(np.isnan(v) for v in bounds(name, x)), (name, x)
+    # float subnormal results, directed: exp(-1000) in (0, eta], exp of float32 -100
+    x = cupy.asarray(np.array([-100.0, -104.0], dtype=dtype))
+    lo, hi = _host(gpu.exp_rd(x)), _host(gpu.exp_ru(x))
+    assert (lo <= hi).all() and (hi > 0).all()
+    if dtype == np.float32:
+        assert 0 < lo[0] < fi.smallest_normal and lo[1] == 0 and hi[1] == eta
+
+
+def test_elementary_kernels_take_any_shape_and_strides():
+    rng = np.random.default_rng(43)
+    x = rng.uniform(-5, 5, (30, 40))
+    gx = cupy.asarray(x).T  # non-contiguous
+    for name in ("exp_rd", "log1p_ru", "expm1_rd"):
+        got = getattr(gpu, name)(gx)
+        assert got.shape == (40, 30)
+        assert_same(got, getattr(cpu, name)(x.T), what=name)
+    assert gpu.exp_rd(cupy.zeros((0,))).shape == (0,)
+    with pytest.raises(TypeError):
+        gpu.exp_rd(cupy.arange(3))
