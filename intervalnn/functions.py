@@ -40,8 +40,7 @@ def _check_domain(x: Interval, lower: float, name: str, strict: bool = False):
         idx = _first_bad_index(xp, bad)
         bound = f"> {lower}" if strict else f">= {lower}"
         raise ValueError(
-            f"{name} needs x {bound}, but the interval at index {idx} reaches "
-            f"{float(x.lo[idx])}"
+            f"{name} needs x {bound}, but the interval at index {idx} reaches {float(x.lo[idx])}"
         )
 
 
