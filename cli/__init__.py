@@ -579,5 +579,7 @@ def _emit(summary: dict, as_json: bool) -> None:
         click.echo(f"{key:<{width}}  {value}")
 
 
+from . import audit as _audit  # noqa: E402,F401  (registers audit and audit-training)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

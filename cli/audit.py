@@ -1,0 +1,505 @@
+"""``intervalnn audit`` and ``intervalnn audit-training``: independent soundness audits.
+
+The work is in :mod:`intervalnn.audit`; this module parses options, shows a
+progress bar (stderr) and prints a table or JSON.  Exit code 1 when the
+audit finds a refuted certificate, an enclosure violation, a counterexample
+or a parameter outside its box.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+
+import click
+
+from . import Failure, Radius, _dataset_options, _emit, _guard, _version, main, train_command
+
+
+def _bar(label: str, quiet: bool):
+    """A progress callback ``(done, total)`` drawing a click progress bar on stderr."""
+    if quiet:
+        return contextlib.nullcontext(None)
+
+    @contextlib.contextmanager
+    def bar():
+        state = {"bar": None, "done": 0}
+
+        def update(done, total):
+            if state["bar"] is None:
+                state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
+                state["bar"].__enter__()
+            state["bar"].update(done - state["done"])
+            state["done"] = done
+
+        try:
+            yield update
+        finally:
+            if state["bar"] is not None:
+                state["bar"].__exit__(None, None, None)
+
+    return bar()
+
+
+def _fmt(v, spec=".4g") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return format(v, spec)
+
+
+# ---------------------------------------------------------------- audit MODEL
+
+
+def run_audit(
+    *,
+    model_path,
+    dataset,
+    data_dir,
+    epsilon,
+    split,
+    seed,
+    device,
+    precision,
+    max_points,
+    models,
+    inputs,
+    pgd_steps,
+    audit_seed,
+    quiet,
+) -> dict:
+    from intervalnn.audit import audit_model
+    from intervalnn.threat import ThreatModel
+
+    from .commands import load_model_and_data
+
+    model, meta, dataset, splits = load_model_and_data(model_path, dataset, data_dir, seed, device)
+    data = getattr(splits, split)
+    stored = meta["threat_model"]
+    threat = ThreatModel(
+        stored.epsilon, stored.inference_epsilon if epsilon is None else epsilon, stored.domain
+    )
+    with _bar("audit", quiet) as progress:
+        report = audit_model(
+            model,
+            data.x,
+            data.y,
+            threat,
+            precision=precision,
+            max_points=max_points,
+            models=models,
+            inputs=inputs,
+            pgd_steps=pgd_steps,
+            seed=audit_seed,
+            progress=progress,
+        )
+    return {"model": str(model_path), "dataset": dataset, "split": split, **report}
+
+
+def _print_audit(r: dict) -> None:
+    ex, fa, nv = r["exact"], r["falsification"], r["naive"]
+    echo = click.echo
+    echo(
+        f"Audit of {r['model']} on {r['dataset']}/{r['split']}: {r['n']} points, "
+        f"epsilon {r['epsilon']:g}, {r['dtype']}"
+    )
+    echo(f"certified: {r['certified']} / {r['n']} ({r['certified_accuracy']:.1%})")
+    echo("")
+    sampled = "all points" if ex["points"] == r["n"] else f"{ex['points']} sampled points"
+    echo(
+        f"(a) exact re-verification: MPFR {r['precision_bits']} bits, directed rounding, {sampled}"
+    )
+    layered = (
+        f"; layered path: {ex['violations_layered_path']}"
+        if ex["violations_layered_path"] is not None
+        else ""
+    )
+    rows = [
+        ("certificates checked", ex["checked"]),
+        ("refuted", ex["refuted"]),
+        (
+            "enclosure violations",
+            f"{ex['violations']}  (certify path, {ex['certify_path']}: "
+            f"{ex['violations_certify_path']}{layered})",
+        ),
+        (
+            "certified by the oracle",
+            f"{ex['oracle_certified']}  (lost to soundness: {ex['lost_to_soundness']})",
+        ),
+        (
+            "engine - oracle, ulps",
+            f"median {_fmt(ex['median_slack_ulps'])}, max {_fmt(ex['max_slack_ulps'])}",
+        ),
+        ("engine - oracle, of the width", f"max {_fmt(ex['max_slack_relative'], '.3g')}"),
+    ]
+    for name, value in rows:
+        echo(f"  {name:<30} {value}")
+    echo(
+        f"(b) falsification: {fa['models']} models, {fa['evaluations']} evaluations "
+        f"(vertices, random points, PGD)"
+    )
+    closest = fa["closest_to_bound"]
+    rows = [
+        ("counterexamples", fa["counterexamples"]),
+        ("outputs outside the bounds", fa["outside_bounds"]),
+        ("float64 false alarms", f"{fa['float_only']}  (refuted by exact re-evaluation)"),
+        ("smallest certified margin", _fmt(fa["min_certified_margin"])),
+        ("closest approach to a bound", "-" if closest is None else f"{closest:.1%} of the width"),
+    ]
+    for name, value in rows:
+        echo(f"  {name:<30} {value}")
+    echo("(c) naive round-to-nearest arithmetic (no directed rounding, no error terms)")
+    echo(f"  {'':<38} {'endpoint':>16} {'midrad':>16}")
+    e, m = nv["endpoint"], nv["midrad"]
+    rows = [
+        ("bounds not enclosing the oracle's", f"{e['violations']}/{e['bounds']}",
+         f"{m['violations']}/{m['bounds']}"),
+        ("points with such a bound", e["points_with_violations"], m["points_with_violations"]),
+        ("naive certificates refuted", e["refuted"], m["refuted"]),
+        ("certificates differing from sound", e["certificates_differ"], m["certificates_differ"]),
+        ("extra width of sound, median ulps", _fmt(e["extra_ulps_median"]),
+         _fmt(m["extra_ulps_median"])),
+        ("extra width of sound, max ulps", _fmt(e["extra_ulps_max"]), _fmt(m["extra_ulps_max"])),
+    ]  # fmt: skip
+    for name, a, b in rows:
+        echo(f"  {name:<38} {a!s:>16} {b!s:>16}")
+    echo(f"({r['seconds']:.1f} s)")
+
+
+@main.command("audit", short_help="Check a model's certificates independently (exact oracle).")
+@_version
+@click.argument("model", type=click.Path(readable=False))
+@_dataset_options
+@click.option(
+    "--epsilon",
+    type=Radius(),
+    default=None,
+    help="Test-time radius (default: the model's inference epsilon).",
+)
+@click.option(
+    "--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True
+)
+@click.option("--seed", type=int, default=None, help="Data seed (default: the model's).")
+@click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+@click.option(
+    "--precision",
+    type=click.IntRange(64, 100000),
+    default=200,
+    show_default=True,
+    help="Bits of the MPFR oracle.",
+)
+@click.option(
+    "--max-points",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Check a random sample of this many points exactly (default: all).",
+)
+@click.option(
+    "--models",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="Random vertex models, and as many random interior models, besides the nominal one.",
+)
+@click.option(
+    "--inputs",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="Random vertices and as many interior points of each test box, per model.",
+)
+@click.option(
+    "--pgd-steps", type=click.IntRange(min=0), default=20, show_default=True, help="PGD steps."
+)
+@click.option(
+    "--audit-seed", type=int, default=0, show_default=True, help="Seed of all audit sampling."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def audit_command(
+    model,
+    dataset,
+    data_dir,
+    epsilon,
+    split,
+    seed,
+    device,
+    precision,
+    max_points,
+    models,
+    inputs,
+    pgd_steps,
+    audit_seed,
+    as_json,
+):
+    """Audit a saved model's certificates independently of the engine.
+
+    \b
+    (a) recomputes every point's output bounds with an MPFR oracle (tightest
+        interval bounds, directed rounding): no certificate may be refuted,
+        and the engine's bounds must contain the oracle's;
+    (b) samples concrete models from the parameter box and inputs from the
+        test box (vertices, random points, PGD attacks): no certified
+        prediction may change, no output may leave the engine's bounds;
+    (c) reports what plain round-to-nearest interval arithmetic would have
+        given: bounds that miss the oracle's, changed certificates, and the
+        width soundness costs, in ulps.
+
+    Exit code 1 when anything is refuted, violated or falsified.
+
+    \b
+    Examples:
+      intervalnn audit moons.npz
+      intervalnn audit mnist17.npz --data-dir ~/mnist --max-points 500 --json
+    """
+    report = _guard(
+        run_audit,
+        model_path=model,
+        dataset=dataset,
+        data_dir=data_dir,
+        epsilon=epsilon,
+        split=split,
+        seed=seed,
+        device=device,
+        precision=precision,
+        max_points=max_points,
+        models=models,
+        inputs=inputs,
+        pgd_steps=pgd_steps,
+        audit_seed=audit_seed,
+        quiet=as_json,
+    )
+    if as_json:
+        _emit(report, True)
+    else:
+        _print_audit(report)
+    if not report["passed"]:
+        what = ", ".join(
+            f"{report[k]} {k.replace('_', ' ')}"
+            for k in ("refuted", "violations", "counterexamples", "outside_bounds", "inconsistent")
+            if report[k]
+        )
+        raise Failure(f"audit FAILED: {what}")
+    if not as_json:
+        click.echo("audit passed: 0 refuted, 0 violations, 0 counterexamples")
+
+
+# ---------------------------------------------------------------- audit-training
+
+
+def run_audit_training(
+    *,
+    dataset,
+    data_dir,
+    epsilon,
+    inference_epsilon,
+    epochs,
+    learning_rate,
+    schedule,
+    batch_size,
+    hidden,
+    layers,
+    loss,
+    seed,
+    pretrain_epochs,
+    pretrain_size,
+    pretrain_learning_rate,
+    dtype,
+    device,
+    train_size,
+    vertices,
+    randoms,
+    adversarial,
+    exact,
+    layered,
+    audit_seed,
+    quiet,
+) -> dict:
+    import numpy as np
+
+    from intervalnn.audit import audit_training
+    from intervalnn.layers import mlp
+    from intervalnn.threat import ThreatModel
+    from intervalnn.train import TrainConfig
+
+    from .commands import _backend, _load
+
+    backend = _backend(device)
+    splits = _load(dataset, data_dir, seed, pretrain_size)
+    if loss == "bce" and splits.num_classes != 2:
+        raise ValueError(
+            f"--loss bce needs 2 classes, the data has {splits.num_classes}; use --loss ce"
+        )
+    threat = ThreatModel(epsilon, inference_epsilon, splits.domain)
+    extra = {}
+    if layered:
+        if "fused" not in TrainConfig.__dataclass_fields__:
+            raise ValueError("--layered: this training has no fused path to switch off")
+        extra["fused"] = False
+    config = TrainConfig(
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        schedule=schedule,
+        seed=seed,
+        loss=loss,
+        pretrain_epochs=pretrain_epochs,
+        pretrain_learning_rate=pretrain_learning_rate,
+        **extra,
+    )
+    n_out = 1 if loss == "bce" else splits.num_classes
+    model = mlp(
+        splits.num_features,
+        n_out,
+        hidden=hidden,
+        layers=layers,
+        seed=seed,
+        dtype=np.dtype(dtype),
+        backend=backend.name,
+    )
+    x, y = splits.train.x, splits.train.y
+    if train_size is not None:
+        x, y = x[:train_size], y[:train_size]
+    pre = splits.pretrain
+    with _bar("training audit", quiet) as progress:
+        report = audit_training(
+            model,
+            x,
+            y,
+            threat,
+            config,
+            pretrain_x=None if pre is None else pre.x,
+            pretrain_y=None if pre is None else pre.y,
+            vertices=vertices,
+            randoms=randoms,
+            adversarial=adversarial,
+            exact=exact,
+            seed=audit_seed,
+            progress=progress,
+        )
+    return {"dataset": dataset, **report}
+
+
+def _print_training(r: dict) -> None:
+    echo = click.echo
+    path = "fused" if r["fused"] else "layered"
+    echo(
+        f"Training audit on {r['dataset']}: {r['train_size']} training points, epsilon "
+        f"{r['epsilon']:g}, {r['dtype']}, {r['steps']} steps ({path} training step), "
+        f"{r['runs']} concrete runs ({r['exact_runs']} exact)"
+    )
+    echo(f"  {'poisoning':<26} {'runs':>5} {'max excursion':>15} {'outside':>8}")
+    for kind, row in r["by_kind"].items():
+        diverged = f"  ({row['diverged']} diverged)" if row["diverged"] else ""
+        echo(
+            f"  {kind:<26} {row['runs']:>5} {_fmt(row['max_excursion'], '.3g'):>15} "
+            f"{row['outside']:>8}{diverged}"
+        )
+    echo(
+        "  excursion: max over parameters and steps of max(lo - p, p - hi) / width; "
+        "<= 0 means inside"
+    )
+    echo(f"max excursion: {_fmt(r['max_excursion'], '.3g')} (must be <= 0)")
+    echo(
+        f"clean float64 run vs the nominal model: max |difference| "
+        f"{r['clean_vs_nominal']:.3g} (same initial model, batches and learning rates)"
+    )
+    if r["stopped"]:
+        echo(f"training stopped early: {r['stopped']}")
+    echo(f"({r['seconds']:.1f} s)")
+
+
+_TRAINING_PARAMS = [p for p in train_command.params if p.name not in ("output",)]
+
+
+@click.command(
+    "audit-training",
+    short_help="Rerun training against concrete poisoned SGD runs.",
+    params=_TRAINING_PARAMS
+    + [
+        click.Option(
+            ["--train-size"],
+            type=click.IntRange(min=1),
+            default=None,
+            help="Train on the first N training points only (e.g. a tiny --exact run).",
+        ),
+        click.Option(
+            ["--vertices"],
+            type=click.IntRange(min=0),
+            default=2,
+            show_default=True,
+            help="Poisoned datasets at random vertices of the training box.",
+        ),
+        click.Option(
+            ["--randoms"],
+            type=click.IntRange(min=0),
+            default=2,
+            show_default=True,
+            help="Poisoned datasets at random points of the training box.",
+        ),
+        click.Option(
+            ["--adversarial/--no-adversarial"],
+            default=True,
+            show_default=True,
+            help="Poison along the sign of the loss gradient (at the start, and every step).",
+        ),
+        click.Option(
+            ["--exact"],
+            is_flag=True,
+            help="Also run exact rational SGD (tiny configurations: see --train-size).",
+        ),
+        click.Option(
+            ["--layered"],
+            is_flag=True,
+            help="Audit the layered training step instead of the fused one.",
+        ),
+        click.Option(
+            ["--audit-seed"], type=int, default=0, show_default=True, help="Seed of the poisoning."
+        ),
+    ],
+)
+def audit_training_command(**kw):
+    """Rerun certified training and check concrete poisoned SGD runs against the box.
+
+    Trains with the same options as 'intervalnn train' (no model file is
+    written) and, step by step with the same initial model, batches and
+    learning rates, runs float64 SGD on poisoned training sets inside the
+    training box: the clean data, all +eps, all -eps, random vertices,
+    random points, an adversarial poisoning along the sign of the loss
+    gradient at the initial model, and one re-poisoned at every step.  After
+    every step each concrete parameter must lie in its interval.  --exact
+    adds exact rational SGD (sigmoid/softmax via MPFR at 300 bits).
+    Validation does not change training and is skipped.
+
+    Exit code 1 when a concrete parameter leaves its interval.
+
+    \b
+    Examples:
+      intervalnn audit-training --dataset moons --epsilon 0.001
+      intervalnn audit-training --dataset moons --epsilon 0.01 --train-size 40 \\
+          --hidden 5 --epochs 2 --batch-size 20 --exact
+    """
+    if kw["dataset"] is None:
+        raise click.UsageError("--dataset is required: moons, mnist17 or a path to a .npz file")
+    if kw["pretrain_epochs"] and not kw["pretrain_size"]:
+        raise click.UsageError(
+            "--pretrain-epochs needs clean pretraining data: add --pretrain-size N (e.g. 100)"
+        )
+    as_json = kw.pop("as_json")
+    kw.pop("validate_every", None)
+    report = _guard(run_audit_training, quiet=as_json, **kw)
+    if as_json:
+        _emit(report, True)
+    else:
+        _print_training(report)
+    if not report["passed"]:
+        raise Failure(
+            f"training audit FAILED: {report['outside']} concrete parameter values outside "
+            f"their intervals, max excursion {report['max_excursion']:.3g}"
+        )
+    if not as_json:
+        click.echo("training audit passed: every concrete run stayed inside the parameter box")
+
+
+main.add_command(audit_training_command)
