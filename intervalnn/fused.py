@@ -4,7 +4,8 @@
 nominal model) or a whole interval forward pass in one serial Numba call on
 flat float64 arrays; this module maps a :class:`~intervalnn.layers.Sequential`
 to those arrays and back.  It applies to stacks of ``Linear`` and ``ReLU``
-layers (any order; consecutive ReLUs act as one) with the BCE or
+layers (a Linear first, as ``Sequential`` needs; then any order, consecutive
+ReLUs acting as one) with the BCE or
 cross-entropy loss, float32 or float64, on the CPU; anything else, and any
 step whose a-priori overflow guard fails, stays on the layered path
 (``model.forward`` / ``backward``), which is the general path and the
@@ -26,27 +27,24 @@ _LOSSES = {"bce": _k.BCE, "ce": _k.CE}
 
 
 def structure(model: Sequential):
-    """``(relu_in, linear_indices, relu_after)`` for a Linear/ReLU stack on NumPy, else None."""
-    if not isinstance(model, Sequential) or model.backend.name != "numpy":
+    """``(linear_indices, relu_after)`` for a Linear/ReLU stack on NumPy, else None."""
+    if not isinstance(model, Sequential) or type(model.layers[0]) is not Linear:
         return None
-    relu_in, linears, relu_after = False, [], []
+    if model.backend.name != "numpy":
+        return None
+    linears, relu_after = [], []
     for i, layer in enumerate(model.layers):
         if type(layer) is ReLU:
-            if linears:
-                relu_after[-1] = True
-            else:
-                relu_in = True
+            relu_after[-1] = True
         elif type(layer) is Linear:
             linears.append(i)
             relu_after.append(False)
         else:
             return None
-    if not linears:
-        return None
-    return relu_in, linears, relu_after
+    return linears, relu_after
 
 
-def _data_planes(lo, hi, nominal, relu_in: bool):
+def _data_planes(lo, hi, nominal):
     """Feature-major ``(4, n, N)`` float64 planes (lo, hi, nominal, magnitude) of a data box.
 
     Also returns ``max |x|``, the tiny flag (a nonzero endpoint below
@@ -54,8 +52,6 @@ def _data_planes(lo, hi, nominal, relu_in: bool):
     """
     xs = np.empty((4, lo.shape[1], lo.shape[0]))
     xs[0], xs[1], xs[2] = np.asarray(lo).T, np.asarray(hi).T, np.asarray(nominal).T
-    if relu_in:
-        np.maximum(xs[:3], 0.0, out=xs[:3])
     np.maximum(np.abs(xs[0]), np.abs(xs[1]), out=xs[3])
     ends = xs[:2]
     tiny = bool(np.any((ends != 0) & (np.abs(ends) < _k.TINY)))
@@ -74,7 +70,7 @@ class FusedMLP:
         st = structure(model)
         if st is None:
             raise ValueError("the fused path needs a Linear/ReLU Sequential on the NumPy backend")
-        self.relu_in, self.linears, self.relu_after = st
+        self.linears, self.relu_after = st
         self.dtype = model.dtype
         lin = [model.layers[i] for i in self.linears]
         self.sizes = [lin[0].weight.shape[0]] + [la.weight.shape[1] for la in lin]
@@ -147,7 +143,7 @@ class FusedTrainer:
 
     def __init__(self, model: Sequential, loss: str, box: Interval, x, y, batch_size: int):
         self.net = FusedMLP(model, loss)
-        self.xs, self.x_mag, x_tiny, x_nonneg = _data_planes(box.lo, box.hi, x, self.net.relu_in)
+        self.xs, self.x_mag, x_tiny, x_nonneg = _data_planes(box.lo, box.hi, x)
         self.net.set_data_flags(x_tiny, x_nonneg)
         self.y = np.ascontiguousarray(y, dtype=np.int64)
         self.ws = np.empty(
@@ -190,7 +186,7 @@ class FusedTrainer:
         if self._cert is None or self._cert[0] is not x or self._cert[1] != threat:
             xd = np.asarray(x).astype(model.dtype)
             box = threat.test_box(xd)
-            planes, x_mag, tiny, nonneg = _data_planes(box.lo, box.hi, box.lo, self.net.relu_in)
+            planes, x_mag, tiny, nonneg = _data_planes(box.lo, box.hi, box.lo)
             meta = self.net.meta.copy()
             meta[3], meta[-1] = tiny, nonneg
             m = xd.shape[0]
@@ -263,7 +259,7 @@ def forward_bounds(model: Sequential, box: Interval):
     if structure(model) is None or box.backend.name != "numpy" or box.ndim != 2:
         return None
     net = FusedMLP(model)
-    xs, x_mag, x_tiny, x_nonneg = _data_planes(box.lo, box.hi, box.lo, net.relu_in)
+    xs, x_mag, x_tiny, x_nonneg = _data_planes(box.lo, box.hi, box.lo)
     net.set_data_flags(x_tiny, x_nonneg)
     m, k = box.shape[0], net.sizes[-1]
     ws = np.empty(_k.workspace_size(net.sizes, net.relu_after, max(m, 1)))
