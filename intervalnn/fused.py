@@ -44,14 +44,17 @@ def structure(model: Sequential):
     return linears, relu_after
 
 
-def _data_planes(lo, hi, nominal):
-    """Feature-major ``(4, n, N)`` float64 planes (lo, hi, nominal, magnitude) of a data box.
+def _data_planes(lo, hi, nominal, feature_major: bool):
+    """float64 planes (lo, hi, nominal, magnitude) of a data box: ``(4, N, n)`` or ``(4, n, N)``.
 
     Also returns ``max |x|``, the tiny flag (a nonzero endpoint below
     ``TINY``) and whether every lower endpoint is ``>= 0``.
     """
-    xs = np.empty((4, lo.shape[1], lo.shape[0]))
-    xs[0], xs[1], xs[2] = np.asarray(lo).T, np.asarray(hi).T, np.asarray(nominal).T
+    lo, hi, nominal = (np.asarray(a) for a in (lo, hi, nominal))
+    if feature_major:
+        lo, hi, nominal = lo.T, hi.T, nominal.T
+    xs = np.empty((4, *lo.shape))
+    xs[0], xs[1], xs[2] = lo, hi, nominal
     np.maximum(np.abs(xs[0]), np.abs(xs[1]), out=xs[3])
     ends = xs[:2]
     tiny = bool(np.any((ends != 0) & (np.abs(ends) < _k.TINY)))
@@ -143,7 +146,7 @@ class FusedTrainer:
 
     def __init__(self, model: Sequential, loss: str, box: Interval, x, y, batch_size: int):
         self.net = FusedMLP(model, loss)
-        self.xs, self.x_mag, x_tiny, x_nonneg = _data_planes(box.lo, box.hi, x)
+        self.xs, self.x_mag, x_tiny, x_nonneg = _data_planes(box.lo, box.hi, x, False)
         self.net.set_data_flags(x_tiny, x_nonneg)
         self.y = np.ascontiguousarray(y, dtype=np.int64)
         self.ws = np.empty(
@@ -186,7 +189,7 @@ class FusedTrainer:
         if self._cert is None or self._cert[0] is not x or self._cert[1] != threat:
             xd = np.asarray(x).astype(model.dtype)
             box = threat.test_box(xd)
-            planes, x_mag, tiny, nonneg = _data_planes(box.lo, box.hi, box.lo)
+            planes, x_mag, tiny, nonneg = _data_planes(box.lo, box.hi, box.lo, True)
             meta = self.net.meta.copy()
             meta[3], meta[-1] = tiny, nonneg
             m = xd.shape[0]
@@ -259,7 +262,7 @@ def forward_bounds(model: Sequential, box: Interval):
     if structure(model) is None or box.backend.name != "numpy" or box.ndim != 2:
         return None
     net = FusedMLP(model)
-    xs, x_mag, x_tiny, x_nonneg = _data_planes(box.lo, box.hi, box.lo)
+    xs, x_mag, x_tiny, x_nonneg = _data_planes(box.lo, box.hi, box.lo, True)
     net.set_data_flags(x_tiny, x_nonneg)
     m, k = box.shape[0], net.sizes[-1]
     ws = np.empty(_k.workspace_size(net.sizes, net.relu_after, max(m, 1)))

@@ -514,12 +514,39 @@ def _no_overflow(meta, m, big, x_mag, lam_hi):
 
 
 @_jit
-def _gather(dst, xs, idx):
-    """``dst[:, i, r] = xs[:, i, idx[r]]`` (a batch of the feature-major data)."""
+def _gather(rows, cols, xs, idx):
+    """The batch ``idx`` of the data ``xs (4, N, n0)``: ``rows (4, m, n0)``, ``cols (4, n0, m)``.
+
+    Row copies are contiguous reads; the transpose works on the small batch.
+    """
     for q in range(4):
-        for i in range(xs.shape[1]):
-            for r in range(idx.size):
-                dst[q, i, r] = xs[q, i, idx[r]]
+        for r in range(idx.size):
+            src = idx[r]
+            for i in range(xs.shape[2]):
+                rows[q, r, i] = xs[q, src, i]
+    for q in range(4):
+        for r in range(idx.size):
+            for i in range(xs.shape[2]):
+                cols[q, i, r] = rows[q, r, i]
+
+
+@_jit
+def _input_weight_grad(dw, dwt, g, rows, tiny):
+    """Weight gradient of a layer with many inputs: batch-ordered axpys over its input features.
+
+    ``dwt[:, j, :] = sum_b g[:, j, b] * rows[:, b, :]`` (the inner loop runs
+    over the inputs, long and contiguous), bounded by :func:`_finish`, then
+    transposed into ``dw (4, n, p)``.
+    """
+    dwt[:] = 0.0
+    for j in range(g.shape[1]):
+        for b in range(g.shape[2]):
+            _axpy(dwt, j, rows, b, g[0, j, b], g[1, j, b], g[2, j, b], g[3, j, b])
+    _finish(dwt, g.shape[2], tiny)
+    for q in range(4):
+        for j in range(dwt.shape[1]):
+            for i in range(dwt.shape[2]):
+                dw[q, i, j] = dwt[q, j, i]
 
 
 @_jit
@@ -700,8 +727,8 @@ def _update(theta, grad, lam_lo, lam_hi, lam_n, f32):
 def train_step(xs, y, idx, th, ws, meta, scal, out):
     """One fused FullCert SGD step on the rows ``idx`` of the data; updates ``th`` in place.
 
-    ``xs (4, n0, N)``: the data box lo, hi, the clean data (nominal) and
-    ``max(|lo|, |hi|)``, feature-major.  ``th``: per Linear layer ``W (4, n,
+    ``xs (4, N, n0)``: the data box lo, hi, the clean data (nominal) and
+    ``max(|lo|, |hi|)``, one row per point.  ``th``: per Linear layer ``W (4, n,
     p)`` then ``b (4, p)`` with planes lo, hi, nominal, magnitude.  ``meta``
     (int64): ``[L, loss, float32, x_tiny, n_0..n_L, relu_1..relu_L,
     offsets_1..L, x_nonneg]``.  ``scal``: ``[lam_lo, lam_hi, lam_nominal,
@@ -719,8 +746,9 @@ def train_step(xs, y, idx, th, ws, meta, scal, out):
         return
     n0 = meta[4]
     x0 = ws[0 : 4 * n0 * m].reshape((4, n0, m))
-    _gather(x0, xs, idx)
-    base = 4 * n0 * m
+    rows = ws[4 * n0 * m : 8 * n0 * m].reshape((4, m, n0))
+    _gather(rows, x0, xs, idx)
+    base = 8 * n0 * m
     o, zoff, aoff, atiny = _forward(x0, meta[3] != 0, th, meta, wtiny, ws[base:])
     o += base
     nmax = 0
@@ -752,8 +780,12 @@ def train_step(xs, y, idx, th, ws, meta, scal, out):
             a_tiny, a_nonneg = atiny[layer], meta[5 + nl + layer - 1] != 0
         # weight and bias gradients: sums over the batch
         dw = ws[o : o + 4 * n * p].reshape((4, n, p))
-        _outer_sums(dw, a, a_nonneg, g, tmp)
-        _finish(dw, m, a_tiny | gtiny)
+        if layer == 0 and n >= 32 and n > p:  # many inputs: vectorise over them
+            dwt = ws[o + 4 * n * p + 4 * p : o + 8 * n * p + 4 * p].reshape((4, p, n))
+            _input_weight_grad(dw, dwt, g, rows, a_tiny | gtiny)
+        else:
+            _outer_sums(dw, a, a_nonneg, g, tmp)
+            _finish(dw, m, a_tiny | gtiny)
         db = ws[o + 4 * n * p : o + 4 * n * p + 4 * p].reshape((4, 1, p))
         for q in range(4):
             for j in range(p):
@@ -824,4 +856,4 @@ def workspace_size(sizes, relu, m: int) -> int:
     """Floats of workspace that :func:`train_step` / :func:`forward` need for ``m`` rows."""
     acts = sum((2 if r else 1) * 4 * m * n for n, r in zip(sizes[1:], relu, strict=True))
     pairs = max(n * p for n, p in zip(sizes[:-1], sizes[1:], strict=True))
-    return 4 * m * sizes[0] + acts + 8 * m * max(sizes) + 4 * m + 4 * pairs + 4 * max(sizes)
+    return 8 * m * sizes[0] + acts + 8 * m * max(sizes) + 4 * m + 8 * pairs + 4 * max(sizes)

@@ -377,6 +377,24 @@ def test_batch_sums_enclose_their_exact_values(kind, nonneg):
             assert out[0, i, j] <= out[2, i, j] <= out[1, i, j]
 
 
+@pytest.mark.parametrize("kind", ["random", "cancel", "zeros", "tiny"])
+def test_input_layer_weight_sums_enclose_their_exact_values(kind):
+    """The many-inputs weight gradient (_input_weight_grad: axpys over the inputs) vs Fractions."""
+    rng = np.random.default_rng(11)
+    scale = 1e-170 if kind == "tiny" else 1.0
+    n, p, m = 37, 3, 9
+    a = _random_box(rng, (n, m), scale, kind)
+    rows = np.ascontiguousarray(a.transpose(0, 2, 1))
+    g = _random_box(rng, (p, m), scale, kind)
+    dw, dwt = np.empty((4, n, p)), np.empty((4, p, n))
+    K._input_weight_grad(dw, dwt, g, rows, _tiny(a, g))
+    for i in range(n):
+        for j in range(p):
+            lo, hi = _exact_bounds(a[0, i], a[1, i], g[0, j], g[1, j], 0.0, 0.0)
+            assert Fraction(dw[0, i, j]) <= lo and hi <= Fraction(dw[1, i, j]), (i, j)
+            assert dw[0, i, j] <= dw[2, i, j] <= dw[1, i, j]
+
+
 def test_underflow_needs_the_tiny_flag():
     """Products that underflow to 0: without the tiny flag the bound fails (the flag matters)."""
     w = _tensor(np.full((1, 1), -1e-200), np.full((1, 1), -1e-200), np.full((1, 1), -1e-200))
@@ -534,25 +552,30 @@ def _custom_stack(k, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("loss", LOSSES)
-@pytest.mark.parametrize("arch", ["2x20", "stack"])
+@pytest.mark.parametrize("arch", ["2x20", "stack", "wide"])
 def test_float_sgd_on_poisoned_moons_stays_in_the_fused_box(arch, loss, dtype, fused_only):
     """Float64 SGD on sampled poisoned data (vertices and random points) inside at every step.
 
     ``stack``: a repeated ReLU, two Linears without a ReLU between them and
-    three classes for cross-entropy.
+    three classes for cross-entropy; ``wide``: 40 inputs in [0, 1] (the
+    input layer's weight gradient takes the many-inputs path, as for MNIST).
     """
     sp = two_moons_splits(seed=0, n_train=300)
     eps, lr, epochs, bs = 1e-3, 0.5, 2, 100
     k = 1 if loss == "bce" else (2 if arch == "2x20" else 3)
     y = sp.train.y if k < 3 else (sp.train.y + (sp.train.x[:, 0] > 1.0)).astype(np.int64)
-    model = (
-        mlp(2, k, hidden=20, layers=2, seed=0, dtype=dtype)
-        if arch == "2x20"
-        else _custom_stack(k, dtype)
-    )
+    if arch == "wide":  # moons embedded in 40 pixel-like features
+        mix = np.random.default_rng(9).uniform(-1, 1, (2, 40))
+        wide = np.clip(0.5 + 0.25 * sp.train.x @ mix, 0.0, 1.0)
+    if arch == "2x20":
+        model = mlp(2, k, hidden=20, layers=2, seed=0, dtype=dtype)
+    elif arch == "wide":
+        model = mlp(40, k, hidden=6, layers=3, seed=0, dtype=dtype)
+    else:
+        model = _custom_stack(k, dtype)
     init = {name: box.lo.copy() for name, box in model.named_params().items()}
     stack = _stack(model)
-    x = sp.train.x.astype(dtype)
+    x = (wide if arch == "wide" else sp.train.x).astype(dtype)
     steps = {}
     cfg = TrainConfig(epochs=epochs, learning_rate=lr, batch_size=bs, seed=5, loss=loss)
     train(model, x, y, ThreatModel(eps), cfg, on_step=_record(steps))
