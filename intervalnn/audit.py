@@ -826,6 +826,17 @@ def _excursion(value, lo, hi, exact, tiny) -> tuple[float, int]:
     return float((d / width).max()) if d.size else -math.inf, outside
 
 
+def _fused_applies(model: Sequential, config) -> bool:
+    """Does ``train`` take the fused step for this model and configuration (where not declined)?"""
+    if not getattr(config, "fused", False):
+        return False
+    try:
+        from .fused import structure
+    except ImportError:  # pragma: no cover - a library without the fused path
+        return False
+    return structure(model) is not None and config.loss in ("bce", "ce")
+
+
 def audit_training(
     model: Sequential,
     x,
@@ -976,7 +987,7 @@ def audit_training(
         "epsilon": eps,
         "train_size": int(xd.shape[0]),
         "dtype": str(dtype),
-        "fused": bool(getattr(config, "fused", False)),
+        "fused": _fused_applies(model, config),
         "by_kind": by_kind,
         "stopped": result.stopped,
     }
