@@ -13,11 +13,13 @@ that load from other processes hits every contender alike:
 * plain NumPy SGD of the same network on the same batches (written here:
   forward, loss gradient, backward and update with NumPy/BLAS, float64);
 * the interval epoch with the fused kernel (``intervalnn.fused``: one Numba
-  call per step doing the interval and the nominal model);
+  call per step doing the interval and the nominal model), each timed epoch
+  starting from the initial model (certified training runs a few epochs);
 * the interval epoch on the layered path (one kernel call per interval
-  operation; fewer repetitions, it is slow);
+  operation; fewer repetitions, it is slow), likewise from the initial model;
 * ``intervalnn.train`` per epoch, with certification of the validation set
-  after every epoch (total wall time of ``train`` / epochs);
+  after every epoch (total wall time of ``train`` / epochs: set-up and the
+  initial validation included), and for BCE also after every step;
 * PyTorch SGD of the same network when ``import torch`` works (optional).
 
 Prints a Markdown table with every time in microseconds per epoch and its
@@ -118,7 +120,20 @@ def round_robin(fns: dict, repeat: dict) -> dict:
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def workload(name, sp, sizes, loss, eps, domain, lr, dtype, repeat, layered_repeat, train_epochs):
+def workload(
+    name,
+    sp,
+    sizes,
+    loss,
+    eps,
+    domain,
+    lr,
+    dtype,
+    repeat,
+    layered_repeat,
+    train_epochs,
+    per_step=False,
+):
     """Rows ``(workload, contender, us/epoch, ratio)`` for one data set and network."""
     x, y = sp.train.x, sp.train.y
     threat = ThreatModel(eps, domain=domain)
@@ -130,18 +145,25 @@ def workload(name, sp, sizes, loss, eps, domain, lr, dtype, repeat, layered_repe
     box = threat.train_box(xd)
     trainer = FusedTrainer.create(model, loss, box, xd, y, batch)
     assert trainer is not None
-    opt = SGD(lr)
+    init = trainer.net.th.copy()
     epoch_rng = np.random.default_rng(1)
 
     def fused_epoch():
+        # every timed epoch starts from the initial model (widths grow with every step)
+        np.copyto(trainer.net.th, init)
+        opt = SGD(lr)
         for idx in _batches(x.shape[0], batch, epoch_rng):
-            trainer.step(idx, opt)
+            if trainer.step(idx, opt) is None or not trainer.out[3]:
+                raise RuntimeError(f"{name}: the fused kernel declined or overflowed")
 
     layered = mlp(sizes[0], sizes[-1], hidden=sizes[1], layers=len(sizes) - 1, seed=0, dtype=dtype)
     layered_cfg = TrainConfig(epochs=1, learning_rate=lr, batch_size=batch, loss=loss, fused=False)
+    layered_init = layered.named_params(), layered.named_nominal()
 
     def layered_epoch():
-        train(layered, xd, y, threat, layered_cfg)
+        layered.load(*layered_init)
+        result = train(layered, xd, y, threat, layered_cfg)
+        assert result.stopped is None, result.stopped
 
     fns = {
         "plain NumPy SGD": lambda: plain_epoch(params, x, y, batch, lr, loss, rng),
@@ -164,13 +186,28 @@ def workload(name, sp, sizes, loss, eps, domain, lr, dtype, repeat, layered_repe
 
         fns["intervalnn.train, validation every epoch"] = full_train
         reps["intervalnn.train, validation every epoch"] = max(3, repeat // (4 * train_epochs))
+        if per_step:
+            cfg_step = TrainConfig(
+                epochs=train_epochs,
+                learning_rate=lr,
+                batch_size=batch,
+                loss=loss,
+                validate_every="step",
+            )
+
+            def full_train_steps():
+                m = mlp(sizes[0], sizes[-1], hidden=sizes[1], layers=len(sizes) - 1, dtype=dtype)
+                res = train(m, xd, y, threat, cfg_step, sp.val.x, sp.val.y)
+                assert res.stopped is None, res.stopped
+
+            fns["intervalnn.train, validation every step"] = full_train_steps
+            reps["intervalnn.train, validation every step"] = max(3, repeat // (4 * train_epochs))
     med = round_robin(fns, reps)
-    med["intervalnn.train, validation every epoch"] = med.get(
-        "intervalnn.train, validation every epoch", float("nan")
-    ) / max(train_epochs, 1)
+    for k in med:
+        if k.startswith("intervalnn.train"):
+            med[k] /= train_epochs
     base = med["plain NumPy SGD"]
-    keep = [k for k in med if train_epochs or "train" not in k]
-    return [(name, k, med[k] * 1e6, med[k] / base) for k in keep]
+    return [(name, k, v * 1e6, v / base) for k, v in med.items()]
 
 
 def main():
@@ -191,6 +228,7 @@ def main():
         dtype=np.float64,
         repeat=args.repeat,
         train_epochs=10,
+        per_step=True,
         **common,
     )
     rows += workload(

@@ -44,15 +44,13 @@ def structure(model: Sequential):
     return linears, relu_after
 
 
-def _data_planes(lo, hi, nominal, feature_major: bool):
-    """float64 planes (lo, hi, nominal, magnitude) of a data box: ``(4, N, n)`` or ``(4, n, N)``.
+def _data_planes(lo, hi, nominal):
+    """Feature-major float64 planes ``(4, n, N)`` (lo, hi, nominal, magnitude) of a data box.
 
     Also returns ``max |x|``, the tiny flag (a nonzero endpoint below
     ``TINY``) and whether every lower endpoint is ``>= 0``.
     """
-    lo, hi, nominal = (np.asarray(a) for a in (lo, hi, nominal))
-    if feature_major:
-        lo, hi, nominal = lo.T, hi.T, nominal.T
+    lo, hi, nominal = (np.asarray(a).T for a in (lo, hi, nominal))
     xs = np.empty((4, *lo.shape))
     xs[0], xs[1], xs[2] = lo, hi, nominal
     np.maximum(np.abs(xs[0]), np.abs(xs[1]), out=xs[3])
@@ -146,7 +144,9 @@ class FusedTrainer:
 
     def __init__(self, model: Sequential, loss: str, box: Interval, x, y, batch_size: int):
         self.net = FusedMLP(model, loss)
-        self.xs, self.x_mag, x_tiny, x_nonneg = _data_planes(box.lo, box.hi, x, False)
+        # the kernel reads the rows of each batch straight from these (no copy of the data)
+        self.data = tuple(np.ascontiguousarray(a) for a in (box.lo, box.hi, x))
+        self.x_mag, x_tiny, x_nonneg = _k.data_flags(self.data[0], self.data[1])
         self.net.set_data_flags(x_tiny, x_nonneg)
         self.y = np.ascontiguousarray(y, dtype=np.int64)
         self.ws = np.empty(
@@ -189,7 +189,7 @@ class FusedTrainer:
         if self._cert is None or self._cert[0] is not x or self._cert[1] != threat:
             xd = np.asarray(x).astype(model.dtype)
             box = threat.test_box(xd)
-            planes, x_mag, tiny, nonneg = _data_planes(box.lo, box.hi, box.lo, True)
+            planes, x_mag, tiny, nonneg = _data_planes(box.lo, box.hi, box.lo)
             meta = self.net.meta.copy()
             meta[3], meta[-1] = tiny, nonneg
             m = xd.shape[0]
@@ -247,7 +247,7 @@ class FusedTrainer:
             s[0], s[1], s[2] = self._rate_bounds(opt.rate(opt.t + 1))
         s[3], s[4] = self._inv_bounds(len(idx))
         out = self.out
-        _k.train_step(self.xs, self.y, idx, self.net.th, self.ws, self.net.meta, s, out)
+        _k.train_step(*self.data, self.y, idx, self.net.th, self.ws, self.net.meta, s, out)
         if out[0] == _k.DECLINED:
             return None
         opt.t += 1
@@ -262,7 +262,7 @@ def forward_bounds(model: Sequential, box: Interval):
     if structure(model) is None or box.backend.name != "numpy" or box.ndim != 2:
         return None
     net = FusedMLP(model)
-    xs, x_mag, x_tiny, x_nonneg = _data_planes(box.lo, box.hi, box.lo, True)
+    xs, x_mag, x_tiny, x_nonneg = _data_planes(box.lo, box.hi, box.lo)
     net.set_data_flags(x_tiny, x_nonneg)
     m, k = box.shape[0], net.sizes[-1]
     ws = np.empty(_k.workspace_size(net.sizes, net.relu_after, max(m, 1)))

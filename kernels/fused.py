@@ -33,14 +33,17 @@ Soundness argument (u = 2^-53, eta = 2^-1074, RN = round to nearest):
    product that underflowed to 0), a quotient only with a zero dividend.
    The rule needs ``c`` finite: see 4.
 
-2. **Dot products** use an a-priori bound instead of widening every step
-   (three flops per term fewer).  A reduction ``S = t_0 + t_1 + ... +
-   t_(K-1)`` of K exact terms (a bias, or endpoint products chosen by the
-   IEEE 1788 sign cases so that the *exact* minimum / maximum over the boxes
-   is the product of the chosen endpoints) is summed left to right in RN.
-   Then ``|S_comp - S| <= gamma_K sum |t_k|`` (Higham, *Accuracy and
-   Stability of Numerical Algorithms*, 2nd ed., Lemma 3.1 / eq. 3.5: each
-   term meets at most K roundings), provided no product underflows
+2. **Dot products** use an a-priori bound instead of widening every
+   operation (three flops per term fewer, and no subnormals from widened
+   zeros).  A reduction ``S = t_0 + t_1 + ... + t_(K-1)`` of K exact terms (a
+   bias, or endpoint products chosen by the IEEE 1788 sign cases so that the
+   *exact* minimum / maximum over the boxes is the product of the chosen
+   endpoints) is summed in RN in a fixed order: left to right, or, for the
+   weight gradients of narrow layers (:func:`_outer_sums`), as four
+   interleaved partial sums over the batch, each in batch order, then added
+   pairwise.  In any order ``|S_comp - S| <= gamma_K sum |t_k|`` (Higham,
+   *Accuracy and Stability of Numerical Algorithms*, 2nd ed., Lemma 3.1 and
+   eq. 3.5: each term meets at most K roundings), provided no product underflows
    (additions that underflow are exact).  The magnitudes ``m_k >= |t_k|``
    (products of the operands' ``max(|lo|, |hi|)``) are summed alongside into
    ``A_comp >= (1 - gamma_K) sum m_k``, so the error is at most
@@ -53,8 +56,7 @@ Soundness argument (u = 2^-53, eta = 2^-1074, RN = round to nearest):
    that *tiny* flag, and where it is set the error bound becomes
    ``up(fl(K C0 A) + (2K + 1) eta)`` (K underflowing products err by
    ``eta/2`` each, and the bound's own product by ``eta/2``).  The bounds are
-   ``[dn(S_lo - err), up(S_hi + err)]``.  Sums over the batch run in batch
-   order.
+   ``[dn(S_lo - err), up(S_hi + err)]``.
 
 3. **Nominal model inside the box.**  Each nominal operation mirrors an
    interval operation on members of its input boxes, in the same order:
@@ -514,19 +516,26 @@ def _no_overflow(meta, m, big, x_mag, lam_hi):
 
 
 @_jit
-def _gather(rows, cols, xs, idx):
-    """The batch ``idx`` of the data ``xs (4, N, n0)``: ``rows (4, m, n0)``, ``cols (4, n0, m)``.
+def _gather(rows, cols, x_lo, x_hi, x_nom, idx):
+    """Rows ``idx`` of the data box and clean data as ``rows (4, m, n0)`` and ``cols (4, n0, m)``.
 
-    Row copies are contiguous reads; the transpose works on the small batch.
+    Row copies are contiguous reads (float32 data convert exactly); the
+    transpose works on the small batch.
     """
+    n0 = x_lo.shape[1]
+    for r in range(idx.size):
+        src = idx[r]
+        for i in range(n0):
+            rows[0, r, i] = x_lo[src, i]
+        for i in range(n0):
+            rows[1, r, i] = x_hi[src, i]
+        for i in range(n0):
+            rows[2, r, i] = x_nom[src, i]
+        for i in range(n0):
+            rows[3, r, i] = max(abs(rows[0, r, i]), abs(rows[1, r, i]))
     for q in range(4):
         for r in range(idx.size):
-            src = idx[r]
-            for i in range(xs.shape[2]):
-                rows[q, r, i] = xs[q, src, i]
-    for q in range(4):
-        for r in range(idx.size):
-            for i in range(xs.shape[2]):
+            for i in range(n0):
                 cols[q, i, r] = rows[q, r, i]
 
 
@@ -724,11 +733,11 @@ def _update(theta, grad, lam_lo, lam_hi, lam_n, f32):
 
 
 @_jit
-def train_step(xs, y, idx, th, ws, meta, scal, out):
+def train_step(x_lo, x_hi, x_nom, y, idx, th, ws, meta, scal, out):
     """One fused FullCert SGD step on the rows ``idx`` of the data; updates ``th`` in place.
 
-    ``xs (4, N, n0)``: the data box lo, hi, the clean data (nominal) and
-    ``max(|lo|, |hi|)``, one row per point.  ``th``: per Linear layer ``W (4, n,
+    ``x_lo, x_hi, x_nom (N, n0)``: the data box and the clean data (the
+    nominal model's), float32 or float64.  ``th``: per Linear layer ``W (4, n,
     p)`` then ``b (4, p)`` with planes lo, hi, nominal, magnitude.  ``meta``
     (int64): ``[L, loss, float32, x_tiny, n_0..n_L, relu_1..relu_L,
     offsets_1..L, x_nonneg]``.  ``scal``: ``[lam_lo, lam_hi, lam_nominal,
@@ -747,7 +756,7 @@ def train_step(xs, y, idx, th, ws, meta, scal, out):
     n0 = meta[4]
     x0 = ws[0 : 4 * n0 * m].reshape((4, n0, m))
     rows = ws[4 * n0 * m : 8 * n0 * m].reshape((4, m, n0))
-    _gather(rows, x0, xs, idx)
+    _gather(rows, x0, x_lo, x_hi, x_nom, idx)
     base = 8 * n0 * m
     o, zoff, aoff, atiny = _forward(x0, meta[3] != 0, th, meta, wtiny, ws[base:])
     o += base
@@ -832,6 +841,22 @@ def forward(xs, th, meta, x_mag, ws, out):
     k = meta[4 + nl]
     out[:] = ws[aoff[nl - 1] : aoff[nl - 1] + 4 * k * m].reshape((4, k, m))
     return True
+
+
+@_jit
+def data_flags(x_lo, x_hi):
+    """``(max(|lo|, |hi|), tiny flag, all lo >= 0)`` of a data box, in one pass."""
+    big = 0.0
+    tiny = False
+    nonneg = True
+    for r in range(x_lo.shape[0]):
+        for i in range(x_lo.shape[1]):
+            lo, hi = np.float64(x_lo[r, i]), np.float64(x_hi[r, i])
+            v = max(abs(lo), abs(hi))
+            big = v if not (v <= big) else big
+            tiny |= _is_tiny(lo) | _is_tiny(hi)
+            nonneg &= lo >= 0.0
+    return big, tiny, nonneg
 
 
 @_jit
