@@ -391,7 +391,7 @@ def falsify(
         if not todo.size:
             return
         ze = _exact_forward(params, relu, xs[todo])
-        q = np.frompyfunc(g.mpq, 1, 1)
+        q = np.frompyfunc(lambda v: g.mpq(v) if math.isfinite(v) else v, 1, 1)  # keep +-inf
         lo_e = np.asarray(q(out_lo[todo]), dtype=object)
         hi_e = np.asarray(q(out_hi[todo]), dtype=object)
         outside = ((ze < lo_e) | (ze > hi_e)).astype(bool)
