@@ -138,9 +138,9 @@ def main():
 @click.option(
     "--epsilon",
     type=Radius(),
-    default=1e-2,
+    default=1e-3,
     show_default=True,
-    help="l-infinity radius of the poisoning and test-time boxes.",
+    help="l-infinity radius of the poisoning and test-time boxes (the paper's 1e-3).",
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option(
@@ -163,7 +163,7 @@ def demo(epsilon, epochs, learning_rate, dtype, seed):
 
     \b
     Example:
-      intervalnn demo --epsilon 0.001 --seed 3
+      intervalnn demo --epsilon 0.01 --seed 3
     """
     from .demo import run_demo
 
