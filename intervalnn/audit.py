@@ -66,7 +66,7 @@ def _gmpy2():
         import gmpy2
     except ImportError:  # pragma: no cover - gmpy2 is a test dependency
         raise RuntimeError(
-            "the audit needs gmpy2 (MPFR/GMP for Python): pip install gmpy2"
+            "the audit needs gmpy2 (MPFR/GMP for Python): pip install 'intervalnn[audit]'"
         ) from None
     return gmpy2
 
