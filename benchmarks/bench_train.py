@@ -185,7 +185,7 @@ def workload(
             assert res.stopped is None, res.stopped
 
         fns["intervalnn.train, validation every epoch"] = full_train
-        reps["intervalnn.train, validation every epoch"] = max(3, repeat // (4 * train_epochs))
+        reps["intervalnn.train, validation every epoch"] = max(3, repeat // 4)
         if per_step:
             cfg_step = TrainConfig(
                 epochs=train_epochs,
@@ -201,7 +201,7 @@ def workload(
                 assert res.stopped is None, res.stopped
 
             fns["intervalnn.train, validation every step"] = full_train_steps
-            reps["intervalnn.train, validation every step"] = max(3, repeat // (4 * train_epochs))
+            reps["intervalnn.train, validation every step"] = max(3, repeat // 4)
     med = round_robin(fns, reps)
     for k in med:
         if k.startswith("intervalnn.train"):

@@ -5,11 +5,15 @@ nominal model) or a whole interval forward pass in one serial Numba call on
 flat float64 arrays; this module maps a :class:`~intervalnn.layers.Sequential`
 to those arrays and back.  It applies to stacks of ``Linear`` and ``ReLU``
 layers (a Linear first, as ``Sequential`` needs; then any order, consecutive
-ReLUs acting as one) with the BCE or
-cross-entropy loss, float32 or float64, on the CPU; anything else, and any
-step whose a-priori overflow guard fails, stays on the layered path
-(``model.forward`` / ``backward``), which is the general path and the
-reference.  The soundness argument is in the kernel module's docstring.
+ReLUs acting as one) with the BCE or cross-entropy loss, float32 or float64,
+on the CPU; anything else, and any step whose a-priori overflow guard fails,
+stays on the layered path (``model.forward`` / ``backward``), which is the
+general path and the reference.  The soundness argument is in the kernel
+module's docstring.
+
+Training validation (``FusedTrainer.certify``) builds the test box of the
+validation set once per run and certifies with the fused forward pass;
+:func:`forward_bounds` serves :func:`intervalnn.certify.certify`.
 """
 
 from __future__ import annotations
