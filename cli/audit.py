@@ -316,47 +316,30 @@ def run_audit_training(
     audit_seed,
     quiet,
 ) -> dict:
-    import numpy as np
 
     from intervalnn.audit import audit_training
-    from intervalnn.layers import mlp
-    from intervalnn.threat import ThreatModel
-    from intervalnn.train import TrainConfig
 
-    from .commands import _backend, _load
+    from .commands import setup_training
 
-    backend = _backend(device)
-    splits = _load(dataset, data_dir, seed, pretrain_size)
-    if loss == "bce" and splits.num_classes != 2:
-        raise ValueError(
-            f"--loss bce needs 2 classes, the data has {splits.num_classes}; use --loss ce"
-        )
-    threat = ThreatModel(epsilon, inference_epsilon, splits.domain)
-    extra = {}
-    if layered:
-        if "fused" not in TrainConfig.__dataclass_fields__:
-            raise ValueError("--layered: this training has no fused path to switch off")
-        extra["fused"] = False
-    config = TrainConfig(
+    backend, splits, threat, config, model = setup_training(
+        dataset=dataset,
+        data_dir=data_dir,
+        epsilon=epsilon,
+        inference_epsilon=inference_epsilon,
         epochs=epochs,
         learning_rate=learning_rate,
-        batch_size=batch_size,
         schedule=schedule,
-        seed=seed,
-        loss=loss,
-        pretrain_epochs=pretrain_epochs,
-        pretrain_learning_rate=pretrain_learning_rate,
-        **extra,
-    )
-    n_out = 1 if loss == "bce" else splits.num_classes
-    model = mlp(
-        splits.num_features,
-        n_out,
+        batch_size=batch_size,
         hidden=hidden,
         layers=layers,
+        loss=loss,
         seed=seed,
-        dtype=np.dtype(dtype),
-        backend=backend.name,
+        pretrain_epochs=pretrain_epochs,
+        pretrain_size=pretrain_size,
+        pretrain_learning_rate=pretrain_learning_rate,
+        dtype=dtype,
+        device=device,
+        **({"fused": False} if layered else {}),
     )
     x, y = splits.train.x, splits.train.y
     if train_size is not None:

@@ -114,6 +114,62 @@ def _progress(total: int, quiet: bool):
     )
 
 
+def setup_training(
+    *,
+    dataset,
+    data_dir,
+    epsilon,
+    inference_epsilon,
+    epochs,
+    learning_rate,
+    schedule,
+    batch_size,
+    hidden,
+    layers,
+    loss,
+    seed,
+    pretrain_epochs,
+    pretrain_size,
+    pretrain_learning_rate,
+    dtype,
+    device,
+    **config_extra,
+):
+    """Backend, data splits, threat model, config and initial model from the training options.
+
+    Shared by ``intervalnn train`` and ``intervalnn audit-training``.
+    """
+    backend = _backend(device)  # fails early and clearly without CuPy / a GPU
+    splits = _load(dataset, data_dir, seed, pretrain_size)
+    if loss == "bce" and splits.num_classes != 2:
+        raise ValueError(
+            f"--loss bce needs 2 classes, the data has {splits.num_classes}; use --loss ce"
+        )
+    threat = ThreatModel(epsilon, inference_epsilon, splits.domain)
+    config = TrainConfig(
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        schedule=schedule,
+        seed=seed,
+        loss=loss,
+        pretrain_epochs=pretrain_epochs,
+        pretrain_learning_rate=pretrain_learning_rate,
+        **config_extra,
+    )
+    n_out = 1 if loss == "bce" else splits.num_classes
+    model = mlp(
+        splits.num_features,
+        n_out,
+        hidden=hidden,
+        layers=layers,
+        seed=seed,
+        dtype=np.dtype(dtype),
+        backend=backend.name,
+    )
+    return backend, splits, threat, config, model
+
+
 def run_train(
     *,
     dataset,
@@ -137,33 +193,25 @@ def run_train(
     output,
     quiet,
 ) -> dict:
-    backend = _backend(device)  # fails early and clearly without CuPy / a GPU
-    splits = _load(dataset, data_dir, seed, pretrain_size)
-    if loss == "bce" and splits.num_classes != 2:
-        raise ValueError(
-            f"--loss bce needs 2 classes, the data has {splits.num_classes}; use --loss ce"
-        )
-    threat = ThreatModel(epsilon, inference_epsilon, splits.domain)
-    config = TrainConfig(
+    backend, splits, threat, config, model = setup_training(
+        dataset=dataset,
+        data_dir=data_dir,
+        epsilon=epsilon,
+        inference_epsilon=inference_epsilon,
         epochs=epochs,
         learning_rate=learning_rate,
-        batch_size=batch_size,
         schedule=schedule,
-        seed=seed,
-        loss=loss,
-        pretrain_epochs=pretrain_epochs,
-        pretrain_learning_rate=pretrain_learning_rate,
-        validate_every=validate_every,
-    )
-    n_out = 1 if loss == "bce" else splits.num_classes
-    model = mlp(
-        splits.num_features,
-        n_out,
+        batch_size=batch_size,
         hidden=hidden,
         layers=layers,
+        loss=loss,
         seed=seed,
-        dtype=np.dtype(dtype),
-        backend=backend.name,
+        pretrain_epochs=pretrain_epochs,
+        pretrain_size=pretrain_size,
+        pretrain_learning_rate=pretrain_learning_rate,
+        dtype=dtype,
+        device=device,
+        validate_every=validate_every,
     )
     steps_per_epoch = -(-len(splits.train) // batch_size)
     total = epochs * steps_per_epoch if validate_every == "step" else epochs
