@@ -125,7 +125,7 @@ def train(
     ``progress`` is called after every validation with the latest history row
     (the CLI turns it into a progress bar); ``on_step(step, box, nominal)``
     after every SGD step with the new parameter box and nominal parameters
-    (for audits and tests).  Validation certifies ``val_x``
+    (for audits and tests; ``model`` holds them too at that moment).  Validation certifies ``val_x``
     under the threat model's *test* box; without validation data the last
     model is kept.
     """
@@ -212,8 +212,9 @@ def train(
                     f"step {step}: the nominal {done.outside} left its parameter box"
                 )
             if on_step is not None:
-                if done is not None:
+                if done is not None:  # bring the model object up to date for the hook
                     params, nominal = fused.named()
+                    model.load(params, nominal)
                 on_step(step, params, nominal)
             if config.validate_every == "step":
                 validate(epoch, *loss_bounds[-1])
