@@ -261,28 +261,7 @@ def _dataset_options(fn):
     help="Where to write the model file.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def train_command(
-    dataset,
-    data_dir,
-    epsilon,
-    inference_epsilon,
-    epochs,
-    learning_rate,
-    schedule,
-    batch_size,
-    hidden,
-    layers,
-    loss,
-    seed,
-    validate_every,
-    pretrain_epochs,
-    pretrain_size,
-    pretrain_learning_rate,
-    dtype,
-    device,
-    output,
-    as_json,
-):
+def train_command(**options):
     """Train with FullCert on a box of poisoned datasets and save the model.
 
     \b
@@ -293,35 +272,14 @@ def train_command(
     """
     from .commands import run_train
 
-    if dataset is None:
+    if options["dataset"] is None:
         raise click.UsageError("--dataset is required: moons, mnist17 or a path to a .npz file")
-    if pretrain_epochs and not pretrain_size:
+    if options["pretrain_epochs"] and not options["pretrain_size"]:
         raise click.UsageError(
             "--pretrain-epochs needs clean pretraining data: add --pretrain-size N (e.g. 100)"
         )
-    summary = _guard(
-        run_train,
-        dataset=dataset,
-        data_dir=data_dir,
-        epsilon=epsilon,
-        inference_epsilon=inference_epsilon,
-        epochs=epochs,
-        learning_rate=learning_rate,
-        schedule=schedule,
-        batch_size=batch_size,
-        hidden=hidden,
-        layers=layers,
-        loss=loss,
-        seed=seed,
-        validate_every=validate_every,
-        pretrain_epochs=pretrain_epochs,
-        pretrain_size=pretrain_size,
-        pretrain_learning_rate=pretrain_learning_rate,
-        dtype=dtype,
-        device=device,
-        output=output,
-        quiet=as_json,
-    )
+    as_json = options.pop("as_json")
+    summary = _guard(run_train, quiet=as_json, **options)
     _emit(summary, as_json)
 
 

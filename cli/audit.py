@@ -289,57 +289,15 @@ def audit_command(
 
 
 def run_audit_training(
-    *,
-    dataset,
-    data_dir,
-    epsilon,
-    inference_epsilon,
-    epochs,
-    learning_rate,
-    schedule,
-    batch_size,
-    hidden,
-    layers,
-    loss,
-    seed,
-    pretrain_epochs,
-    pretrain_size,
-    pretrain_learning_rate,
-    dtype,
-    device,
-    train_size,
-    vertices,
-    randoms,
-    adversarial,
-    exact,
-    layered,
-    audit_seed,
-    quiet,
+    *, train_size, vertices, randoms, adversarial, exact, layered, audit_seed, quiet, **options
 ) -> dict:
-
+    """``intervalnn audit-training``: ``options`` are the training options of ``setup_training``."""
     from intervalnn.audit import audit_training
 
     from .commands import setup_training
 
     backend, splits, threat, config, model = setup_training(
-        dataset=dataset,
-        data_dir=data_dir,
-        epsilon=epsilon,
-        inference_epsilon=inference_epsilon,
-        epochs=epochs,
-        learning_rate=learning_rate,
-        schedule=schedule,
-        batch_size=batch_size,
-        hidden=hidden,
-        layers=layers,
-        loss=loss,
-        seed=seed,
-        pretrain_epochs=pretrain_epochs,
-        pretrain_size=pretrain_size,
-        pretrain_learning_rate=pretrain_learning_rate,
-        dtype=dtype,
-        device=device,
-        **({"fused": False} if layered else {}),
+        **options, **({"fused": False} if layered else {})
     )
     x, y = splits.train.x, splits.train.y
     if train_size is not None:
@@ -361,7 +319,7 @@ def run_audit_training(
             seed=audit_seed,
             progress=progress,
         )
-    return {"dataset": dataset, **report}
+    return {"dataset": options["dataset"], **report}
 
 
 def _print_training(r: dict) -> None:

@@ -170,51 +170,13 @@ def setup_training(
     return backend, splits, threat, config, model
 
 
-def run_train(
-    *,
-    dataset,
-    data_dir,
-    epsilon,
-    inference_epsilon,
-    epochs,
-    learning_rate,
-    schedule,
-    batch_size,
-    hidden,
-    layers,
-    loss,
-    seed,
-    validate_every,
-    pretrain_epochs,
-    pretrain_size,
-    pretrain_learning_rate,
-    dtype,
-    device,
-    output,
-    quiet,
-) -> dict:
+def run_train(*, output, quiet, validate_every, **options) -> dict:
+    """``intervalnn train``: ``options`` are the training options of :func:`setup_training`."""
     backend, splits, threat, config, model = setup_training(
-        dataset=dataset,
-        data_dir=data_dir,
-        epsilon=epsilon,
-        inference_epsilon=inference_epsilon,
-        epochs=epochs,
-        learning_rate=learning_rate,
-        schedule=schedule,
-        batch_size=batch_size,
-        hidden=hidden,
-        layers=layers,
-        loss=loss,
-        seed=seed,
-        pretrain_epochs=pretrain_epochs,
-        pretrain_size=pretrain_size,
-        pretrain_learning_rate=pretrain_learning_rate,
-        dtype=dtype,
-        device=device,
-        validate_every=validate_every,
+        validate_every=validate_every, **options
     )
-    steps_per_epoch = -(-len(splits.train) // batch_size)
-    total = epochs * steps_per_epoch if validate_every == "step" else epochs
+    steps_per_epoch = -(-len(splits.train) // config.batch_size)
+    total = config.epochs * steps_per_epoch if validate_every == "step" else config.epochs
     pretrain = (
         (splits.pretrain.x, splits.pretrain.y) if splits.pretrain is not None else (None, None)
     )
@@ -242,8 +204,8 @@ def run_train(
         threat,
         config=config.to_dict(),
         dataset={
-            "name": dataset,
-            "seed": seed,
+            "name": options["dataset"],
+            "seed": config.seed,
             "train": splits.train.fingerprint(),
             "num_features": splits.num_features,
             "num_classes": splits.num_classes,
@@ -253,8 +215,8 @@ def run_train(
     )
     summary = {
         "model": str(output),
-        "dataset": dataset,
-        "epsilon": epsilon,
+        "dataset": options["dataset"],
+        "epsilon": threat.epsilon,
         "inference_epsilon": threat.inference_epsilon,
         "certified_accuracy": test.certified_accuracy,
         "accuracy": test.nominal_accuracy,
