@@ -194,6 +194,16 @@ def _dataset_options(fn):
     return fn
 
 
+def check_training_options(options: dict) -> None:
+    """Checks across the options of ``intervalnn train`` (also each cell of a sweep)."""
+    if options["dataset"] is None:
+        raise click.UsageError("--dataset is required: moons, mnist17 or a path to a .npz file")
+    if options["pretrain_epochs"] and not options["pretrain_size"]:
+        raise click.UsageError(
+            "--pretrain-epochs needs clean pretraining data: add --pretrain-size N (e.g. 100)"
+        )
+
+
 @main.command("train", short_help="Certified training (FullCert); writes a model file.")
 @_version
 @_dataset_options
@@ -239,6 +249,20 @@ def _dataset_options(fn):
     show_default=True,
     help="How often to certify the validation split.",
 )
+@click.option(
+    "--min-step",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Keep only models after at least this many SGD steps (1: never the initial model).",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Stop after this many validations in a row certify nothing (0: never).",
+)
 @click.option("--pretrain-epochs", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--pretrain-size",
@@ -272,12 +296,7 @@ def train_command(**options):
     """
     from .commands import run_train
 
-    if options["dataset"] is None:
-        raise click.UsageError("--dataset is required: moons, mnist17 or a path to a .npz file")
-    if options["pretrain_epochs"] and not options["pretrain_size"]:
-        raise click.UsageError(
-            "--pretrain-epochs needs clean pretraining data: add --pretrain-size N (e.g. 100)"
-        )
+    check_training_options(options)
     as_json = options.pop("as_json")
     summary = _guard(run_train, quiet=as_json, **options)
     _emit(summary, as_json)
@@ -538,6 +557,7 @@ def _emit(summary: dict, as_json: bool) -> None:
 
 
 from . import audit as _audit  # noqa: E402,F401  (registers audit and audit-training)
+from . import sweep as _sweep  # noqa: E402,F401  (registers sweep)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -15,7 +15,7 @@ import numpy as np
 from intervalnn.backend import get_backend
 from intervalnn.certify import certify
 from intervalnn.datasets import DataError, load_dataset
-from intervalnn.io import load_model, save_model
+from intervalnn.io import load_model, model_file_bytes, write_atomic
 from intervalnn.layers import mlp
 from intervalnn.threat import ThreatModel
 from intervalnn.train import TrainConfig, train
@@ -170,8 +170,13 @@ def setup_training(
     return backend, splits, threat, config, model
 
 
-def run_train(*, output, quiet, validate_every, **options) -> dict:
-    """``intervalnn train``: ``options`` are the training options of :func:`setup_training`."""
+def train_and_certify(*, quiet=True, validate_every, **options) -> tuple[dict, bytes]:
+    """Certified training with the options of ``intervalnn train``, then test certification.
+
+    Returns the summary and the model file's bytes (written by the caller:
+    ``intervalnn train`` to ``--output``, ``intervalnn sweep`` on the client).
+    ``options`` are the training options of :func:`setup_training`.
+    """
     backend, splits, threat, config, model = setup_training(
         validate_every=validate_every, **options
     )
@@ -198,8 +203,7 @@ def run_train(*, output, quiet, validate_every, **options) -> dict:
     test = certify(result.model, splits.test.x, splits.test.y, threat)
     params = result.model.named_params()
     widths = np.concatenate([backend.to_host(p.width).ravel() for p in params.values()])
-    save_model(
-        output,
+    data = model_file_bytes(
         result.model,
         threat,
         config=config.to_dict(),
@@ -214,7 +218,6 @@ def run_train(*, output, quiet, validate_every, **options) -> dict:
         best=result.best,
     )
     summary = {
-        "model": str(output),
         "dataset": options["dataset"],
         "epsilon": threat.epsilon,
         "inference_epsilon": threat.inference_epsilon,
@@ -223,13 +226,21 @@ def run_train(*, output, quiet, validate_every, **options) -> dict:
         "n": test.n,
         "best_step": result.best.get("step"),
         "val_certified_accuracy": result.best.get("val_certified_accuracy"),
+        "steps": result.history[-1]["step"] if result.history else 0,
         "mean_parameter_width": float(widths.mean()),
         "max_parameter_width": float(widths.max()),
         "seconds": seconds,
     }
     if result.stopped:
         summary["stopped"] = result.stopped
-    return summary
+    return summary, data
+
+
+def run_train(*, output, **options) -> dict:
+    """``intervalnn train``: :func:`train_and_certify`, and the model written to ``output``."""
+    summary, data = train_and_certify(**options)
+    write_atomic(output, data)
+    return {"model": str(output), **summary}
 
 
 def run_certify(*, model_path, dataset, data_dir, epsilon, split, seed, device, per_sample) -> dict:

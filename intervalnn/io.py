@@ -24,6 +24,7 @@ corruption and edits made without this library; it is not a signature.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -70,8 +71,7 @@ def _umask() -> int:
     return mask
 
 
-def save_model(
-    path,
+def model_file_bytes(
     model: Sequential,
     threat: ThreatModel,
     *,
@@ -80,9 +80,8 @@ def save_model(
     history: list | None = None,
     best: dict | None = None,
     extra: dict | None = None,
-) -> Path:
-    """Write ``model`` (box and nominal parameters) with its metadata to ``path`` atomically."""
-    path = Path(path)
+) -> bytes:
+    """The contents of a model file for ``model`` (box and nominal parameters) and its metadata."""
     bk = model.backend
     arrays = {}
     for name, box in model.named_params().items():
@@ -105,14 +104,27 @@ def save_model(
     }
     arrays["meta"] = np.frombuffer(json.dumps(meta, allow_nan=True).encode(), dtype=np.uint8)
     arrays["sha256"] = np.frombuffer(_digest(arrays).encode(), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
 
+
+def file_digest(data: bytes) -> str:
+    """The SHA-256 a model file stores over its entries (from the file's bytes)."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as f:
+        return bytes(f["sha256"]).decode()
+
+
+def write_atomic(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, whole."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             if hasattr(os, "fchmod"):  # mkstemp's 0600 would hide the model from other users
                 os.fchmod(f.fileno(), 0o666 & ~_umask())
-            np.savez(f, **arrays)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -125,6 +137,11 @@ def save_model(
     finally:
         os.close(dir_fd)
     return path
+
+
+def save_model(path, model: Sequential, threat: ThreatModel, **metadata) -> Path:
+    """Write ``model`` with its metadata to ``path`` atomically (see :func:`model_file_bytes`)."""
+    return write_atomic(path, model_file_bytes(model, threat, **metadata))
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:

@@ -42,6 +42,8 @@ class TrainConfig:
     pretrain_learning_rate: float = 0.1
     validate_every: str = "epoch"  # or "step": choose the best model at every step
     fused: bool = True  # one fused kernel call per step where it applies (see intervalnn.fused)
+    min_step: int = 0  # the kept model has had at least this many SGD steps
+    patience: int = 0  # stop after this many validations in a row certify nothing (0: never)
 
     def __post_init__(self):
         if self.epochs < 0 or self.pretrain_epochs < 0:
@@ -52,6 +54,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}")
+        if self.min_step < 0 or self.patience < 0:
+            raise ValueError("min_step and patience must be >= 0")
         if self.validate_every not in ("epoch", "step"):
             raise ValueError("validate_every must be 'epoch' or 'step'")
         get_loss(self.loss)
@@ -128,6 +132,12 @@ def train(
     (for audits and tests; ``model`` holds them too at that moment).  Validation certifies ``val_x``
     under the threat model's *test* box; without validation data the last
     model is kept.
+
+    Model selection: the first validated model with the best certified
+    validation accuracy among those after ``config.min_step`` steps or more
+    (the last model if none).  Widths only grow, so once validation certifies
+    nothing it rarely recovers: ``config.patience`` such validations in a row
+    (after step 0) stop training early.
     """
     t0 = time.perf_counter()
     rng = np.random.default_rng(config.seed)
@@ -150,9 +160,10 @@ def train(
     best_params, best_nominal = model.named_params(), model.named_nominal()
     best_acc = -1.0
     step = 0
+    barren = 0  # validations in a row that certified nothing
 
     def validate(epoch: int, loss_lo: float, loss_hi: float):
-        nonlocal best_acc, best_params, best_nominal
+        nonlocal best_acc, best_params, best_nominal, barren
         if fused is not None:
             fused.push(model)
         params = model.named_params()
@@ -162,10 +173,16 @@ def train(
             cert = (fused.certify if fused else certify)(model, val_x, val_y, threat)
             row["val_certified_accuracy"] = cert.certified_accuracy
             row["val_accuracy"] = cert.nominal_accuracy
-            if cert.certified_accuracy > best_acc:
+            if step >= config.min_step and cert.certified_accuracy > best_acc:
                 best_acc = cert.certified_accuracy
                 best_params, best_nominal = params, model.named_nominal()
                 result.best = dict(row)
+            if step >= max(1, config.min_step):
+                barren = barren + 1 if cert.certified_accuracy == 0 else 0
+                if config.patience and barren >= config.patience:
+                    result.stopped = (
+                        f"early stop: nothing certified on validation for {barren} validations"
+                    )
         result.history.append(row)
         if progress is not None:
             progress(row)
@@ -218,15 +235,19 @@ def train(
                 on_step(step, params, nominal)
             if config.validate_every == "step":
                 validate(epoch, *loss_bounds[-1])
+                if result.stopped:
+                    break
         if result.stopped:
             break
         if config.validate_every == "epoch":
             lo, hi = np.mean(loss_bounds, axis=0)
             validate(epoch, float(lo), float(hi))
+            if result.stopped:
+                break
 
     if fused is not None:
         fused.push(model)
-    if val_x is not None:
+    if val_x is not None and best_acc >= 0:
         model.load(best_params, best_nominal)
     result.seconds = time.perf_counter() - t0
     return result

@@ -22,7 +22,9 @@ from . import rounding as r
 # Loops release the GIL; large arrays are split across threads (the loops are
 # memory-bound, and Numba's own parallel runtime stalls on small inputs).
 _CHUNK = 1 << 17
-_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+# INTERVALNN_THREADS caps the threads (Dask workers run one each: see cli/cluster.py).
+_THREADS = max(1, int(os.environ.get("INTERVALNN_THREADS", _CORES)))
 _pool = None
 
 njit = partial(njit, cache=True, nogil=True)

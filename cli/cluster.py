@@ -1,0 +1,109 @@
+"""Dask for ``intervalnn sweep`` and ``intervalnn certify --workers/--scheduler``.
+
+Dask is the optional ``dask`` extra (``pip install 'intervalnn[dask]'``).
+A local cluster runs one single-threaded worker process per core: the tasks
+(one training run, or one shard of a test set) are small, so processes, not
+threads, give the parallelism, and every BLAS or kernel thread pool inside a
+worker is capped at one thread so that workers do not fight over cores.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+#: Environment of each local worker process: one thread per BLAS / Numba / intervalnn pool.
+ONE_THREAD = {
+    name: "1"
+    for name in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMBA_NUM_THREADS",
+        "INTERVALNN_THREADS",
+    )
+}
+
+INSTALL = "pip install 'intervalnn[dask]'"
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def require_dask(what: str):
+    """The ``distributed`` module, or a RuntimeError saying how to install it."""
+    try:
+        import distributed
+    except ImportError:
+        raise RuntimeError(f"{what} needs Dask, which is not installed: {INSTALL}") from None
+    return distributed
+
+
+def _worker_version() -> str:
+    import intervalnn
+
+    return intervalnn.__version__
+
+
+@contextmanager
+def dask_client(what: str, workers: int | None = None, scheduler: str | None = None):
+    """A Dask client for ``what`` (named in errors).
+
+    On the running cluster at ``scheduler`` (``tcp://HOST:PORT``, started
+    with ``dask scheduler`` and ``dask worker``), or else on a new
+    ``LocalCluster`` of ``workers`` single-threaded worker processes
+    (default: one per core), closed again on exit.
+    """
+    distributed = require_dask(what)
+    cluster = None
+    if scheduler:
+        try:
+            client = distributed.Client(scheduler, timeout="15s")
+        except (OSError, TimeoutError) as exc:
+            raise RuntimeError(
+                f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with "
+                f"'dask scheduler' and its workers with 'dask worker {scheduler}'"
+            ) from None
+    else:
+        cluster = distributed.LocalCluster(
+            n_workers=workers or cores(),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            env=ONE_THREAD,
+        )
+        client = distributed.Client(cluster)
+    try:
+        _check_workers(client, scheduler)
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _check_workers(client, scheduler: str | None) -> None:
+    """At least one worker, and every worker runs this version of intervalnn."""
+    import intervalnn
+
+    try:
+        client.wait_for_workers(1, timeout=60)
+    except TimeoutError:
+        raise RuntimeError(
+            f"the Dask scheduler at {scheduler} has no workers after 60 s; start some with "
+            f"'dask worker {scheduler}'"
+        ) from None
+    try:
+        versions = client.run(_worker_version)
+    except ImportError:
+        versions = {"some worker": "not installed"}
+    wrong = {w: v for w, v in versions.items() if v != intervalnn.__version__}
+    if wrong:
+        listed = ", ".join(f"{w}: {v}" for w, v in sorted(wrong.items()))
+        raise RuntimeError(
+            f"every Dask worker needs intervalnn {intervalnn.__version__} installed ({listed})"
+        )

@@ -1,0 +1,689 @@
+"""``intervalnn sweep``: grids of certified training runs as independent Dask tasks.
+
+A grid names options of ``intervalnn train`` (the same names, types and
+checks) with one value or a list of values; a cell is one combination, run
+exactly as ``intervalnn train`` would run it.  Cells run on a Dask cluster,
+one task each, and every finished cell is appended at once to a JSON-lines
+results file (its configuration, metrics, timing, model path), so a crash or
+Ctrl-C loses nothing finished and rerunning the same sweep skips those
+cells.  A cell that fails is recorded with its error and the others go on.
+
+TOML grid files::
+
+    search = ["learning_rate", "loss"]   # optional: chosen per seed on validation
+    results = "table1.jsonl"             # optional: default <grid file>.jsonl
+
+    [grid]                               # one value, or a list to sweep
+    dataset = "moons"
+    epsilon = [1e-4, 1e-3, 1e-2, 0.1]
+    seed = "0-9"                         # integer ranges as "A-B"
+    learning_rate = [0.5, 1.0]
+    loss = ["bce", "ce"]
+
+    [[cases]]                            # optional: options that change together
+    batch_size = 50                      # crossed with [grid]
+    epochs = 10
+
+``search`` reproduces the paper's protocol: per seed, the cell with the best
+certified *validation* accuracy among the searched options is reported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import os
+import re
+import socket
+import statistics
+import sys
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+from intervalnn import __version__
+
+#: The options of ``intervalnn train`` a grid may set, by their Python names.
+TRAIN_OPTIONS: dict[str, click.Option] = {}
+#: Per-cell fields that differ between two runs of the same cell (timing, place).
+VOLATILE = ("seconds", "worker", "finished", "model")
+_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+
+class GridError(ValueError):
+    """A grid that cannot run: an unknown key, a bad value, an empty list."""
+
+
+def register(train_command) -> None:
+    """Take the grid's options from ``intervalnn train`` (called once, from ``cli``)."""
+    for p in train_command.params:
+        if isinstance(p, click.Option) and p.expose_value and p.name not in ("output", "as_json"):
+            TRAIN_OPTIONS[p.name] = p
+
+
+def _unknown(name: str, known, what: str) -> GridError:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
+    return GridError(f"unknown {what} {name!r}{hint}")
+
+
+def _option(name: str) -> click.Option:
+    key = name.replace("-", "_")
+    if key not in TRAIN_OPTIONS:
+        raise _unknown(name, TRAIN_OPTIONS, "option")
+    return TRAIN_OPTIONS[key]
+
+
+def convert(name: str, value):
+    """One value of option ``name``, checked and converted as ``intervalnn train`` would."""
+    opt = _option(name)
+    is_int = isinstance(opt.type, click.types.IntParamType)
+    if isinstance(value, bool | list | dict) or (is_int and isinstance(value, float)):
+        kind = "an integer" if is_int else "a single value"
+        raise GridError(f"{opt.name}: {value!r} is not {kind}")
+    try:
+        return opt.type.convert(value, opt, None)
+    except click.BadParameter as exc:
+        raise GridError(f"{opt.name}: {exc.message}") from None
+
+
+def values(name: str, raw) -> list:
+    """The values of ``name`` from a TOML value or a command-line string.
+
+    A list sweeps its elements; a string is split at commas; integer options
+    also take ranges ``A-B`` (both ends included).  Duplicates are an error.
+    """
+    opt = _option(name)
+    items = list(raw) if isinstance(raw, list | tuple) else [raw]
+    if isinstance(raw, str):
+        items = [s.strip() for s in raw.split(",")]
+    out = []
+    for item in items:
+        m = _RANGE.match(item) if isinstance(item, str) else None
+        if m and isinstance(opt.type, click.types.IntParamType):
+            lo, hi = int(m[1]), int(m[2])
+            if hi < lo:
+                raise GridError(f"{opt.name}: empty range {item!r}")
+            out.extend(convert(name, v) for v in range(lo, hi + 1))
+        elif item == "":
+            raise GridError(f"{opt.name}: empty value in {raw!r}")
+        else:
+            out.append(convert(name, item))
+    if not out:
+        raise GridError(f"{opt.name}: give at least one value")
+    dupes = [v for v, n in Counter(out).items() if n > 1]
+    if dupes:
+        raise GridError(f"{opt.name}: {dupes[0]!r} is given twice")
+    return out
+
+
+def cell_key(cell: dict) -> str:
+    """A cell's identity in results files: a hash of its complete configuration."""
+    text = json.dumps(cell, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Grid:
+    """The cells of a sweep: every combination of ``axes``, crossed with ``cases``."""
+
+    axes: dict[str, list] = field(default_factory=dict)
+    cases: list[dict] = field(default_factory=lambda: [{}])
+    search: tuple[str, ...] = ()
+    results: str | None = None
+
+    @classmethod
+    def from_toml(cls, path) -> Grid:
+        path = Path(path)
+        try:
+            with open(path, "rb") as f:
+                doc = tomllib.load(f)
+        except OSError as exc:
+            raise GridError(f"cannot read grid file {path}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise GridError(f"{path} is not valid TOML: {exc}") from None
+        try:
+            return cls.from_dict(doc)
+        except GridError as exc:
+            raise GridError(f"{path}: {exc}") from None
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> Grid:
+        known = ("grid", "cases", "search", "results")
+        for key in doc:
+            if key not in known:
+                raise _unknown(key, known, "top-level key")
+        grid = cls(results=doc.get("results"))
+        table = doc.get("grid", {})
+        if not isinstance(table, dict):
+            raise GridError("[grid] must be a table of options")
+        for name, raw in table.items():
+            grid.set(name, raw)
+        cases = doc.get("cases", [{}])
+        if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases) or not cases:
+            raise GridError("cases must be an array of tables ([[cases]])")
+        grid.cases = [{_option(k).name: convert(k, v) for k, v in c.items()} for c in cases]
+        grid.set_search(doc.get("search", []))
+        return grid
+
+    def set(self, name: str, raw) -> None:
+        """Sweep option ``name`` over ``raw`` (replacing what it had)."""
+        self.axes[_option(name).name] = values(name, raw)
+
+    def set_search(self, names) -> None:
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(",") if n.strip()]
+        if not isinstance(names, list | tuple):
+            raise GridError("search must be a list of option names")
+        self.search = tuple(_option(n).name for n in names)
+
+    def cells(self) -> list[dict]:
+        """Every cell's complete options (defaults filled in), in a fixed order."""
+        both = {k for case in self.cases for k in case} & set(self.axes)
+        if both:
+            raise GridError(f"{sorted(both)[0]} is set both in [grid] and in [[cases]]")
+        if "seed" in self.search:
+            raise GridError("search must not include seed: each seed is one experiment")
+        varying = self.varying()
+        for name in self.search:
+            if name not in varying:
+                raise GridError(f"search names {name}, which the grid does not vary")
+        defaults = {name: opt.default for name, opt in TRAIN_OPTIONS.items()}
+        names = list(self.axes)
+        out = []
+        for case in self.cases:  # cases outermost: with search, ties go to the first case
+            for combo in itertools.product(*(self.axes[n] for n in names)):
+                cell = {**defaults, **dict(zip(names, combo, strict=True)), **case}
+                _check_cell(cell)
+                out.append(cell)
+        return out
+
+    def varying(self) -> list[str]:
+        """The options that take more than one value, in option order."""
+        seen: dict[str, set] = {}
+        for name, vals in self.axes.items():
+            seen.setdefault(name, set()).update(map(repr, vals))
+        for case in self.cases:
+            for name in {k for c in self.cases for k in c}:
+                seen.setdefault(name, set()).add(repr(case.get(name, TRAIN_OPTIONS[name].default)))
+        return [n for n in TRAIN_OPTIONS if len(seen.get(n, ())) > 1]
+
+
+def _check_cell(cell: dict) -> None:
+    from . import check_training_options
+
+    try:
+        check_training_options(cell)
+    except click.UsageError as exc:
+        raise GridError(exc.message.replace("--", "").replace("-", "_")) from None
+
+
+# ------------------------------------------------------------------ one cell (on a worker)
+
+
+def run_cell(cell: dict, index: int, search: tuple[str, ...]) -> tuple[dict, bytes | None]:
+    """Train and certify one cell as ``intervalnn train`` would; its results row and model file.
+
+    Runs on a Dask worker (or in-process with ``--serial``).  Errors become a
+    ``failed`` row: one cell never stops the sweep.
+    """
+    from .commands import train_and_certify
+
+    t0 = time.perf_counter()
+    row = {"key": cell_key(cell), "index": index, "status": "ok", "config": cell}
+    row["search"] = list(search)
+    data = None
+    try:
+        with warnings.catch_warnings():  # overflowing widths stop training; say it once, below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            row["metrics"], data = train_and_certify(quiet=True, **cell)
+    except Exception as exc:  # recorded in the results file, with its type
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    row["seconds"] = time.perf_counter() - t0
+    row["worker"] = f"{socket.gethostname()}:{os.getpid()}"
+    row["version"] = __version__
+    return row, data
+
+
+# ------------------------------------------------------------------ the results file
+
+
+def read_results(path) -> tuple[list[dict], int]:
+    """The rows of a results file and how many unreadable lines it had (a crash mid-write)."""
+    path = Path(path)
+    if not path.exists():
+        return [], 0
+    rows, bad = [], 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(row, dict) and "key" in row and "config" in row:
+                rows.append(row)
+            else:
+                bad += 1
+    return rows, bad
+
+
+def latest(rows: list[dict]) -> dict[str, dict]:
+    """The last row of every cell (a rerun replaces an earlier failure)."""
+    return {r["key"]: r for r in rows}
+
+
+class ResultsWriter:
+    """Appends rows to a JSON-lines file, each flushed as it arrives, synced once a second."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "a+b")
+        self._f.seek(0, os.SEEK_END)
+        if self._f.tell():  # a crash may have cut the last line: start on a fresh one
+            self._f.seek(-1, os.SEEK_END)
+            if self._f.read(1) != b"\n":
+                self._f.write(b"\n")
+        self._synced = time.monotonic()
+
+    def write(self, row: dict) -> None:
+        self._f.write((json.dumps(row, default=str) + "\n").encode())
+        self._f.flush()
+        if time.monotonic() - self._synced > 1.0:
+            self.sync()
+
+    def sync(self) -> None:
+        os.fsync(self._f.fileno())
+        self._synced = time.monotonic()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self.sync()
+            self._f.close()
+
+
+# ------------------------------------------------------------------ running a sweep
+
+
+@dataclass
+class SweepOutcome:
+    cells: int
+    skipped: int  # finished before this run
+    ran: int = 0
+    failed: list[dict] = field(default_factory=list)
+    unreadable: int = 0
+    seconds: float = 0.0
+
+
+def _serial(todo, search):
+    for index, cell in todo:
+        yield run_cell(cell, index, search)
+
+
+def _on_dask(todo, search, workers, scheduler):
+    from .cluster import dask_client
+
+    with dask_client("intervalnn sweep", workers, scheduler) as client:
+        import distributed
+
+        keys = [f"intervalnn-cell-{cell_key(cell)}" for _, cell in todo]
+        futures = client.map(
+            run_cell,
+            [c for _, c in todo],
+            [i for i, _ in todo],
+            [search] * len(todo),
+            key=keys,
+        )
+        by_key = {f.key: item for f, item in zip(futures, todo, strict=True)}
+        try:
+            for future in distributed.as_completed(futures):
+                try:
+                    yield future.result()
+                except Exception as exc:  # the task, not the cell, failed (e.g. a worker died)
+                    index, cell = by_key[future.key]
+                    row = {"key": cell_key(cell), "index": index, "status": "failed"}
+                    row.update(config=cell, search=list(search), version=__version__)
+                    row["error"] = f"{type(exc).__name__}: {exc}"
+                    yield row, None
+                future.release()
+        finally:
+            client.cancel(futures)
+
+
+def plan(grid: Grid, results) -> tuple[list[dict], list[tuple[int, dict]], int]:
+    """The grid's cells, those not yet finished in ``results`` (with their index), and how
+    many lines of ``results`` could not be read."""
+    cells = grid.cells()
+    previous, unreadable = read_results(results)
+    done = {k for k, r in latest(previous).items() if r.get("status") == "ok"}
+    todo = [(i, c) for i, c in enumerate(cells) if cell_key(c) not in done]
+    return cells, todo, unreadable
+
+
+def run_sweep(
+    grid: Grid,
+    results,
+    models=None,
+    *,
+    serial=False,
+    workers=None,
+    scheduler=None,
+    progress=None,
+) -> SweepOutcome:
+    """Run the cells of ``grid`` not yet finished in ``results``; append their rows.
+
+    Models go to ``models/<key>.npz`` (none when ``models`` is None).  On
+    Dask unless ``serial``; ``progress(row)`` is called as each cell finishes.
+    """
+    cells, todo, unreadable = plan(grid, results)
+    outcome = SweepOutcome(cells=len(cells), skipped=len(cells) - len(todo), unreadable=unreadable)
+    if not todo:
+        return outcome
+    t0 = time.perf_counter()
+    run = _serial(todo, grid.search) if serial else _on_dask(todo, grid.search, workers, scheduler)
+    writer = ResultsWriter(results)
+    try:
+        for row, data in run:
+            if data is not None and models is not None:
+                from intervalnn.io import file_digest, write_atomic
+
+                row["model"] = str(write_atomic(Path(models) / f"{row['key']}.npz", data))
+                row["model_sha256"] = file_digest(data)
+            row["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            writer.write(row)
+            outcome.ran += 1
+            if row["status"] != "ok":
+                outcome.failed.append(row)
+            if progress is not None:
+                progress(row)
+    finally:
+        run.close()
+        writer.close()
+        outcome.seconds = time.perf_counter() - t0
+    return outcome
+
+
+# ------------------------------------------------------------------ the table
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    return statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Mean ± std over seeds per cell of the varying options other than seed and search.
+
+    With ``search``, each seed contributes its cell with the best certified
+    validation accuracy among the searched options (the first in grid order on
+    ties), as the paper's protocol asks; test metrics feed no choice.
+    """
+    rows = sorted(latest(rows).values(), key=lambda r: r["index"])
+    search = sorted({s for r in rows for s in r.get("search", ())})
+    names = list(TRAIN_OPTIONS) or (list(rows[0]["config"]) if rows else [])
+    vary = [n for n in names if len({repr(r["config"].get(n)) for r in rows}) > 1]
+    columns = [n for n in vary if n != "seed" and n not in search]
+    groups: dict[tuple, dict] = {}
+    for r in rows:
+        g = groups.setdefault(
+            tuple(r["config"].get(n) for n in columns), {"best": {}, "failed": 0, "runs": 0}
+        )
+        g["runs"] += 1
+        if r["status"] != "ok":
+            g["failed"] += 1
+            continue
+        seed, best = r["config"].get("seed"), g["best"]
+        val = r["metrics"].get("val_certified_accuracy")
+        val = -1.0 if val is None else val
+        if seed not in best or val > best[seed][0]:
+            best[seed] = (val, r)
+    table = []
+    for values_, g in groups.items():
+        picked = [r for _, r in g["best"].values()]
+        entry = {"cell": dict(zip(columns, values_, strict=True)), "seeds": len(picked)}
+        entry.update(runs=g["runs"], failed=g["failed"])
+        for metric in ("certified_accuracy", "accuracy", "val_certified_accuracy"):
+            xs = [r["metrics"][metric] for r in picked if r["metrics"].get(metric) is not None]
+            entry[metric] = list(_mean_std(xs)) if xs else None
+        if search:
+            chosen = Counter(", ".join(f"{n}={r['config'].get(n)}" for n in search) for r in picked)
+            entry["chosen"] = dict(chosen.most_common())
+        table.append(entry)
+    return {"columns": columns, "search": search, "rows": table}
+
+
+def _pct(pair) -> str:
+    return "-" if pair is None else f"{100 * pair[0]:.1f} ± {100 * pair[1]:.1f}"
+
+
+def format_table(summary: dict) -> str:
+    """The summary as a Markdown table, one row per cell as in the paper's tables."""
+    cols = summary["columns"]
+    head = [*cols, "certified acc. (%)", "accuracy (%)", "val. certified (%)", "seeds", "failed"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for e in summary["rows"]:
+        cells = [
+            f"{e['cell'][c]:g}" if isinstance(e["cell"][c], float) else str(e["cell"][c])
+            for c in cols
+        ]
+        cells += [_pct(e["certified_accuracy"]), _pct(e["accuracy"])]
+        cells += [_pct(e["val_certified_accuracy"]), str(e["seeds"]), str(e["failed"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    if summary["search"]:
+        lines.append(
+            f"\nPer seed, the cell with the best certified validation accuracy over "
+            f"{', '.join(summary['search'])} (test accuracy chooses nothing)."
+        )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the command
+
+from . import _emit, _guard, _version, main, train_command  # noqa: E402
+
+register(train_command)
+
+
+def _grid_options(fn):
+    """Every option of ``intervalnn train`` as a comma-separated list (``seed`` as ``--seeds``)."""
+    for name, opt in reversed(TRAIN_OPTIONS.items()):
+        flag = "--seeds" if name == "seed" else opt.opts[0]
+        fn = click.option(
+            flag,
+            name,
+            default=None,
+            metavar="V,V,...",
+            help="Seeds, e.g. 0-9 or 0,3,5." if name == "seed" else None,
+        )(fn)
+    return fn
+
+
+def _where(serial, workers, scheduler) -> str:
+    if serial:
+        return "in this process"
+    if scheduler:
+        return f"on the Dask cluster at {scheduler}"
+    from .cluster import cores
+
+    return f"on {workers or cores()} local Dask workers"
+
+
+@main.command(
+    "sweep",
+    short_help="Grids of training runs on Dask: resumable, with mean ± std tables.",
+)
+@_version
+@click.argument("grid_file", required=False, type=click.Path(dir_okay=False), metavar="[GRID.toml]")
+@click.option(
+    "--search",
+    metavar="OPTION,...",
+    help="Options chosen per seed by certified validation accuracy (the paper's protocol).",
+)
+@click.option(
+    "--results",
+    type=click.Path(dir_okay=False),
+    help="JSON-lines results file  [default: GRID.jsonl, or sweep.jsonl]",
+)
+@click.option(
+    "--models",
+    type=click.Path(file_okay=False),
+    help="Directory for the model files  [default: RESULTS-models/]",
+)
+@click.option("--no-models", is_flag=True, help="Keep no model files (large searches).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Worker processes of the local Dask cluster  [default: one per core]",
+)
+@click.option(
+    "--scheduler",
+    metavar="tcp://HOST:PORT",
+    help="Run on this running Dask cluster ('dask scheduler' / 'dask worker').",
+)
+@click.option("--serial", is_flag=True, help="Run the cells one by one in this process (no Dask).")
+@click.option("--dry-run", is_flag=True, help="List the cells and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_grid_options
+def sweep_command(
+    grid_file,
+    search,
+    results,
+    models,
+    no_models,
+    workers,
+    scheduler,
+    serial,
+    dry_run,
+    as_json,
+    quiet,
+    **grid_options,
+):
+    """Run a grid of certified training runs, each cell an independent Dask task.
+
+    The grid comes from a TOML file (see the README) and/or from training
+    options given as comma-separated lists; each cell runs as 'intervalnn
+    train' would.  Rows stream to a JSON-lines results file as cells finish;
+    rerunning the same command skips finished cells (resume after a crash or
+    Ctrl-C) and retries failed ones.  Ends with a table of mean ± std over
+    seeds per cell.
+
+    \b
+    Examples:
+      intervalnn sweep --dataset moons --epsilon 1e-4,1e-3,1e-2,0.1 --seeds 0-9
+      intervalnn sweep benchmarks/sweeps/table1.toml --workers 2
+      intervalnn sweep grid.toml --scheduler tcp://10.0.0.5:8786
+      intervalnn plot sweep grid.jsonl --x epsilon -o sweep.png
+    """
+    if sum(map(bool, (serial, workers, scheduler))) > 1:
+        raise click.UsageError("use one of --serial, --workers and --scheduler")
+    try:
+        grid = Grid.from_toml(grid_file) if grid_file else Grid()
+        for name, raw in grid_options.items():
+            if raw is not None:
+                grid.set(name, raw)
+        if search is not None:
+            grid.set_search(search)
+        cells = grid.cells()
+    except GridError as exc:
+        raise click.UsageError(str(exc)) from None
+    if results is None:
+        results = grid.results or (Path(grid_file).with_suffix(".jsonl") if grid_file else None)
+        results = Path(results or "sweep.jsonl")
+    if models is None and not no_models:
+        models = Path(results).with_name(Path(results).stem + "-models")
+    if dry_run:
+        vary = grid.varying()
+        for i, cell in enumerate(cells):
+            click.echo(f"{i:>5}  " + "  ".join(f"{n}={cell[n]}" for n in vary))
+        click.echo(f"{len(cells)} cells")
+        return
+    if not serial:
+        from .cluster import require_dask
+
+        _guard(require_dask, "intervalnn sweep")
+    cells, todo, unreadable = _guard(plan, grid, results)
+    if unreadable:
+        echo_err(f"{results}: skipped {unreadable} unreadable lines (cut off by a crash?)")
+    echo_err(
+        f"sweep: {len(cells)} cells, {len(cells) - len(todo)} already done in {results}, "
+        f"{len(todo)} to run {_where(serial, workers, scheduler)}"
+    )
+    finished = [0, 0]  # cells, failures
+
+    def show(row):
+        return f"{finished[1]} failed" if finished[1] else None
+
+    bar = progress_bar(len(todo), quiet, show)
+    try:
+        with bar as b:
+
+            def progress(row):
+                finished[0] += 1
+                finished[1] += row["status"] != "ok"
+                if b is not None:
+                    b.update(1, row)
+
+            outcome = _guard(
+                run_sweep,
+                grid,
+                results,
+                models,
+                serial=serial,
+                workers=workers,
+                scheduler=scheduler,
+                progress=progress,
+            )
+    except KeyboardInterrupt:
+        echo_err(
+            f"\ninterrupted: {finished[0]} cells finished this run and are saved in {results}; "
+            "rerun the same command to resume"
+        )
+        sys.exit(130)
+    keys = {cell_key(c) for c in cells}
+    rows = [r for r in read_results(results)[0] if r["key"] in keys]
+    summary = summarize(rows)
+    if as_json:
+        _emit({**summary, "results": str(results), "seconds": outcome.seconds}, True)
+    else:
+        click.echo(format_table(summary))
+        click.echo(
+            f"\n{outcome.ran} cells run in {outcome.seconds:.1f} s, {outcome.skipped} already "
+            f"done; results: {results}" + (f"; models: {models}" if models is not None else "")
+        )
+    failed = [r for r in latest(rows).values() if r["status"] != "ok"]
+    if failed:
+        from . import Failure
+
+        raise Failure(
+            f"{len(failed)} of {len(cells)} cells failed (e.g. cell {failed[0]['index']}: "
+            f"{failed[0]['error']}); their errors are in {results}, and rerunning retries them"
+        )
+
+
+def echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def progress_bar(total: int, quiet: bool, show):
+    """A progress bar counting finished cells on stderr (none when quiet)."""
+    import contextlib
+
+    if quiet or not total:
+        return contextlib.nullcontext(None)
+    return click.progressbar(
+        length=total, label="sweep", item_show_func=show, file=sys.stderr, show_pos=True
+    )
