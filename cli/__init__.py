@@ -379,6 +379,7 @@ def plot_group():
       intervalnn plot barriers moons.npz -o barriers.png
       intervalnn plot curves moons.npz -o curves.pdf
       intervalnn plot epsilon moons.npz --epsilons 0,1e-4,1e-3,1e-2,0.1 -o eps.png
+      intervalnn plot sweep sweep.jsonl --x epsilon -o sweep.png
     """
 
 
@@ -541,6 +542,34 @@ def plot_epsilon_command(
         cells = "".join(f"  {m['certified_accuracy'][i]:>{width}.1%}" for m in result["models"])
         click.echo(f"{eps:<10.3g}" + cells)
     click.echo(f"(certified accuracy on the {split} split; figure: {result['output']})")
+
+
+@plot_group.command("sweep", short_help="Certified accuracy against a swept option.")
+@_version
+@click.argument("results", type=click.Path(readable=False), metavar="RESULTS.jsonl")
+@click.option(
+    "--x",
+    "x",
+    metavar="OPTION",
+    default=None,
+    help="The swept option on the x axis (default: the only one swept besides seeds).",
+)
+@_figure_options("sweep.png")
+def plot_sweep_command(results, x, output, size, dpi):
+    """Certified accuracy (mean ± std over seeds) against an option swept by 'intervalnn sweep'.
+
+    One line per combination of the other swept options; with a search, each
+    seed contributes its cell chosen on validation, as in the sweep's table.
+
+    \b
+    Examples:
+      intervalnn plot sweep table1.jsonl --x epsilon -o table1.png
+      intervalnn plot sweep arch.jsonl --x hidden -o hidden.pdf
+    """
+    from .plots import plot_sweep
+
+    result = _guard(plot_sweep, results, x=x, output=output, size=size, dpi=dpi)
+    click.echo(f"figure: {result['output']}")
 
 
 def _emit(summary: dict, as_json: bool) -> None:

@@ -312,12 +312,7 @@ def plot_epsilon(model_paths, *, dataset, data_dir, epsilons, split, seed, outpu
         )
         ax.axhline(100 * r["accuracy"], color=colour, ls=":", lw=1)
     ax.plot([], [], color="0.3", ls=":", lw=1, label="nominal accuracy")
-    positive = [e for e in epsilons if e > 0]
-    if positive and max(positive) / min(positive) >= 100:
-        if len(positive) < len(epsilons):
-            ax.set_xscale("symlog", linthresh=min(positive))
-        else:
-            ax.set_xscale("log")
+    _scale_x(ax, epsilons)
     ax.set_xlabel("test-time radius ε (ℓ∞)")
     ax.set_ylabel(f"certified accuracy on {split} (%)")
     ax.set_ylim(-2, 102)
@@ -326,3 +321,78 @@ def plot_epsilon(model_paths, *, dataset, data_dir, epsilons, split, seed, outpu
     ax.set_title(f"{results[0]['dataset']}: certified accuracy against ε", fontsize="medium")
     _save(fig, output)
     return {"output": str(output), "split": split, "epsilons": epsilons, "models": results}
+
+
+def _scale_x(ax, values) -> None:
+    """Logarithmic x axis for non-negative values spanning two decades or more."""
+    positive = [v for v in values if v > 0]
+    if positive and min(values) >= 0 and max(positive) / min(positive) >= 100:
+        if len(positive) < len(values):
+            ax.set_xscale("symlog", linthresh=min(positive))
+        else:
+            ax.set_xscale("log")
+
+
+# ------------------------------------------------------------------ sweeps
+
+
+def plot_sweep(results_path, *, x, output, size, dpi) -> dict:
+    """Certified accuracy (mean ± std over seeds) against the swept option ``x``.
+
+    One line per combination of the other swept options; the table is the
+    one ``intervalnn sweep`` prints (with its validation-only search).
+    """
+    from .sweep import read_results, summarize
+
+    _require_matplotlib()
+    rows, _ = read_results(results_path)
+    if not rows:
+        raise ValueError(f"{results_path} holds no sweep results")
+    summary = summarize(rows)
+    columns = summary["columns"]
+    if x is None and len(columns) == 1:
+        x = columns[0]
+    x = None if x is None else x.replace("-", "_")
+    if x not in columns:
+        swept = ", ".join(columns) or "nothing but seeds"
+        raise ValueError(f"choose --x from what {results_path} sweeps: {swept}")
+    others = [c for c in columns if c != x]
+    lines: dict[tuple, list] = {}
+    for entry in summary["rows"]:
+        if entry["certified_accuracy"] is not None:
+            key = tuple(entry["cell"][c] for c in others)
+            lines.setdefault(key, []).append(entry)
+    xs = sorted({e["cell"][x] for line in lines.values() for e in line}, key=repr)
+    numeric = all(isinstance(v, int | float) for v in xs)
+    if numeric:
+        xs = sorted(xs)
+    position = (lambda v: v) if numeric else {v: i for i, v in enumerate(xs)}.__getitem__
+
+    fig = _figure(size, dpi)
+    ax = fig.subplots()
+    for i, (key, line) in enumerate(sorted(lines.items(), key=lambda kv: repr(kv[0]))):
+        line.sort(key=lambda e: position(e["cell"][x]))
+        colour = CLASS_COLOURS[i % len(CLASS_COLOURS)]
+        label = ", ".join(
+            f"{c}={v:g}" if isinstance(v, float) else f"{c}={v}"
+            for c, v in zip(others, key, strict=True)
+        )
+        pos = [position(e["cell"][x]) for e in line]
+        mean = [100 * e["certified_accuracy"][0] for e in line]
+        std = [100 * e["certified_accuracy"][1] for e in line]
+        ax.errorbar(pos, mean, yerr=std, fmt="o-", capsize=3, color=colour, label=label or None)
+        nominal = [100 * e["accuracy"][0] for e in line]
+        ax.plot(pos, nominal, ":", color=colour, lw=1)
+    ax.plot([], [], color="0.3", ls=":", lw=1, label="nominal accuracy")
+    if numeric:
+        _scale_x(ax, xs)
+    else:
+        ax.set_xticks(range(len(xs)), [str(v) for v in xs])
+    ax.set_xlabel(x)
+    ax.set_ylabel("certified test accuracy (%), mean ± std over seeds")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    ax.set_title(f"{Path(results_path).name}: certified accuracy against {x}", fontsize="medium")
+    _save(fig, output)
+    return {"output": str(output), "x": x, **summary}

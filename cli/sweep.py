@@ -20,9 +20,12 @@ TOML grid files::
     learning_rate = [0.5, 1.0]
     loss = ["bce", "ce"]
 
-    [[cases]]                            # optional: options that change together
-    batch_size = 50                      # crossed with [grid]
-    epochs = 10
+    [[cases]]                            # optional: options that change together,
+    batch_size = 50                      # crossed with [grid]; several such lists
+    epochs = 10                          # as [[cases.NAME]] are crossed in turn
+    [[cases]]
+    batch_size = 200
+    epochs = 20
 
 ``search`` reproduces the paper's protocol: per seed, the cell with the best
 certified *validation* accuracy among the searched options is reported.
@@ -136,10 +139,10 @@ def cell_key(cell: dict) -> str:
 
 @dataclass
 class Grid:
-    """The cells of a sweep: every combination of ``axes``, crossed with ``cases``."""
+    """The cells of a sweep: every combination of ``axes``, crossed with each list of ``cases``."""
 
     axes: dict[str, list] = field(default_factory=dict)
-    cases: list[dict] = field(default_factory=lambda: [{}])
+    cases: list[list[dict]] = field(default_factory=list)  # lists of linked option values
     search: tuple[str, ...] = ()
     results: str | None = None
 
@@ -170,10 +173,14 @@ class Grid:
             raise GridError("[grid] must be a table of options")
         for name, raw in table.items():
             grid.set(name, raw)
-        cases = doc.get("cases", [{}])
-        if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases) or not cases:
-            raise GridError("cases must be an array of tables ([[cases]])")
-        grid.cases = [{_option(k).name: convert(k, v) for k, v in c.items()} for c in cases]
+        cases = doc.get("cases", [])
+        for group in cases.values() if isinstance(cases, dict) else [cases]:
+            if not isinstance(group, list) or not all(isinstance(c, dict) for c in group):
+                raise GridError("cases must be arrays of tables: [[cases]] or [[cases.NAME]]")
+            if group:
+                grid.cases.append(
+                    [{_option(k).name: convert(k, v) for k, v in c.items()} for c in group]
+                )
         grid.set_search(doc.get("search", []))
         return grid
 
@@ -190,9 +197,10 @@ class Grid:
 
     def cells(self) -> list[dict]:
         """Every cell's complete options (defaults filled in), in a fixed order."""
-        both = {k for case in self.cases for k in case} & set(self.axes)
-        if both:
-            raise GridError(f"{sorted(both)[0]} is set both in [grid] and in [[cases]]")
+        owners = [set(self.axes)] + [{k for c in group for k in c} for group in self.cases]
+        for a, b in itertools.combinations(owners, 2):
+            if a & b:
+                raise GridError(f"{sorted(a & b)[0]} is set in two places ([grid] or [[cases]])")
         if "seed" in self.search:
             raise GridError("search must not include seed: each seed is one experiment")
         varying = self.varying()
@@ -202,9 +210,12 @@ class Grid:
         defaults = {name: opt.default for name, opt in TRAIN_OPTIONS.items()}
         names = list(self.axes)
         out = []
-        for case in self.cases:  # cases outermost: with search, ties go to the first case
+        # cases outermost, then [grid] in file order: with search, ties go to the first
+        for cases in itertools.product(*self.cases):
             for combo in itertools.product(*(self.axes[n] for n in names)):
-                cell = {**defaults, **dict(zip(names, combo, strict=True)), **case}
+                cell = {**defaults, **dict(zip(names, combo, strict=True))}
+                for case in cases:
+                    cell.update(case)
                 _check_cell(cell)
                 out.append(cell)
         return out
@@ -214,9 +225,11 @@ class Grid:
         seen: dict[str, set] = {}
         for name, vals in self.axes.items():
             seen.setdefault(name, set()).update(map(repr, vals))
-        for case in self.cases:
-            for name in {k for c in self.cases for k in c}:
-                seen.setdefault(name, set()).add(repr(case.get(name, TRAIN_OPTIONS[name].default)))
+        for group in self.cases:
+            for case in group:
+                for name in {k for c in group for k in c}:
+                    default = TRAIN_OPTIONS[name].default
+                    seen.setdefault(name, set()).add(repr(case.get(name, default)))
         return [n for n in TRAIN_OPTIONS if len(seen.get(n, ())) > 1]
 
 
