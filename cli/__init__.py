@@ -328,16 +328,40 @@ def train_command(**options):
     default=None,
     help="Write per-sample results (index, label, certified, margin) as CSV.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Shard the data across this many local Dask worker processes.",
+)
+@click.option(
+    "--scheduler",
+    metavar="tcp://HOST:PORT",
+    default=None,
+    help="Shard the data across the workers of this running Dask cluster.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def certify_command(model, dataset, data_dir, epsilon, split, seed, device, per_sample, as_json):
+def certify_command(
+    model, dataset, data_dir, epsilon, split, seed, device, per_sample, workers, scheduler, as_json
+):
     """Certify a saved model on a data split.
+
+    With --workers or --scheduler the split is cut into shards certified on
+    Dask workers (pip install 'intervalnn[dask]'); the results are identical
+    to the serial run.
 
     \b
     Examples:
       intervalnn certify moons.npz --dataset moons --epsilon 0.01
       intervalnn certify moons.npz --dataset moons --json --per-sample out.csv
+      intervalnn certify mnist17.npz --data-dir ~/mnist --workers 2
     """
     from .commands import run_certify
+
+    if workers and scheduler:
+        raise click.UsageError("use --workers (a local cluster) or --scheduler, not both")
+    if (workers or scheduler) and device == "gpu":
+        raise click.UsageError("--workers/--scheduler shard across CPU workers: use --device cpu")
 
     summary = _guard(
         run_certify,
@@ -349,6 +373,8 @@ def certify_command(model, dataset, data_dir, epsilon, split, seed, device, per_
         seed=seed,
         device=device,
         per_sample=per_sample,
+        workers=workers,
+        scheduler=scheduler,
     )
     _emit(summary, as_json)
 

@@ -243,14 +243,38 @@ def run_train(*, output, **options) -> dict:
     return {"model": str(output), **summary}
 
 
-def run_certify(*, model_path, dataset, data_dir, epsilon, split, seed, device, per_sample) -> dict:
+def run_certify(
+    *,
+    model_path,
+    dataset,
+    data_dir,
+    epsilon,
+    split,
+    seed,
+    device,
+    per_sample,
+    workers=None,
+    scheduler=None,
+) -> dict:
+    """``intervalnn certify``; on Dask workers with ``workers`` or ``scheduler``."""
+    if workers or scheduler:
+        from .cluster import require_dask
+
+        require_dask("intervalnn certify --workers/--scheduler")
     model, meta, dataset, splits = load_model_and_data(model_path, dataset, data_dir, seed, device)
     data = getattr(splits, split)
     stored = meta["threat_model"]
     threat = ThreatModel(
         stored.epsilon, stored.inference_epsilon if epsilon is None else epsilon, stored.domain
     )
-    result = certify(model, data.x, data.y, threat)
+    if workers or scheduler:
+        from .cluster import certify_on_dask
+
+        result = certify_on_dask(
+            model, data.x, data.y, threat, workers=workers, scheduler=scheduler
+        )
+    else:
+        result = certify(model, data.x, data.y, threat)
     if per_sample:
         try:
             with open(per_sample, "w", newline="") as f:

@@ -620,6 +620,8 @@ def sweep_command(
         models = Path(results).with_name(Path(results).stem + "-models")
     if dry_run:
         vary = grid.varying()
+        fixed = {n: v[0] for n, v in grid.axes.items() if n not in vary}
+        click.echo("every cell: " + "  ".join(f"{n}={v}" for n, v in fixed.items()))
         for i, cell in enumerate(cells):
             click.echo(f"{i:>5}  " + "  ".join(f"{n}={cell[n]}" for n in vary))
         click.echo(f"{len(cells)} cells")
