@@ -2,9 +2,10 @@
 
 A grid names options of ``intervalnn train`` (the same names, types and
 checks) with one value or a list of values; a cell is one combination, run
-exactly as ``intervalnn train`` would run it.  Cells run on a Dask cluster,
-one task each, and every finished cell is appended at once to a JSON-lines
-results file (its configuration, metrics, timing, model path), so a crash or
+exactly as ``intervalnn train`` would run it.  Cells run as independent
+tasks on a Dask cluster (short cells a few to a task, see
+:func:`default_cells_per_task`), and every finished cell is appended at once
+to a JSON-lines results file (its configuration, metrics, timing, model path), so a crash or
 Ctrl-C loses nothing finished and rerunning the same sweep skips those
 cells.  A cell that fails is recorded with its error and the others go on.
 
@@ -245,11 +246,14 @@ def _check_cell(cell: dict) -> None:
 # ------------------------------------------------------------------ one cell (on a worker)
 
 
-def run_cell(cell: dict, index: int, search: tuple[str, ...]) -> tuple[dict, bytes | None]:
+def run_cell(
+    cell: dict, index: int, search: tuple[str, ...], keep_model: bool = True
+) -> tuple[dict, bytes | None]:
     """Train and certify one cell as ``intervalnn train`` would; its results row and model file.
 
     Runs on a Dask worker (or in-process with ``--serial``).  Errors become a
-    ``failed`` row: one cell never stops the sweep.
+    ``failed`` row: one cell never stops the sweep.  The model file's bytes
+    travel back only with ``keep_model`` (the client writes them).
     """
     from .commands import train_and_certify
 
@@ -266,7 +270,7 @@ def run_cell(cell: dict, index: int, search: tuple[str, ...]) -> tuple[dict, byt
     row["seconds"] = time.perf_counter() - t0
     row["worker"] = f"{socket.gethostname()}:{os.getpid()}"
     row["version"] = __version__
-    return row, data
+    return row, data if keep_model else None
 
 
 # ------------------------------------------------------------------ the results file
@@ -342,37 +346,71 @@ class SweepOutcome:
     seconds: float = 0.0
 
 
-def _serial(todo, search):
+def run_cells(chunk: list[tuple[int, dict]], search, keep_model: bool) -> list:
+    """:func:`run_cell` for each ``(index, cell)`` of ``chunk``: one Dask task."""
+    return [run_cell(cell, index, search, keep_model) for index, cell in chunk]
+
+
+def _serial(todo, search, keep_model):
     for index, cell in todo:
-        yield run_cell(cell, index, search)
+        yield run_cell(cell, index, search, keep_model)
 
 
-def _on_dask(todo, search, workers, scheduler):
+#: Cells per task when not given: tasks of ~16 Two-Moons cells take ~0.3 s, well
+#: above Dask's overhead per task (a few ms), and at least 32 tasks per worker thread
+#: keep the load balanced; a crashed worker loses at most one task's cells.
+MAX_CELLS_PER_TASK = 16
+TASKS_PER_THREAD = 32
+
+
+def default_cells_per_task(cells: int, threads: int) -> int:
+    """Cells per task for ``cells`` cells on ``threads`` worker threads."""
+    return max(1, min(MAX_CELLS_PER_TASK, cells // (TASKS_PER_THREAD * max(1, threads))))
+
+
+def _task_failed(future, chunk, search) -> list[tuple[dict, None]]:
+    """The rows of the cells of a task that failed outside ``run_cell`` (a worker died)."""
+    exc = future.exception()
+    rows = []
+    for index, cell in chunk:
+        row = {"key": cell_key(cell), "index": index, "status": "failed", "config": cell}
+        row.update(search=list(search), version=__version__)
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        rows.append((row, None))
+    return rows
+
+
+def _on_dask(todo, search, keep_model, workers, scheduler, per_task=None):
     from .cluster import dask_client
 
     with dask_client("intervalnn sweep", workers, scheduler) as client:
         import distributed
 
-        keys = [f"intervalnn-cell-{cell_key(cell)}" for _, cell in todo]
-        futures = client.map(
-            run_cell,
-            [c for _, c in todo],
-            [i for i, _ in todo],
-            [search] * len(todo),
-            key=keys,
-        )
-        by_key = {f.key: item for f, item in zip(futures, todo, strict=True)}
+        if per_task is None:
+            threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+            per_task = default_cells_per_task(len(todo), threads)
+        chunks = [todo[i : i + per_task] for i in range(0, len(todo), per_task)]
+        futures = [
+            client.submit(
+                run_cells,
+                chunk,
+                search,
+                keep_model,
+                key=f"intervalnn-cells-{cell_key(chunk[0][1])}-{len(chunk)}",
+            )
+            for chunk in chunks
+        ]
+        by_key = {f.key: chunk for f, chunk in zip(futures, chunks, strict=True)}
         try:
-            for future in distributed.as_completed(futures):
-                try:
-                    yield future.result()
-                except Exception as exc:  # the task, not the cell, failed (e.g. a worker died)
-                    index, cell = by_key[future.key]
-                    row = {"key": cell_key(cell), "index": index, "status": "failed"}
-                    row.update(config=cell, search=list(search), version=__version__)
-                    row["error"] = f"{type(exc).__name__}: {exc}"
-                    yield row, None
-                future.release()
+            # finished tasks in batches, each fetched in one round trip
+            for batch in distributed.as_completed(futures).batches():
+                done = [f for f in batch if f.status == "finished"]
+                for rows in client.gather(done) if done else []:
+                    yield from rows
+                for future in batch:
+                    if future.status != "finished":  # the task, not a cell, failed
+                        yield from _task_failed(future, by_key[future.key], search)
+                client.cancel(batch)  # releases what is kept for them
         finally:
             client.cancel(futures)
 
@@ -395,19 +433,25 @@ def run_sweep(
     serial=False,
     workers=None,
     scheduler=None,
+    per_task=None,
     progress=None,
 ) -> SweepOutcome:
     """Run the cells of ``grid`` not yet finished in ``results``; append their rows.
 
     Models go to ``models/<key>.npz`` (none when ``models`` is None).  On
-    Dask unless ``serial``; ``progress(row)`` is called as each cell finishes.
+    Dask unless ``serial``, ``per_task`` cells per task (default:
+    :func:`default_cells_per_task`); ``progress(row)`` is called as each cell finishes.
     """
     cells, todo, unreadable = plan(grid, results)
     outcome = SweepOutcome(cells=len(cells), skipped=len(cells) - len(todo), unreadable=unreadable)
     if not todo:
         return outcome
     t0 = time.perf_counter()
-    run = _serial(todo, grid.search) if serial else _on_dask(todo, grid.search, workers, scheduler)
+    keep = models is not None
+    if serial:
+        run = _serial(todo, grid.search, keep)
+    else:
+        run = _on_dask(todo, grid.search, keep, workers, scheduler, per_task)
     writer = ResultsWriter(results)
     try:
         for row, data in run:
@@ -566,6 +610,12 @@ def _where(serial, workers, scheduler) -> str:
     metavar="tcp://HOST:PORT",
     help="Run on this running Dask cluster ('dask scheduler' / 'dask worker').",
 )
+@click.option(
+    "--cells-per-task",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Cells run by one Dask task  [default: up to 16, at least 32 tasks per worker]",
+)
 @click.option("--serial", is_flag=True, help="Run the cells one by one in this process (no Dask).")
 @click.option("--dry-run", is_flag=True, help="List the cells and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
@@ -579,13 +629,14 @@ def sweep_command(
     no_models,
     workers,
     scheduler,
+    cells_per_task,
     serial,
     dry_run,
     as_json,
     quiet,
     **grid_options,
 ):
-    """Run a grid of certified training runs, each cell an independent Dask task.
+    """Run a grid of certified training runs as independent tasks on Dask.
 
     The grid comes from a TOML file (see the README) and/or from training
     options given as comma-separated lists; each cell runs as 'intervalnn
@@ -660,6 +711,7 @@ def sweep_command(
                 serial=serial,
                 workers=workers,
                 scheduler=scheduler,
+                per_task=cells_per_task,
                 progress=progress,
             )
     except KeyboardInterrupt:

@@ -21,7 +21,14 @@ import pytest
 from click.testing import CliRunner
 
 from intervalnn.cli import main
-from intervalnn.cli.sweep import VOLATILE, Grid, GridError, read_results, summarize
+from intervalnn.cli.sweep import (
+    VOLATILE,
+    Grid,
+    GridError,
+    default_cells_per_task,
+    read_results,
+    summarize,
+)
 
 distributed = pytest.importorskip("distributed", reason="needs the dask extra")
 
@@ -139,10 +146,13 @@ def test_serial_and_dask_results_are_identical_and_equal_train(tmp_path):
     grid = [*SMALL, "--epsilon", "1e-3,0.01", "--seeds", "0-1", "--learning-rate", "0.5,2"]
     run("sweep", *grid, "--serial", "--results", tmp_path / "serial.jsonl", "-q")
     run("sweep", *grid, "--workers", "2", "--results", tmp_path / "dask.jsonl", "-q")
+    run("sweep", *grid, "--workers", "2", "--cells-per-task", "3", "--results",
+        tmp_path / "chunked.jsonl", "-q")  # fmt: skip
     serial, _ = read_results(tmp_path / "serial.jsonl")
     dask, _ = read_results(tmp_path / "dask.jsonl")
-    assert len(serial) == len(dask) == 8
-    assert stable(serial) == stable(dask)  # metrics and the model digest, bit for bit
+    chunked, _ = read_results(tmp_path / "chunked.jsonl")
+    assert len(serial) == len(dask) == len(chunked) == 8
+    assert stable(serial) == stable(dask) == stable(chunked)  # metrics, model digest: bit for bit
     assert all(Path(r["model"]).is_file() for r in serial + dask)
 
     # a cell of the sweep is exactly `intervalnn train` with its options
@@ -189,8 +199,8 @@ def test_a_failing_cell_is_recorded_and_the_rest_complete(tmp_path, scheduler):
     results = tmp_path / "f.jsonl"
     missing = tmp_path / "missing.npz"
     args = ["sweep", *SMALL[2:], "--dataset", f"moons,{missing}", "--seeds", "0-1"]
-    args += ["--results", results, "--scheduler", scheduler, "-q"]
-    out = run(*args, code=1)
+    args += ["--results", results, "--scheduler", scheduler, "--cells-per-task", "4", "-q"]
+    out = run(*args, code=1)  # one task: two cells fail inside it, two succeed
     assert "2 of 4 cells failed" in out.stderr and "missing.npz" in out.stderr
     rows = read_results(results)[0]
     failed = [r for r in rows if r["status"] == "failed"]
@@ -228,6 +238,13 @@ def test_interrupt_loses_nothing_and_resume_finishes(tmp_path):
     assert f"{len(before & set(range(5)))} already done" in done.stderr
     seeds = [r["config"]["seed"] for r in read_results(results)[0]]
     assert len(seeds) == len(set(seeds))  # no cell ran twice
+
+
+def test_short_cells_go_a_few_to_a_task():
+    assert default_cells_per_task(5120, 2) == 16  # Table 1: ~0.3 s tasks
+    assert default_cells_per_task(1000, 2) == 15
+    assert default_cells_per_task(40, 2) == 1  # few cells: one per task
+    assert default_cells_per_task(0, 0) == 1
 
 
 def test_table_selects_on_validation_per_seed_first_on_ties():

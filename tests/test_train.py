@@ -216,6 +216,44 @@ def test_blow_up_stops_with_a_message():
         assert np.all(np.isfinite(box.lo)) and np.all(np.isfinite(box.hi))
 
 
+@pytest.mark.parametrize("validate_every", ["step", "epoch"])
+def test_patience_stops_once_validation_certifies_nothing(validate_every):
+    sp = two_moons_splits(seed=0, n_train=200)
+
+    def fit(patience):
+        model = mlp(2, 1, hidden=8, layers=2, seed=0)
+        cfg = TrainConfig(
+            epochs=6, learning_rate=1.0, batch_size=100, patience=patience,
+            validate_every=validate_every,
+        )  # fmt: skip
+        return train(model, sp.train.x, sp.train.y, ThreatModel(0.5), cfg, sp.val.x, sp.val.y)
+
+    never, patient = fit(0), fit(2)
+    assert all(r["val_certified_accuracy"] == 0 for r in never.history[1:])  # eps 0.5: nothing
+    assert len(never.history) == 1 + (12 if validate_every == "step" else 6)
+    assert never.stopped is None
+    assert [r["step"] for r in patient.history] == [0, 1, 2] if validate_every == "step" else [
+        0, 2, 4
+    ]  # fmt: skip
+    assert patient.stopped == "early stop: nothing certified on validation for 2 validations"
+
+
+def test_min_step_never_keeps_an_earlier_model():
+    sp = two_moons_splits(seed=0, n_train=200)
+    kept = {}
+    for min_step in (0, 1, 3):
+        model = mlp(2, 1, hidden=8, layers=2, seed=0)
+        cfg = TrainConfig(epochs=2, learning_rate=4.0, batch_size=50, min_step=min_step)
+        cfg = TrainConfig(**{**cfg.to_dict(), "validate_every": "step"})
+        res = train(model, sp.train.x, sp.train.y, ThreatModel(0.5), cfg, sp.val.x, sp.val.y)
+        eligible = [r for r in res.history if r["step"] >= min_step]
+        best = max(r["val_certified_accuracy"] for r in eligible)
+        first = next(r for r in eligible if r["val_certified_accuracy"] == best)
+        assert res.best == first
+        kept[min_step] = res.best["step"]
+    assert kept == {0: 0, 1: 1, 3: 3}  # eps 0.5 certifies nothing: ties go to the first
+
+
 def test_linear_init_matches_pytorch_default_bounds():
     layer = Linear(50, 7, rng=np.random.default_rng(0))
     w = layer.weight.lo
