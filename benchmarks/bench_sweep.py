@@ -10,6 +10,9 @@ Measures, in one run on this machine:
   ``client.map`` + ``as_completed`` exactly as the sweep submits them, per
   task; and the round trip of one task at a time;
 * the start of a local cluster (worker processes, imports, version check);
+* ``certify`` against ``certify --workers 2`` (:func:`certify_on_dask`) on
+  ``--certify-points`` random MNIST-sized inputs (784 features) with a
+  784-256-1 network, on a cluster already started, and its start;
 * the data shipped per task: the pickled arguments and results of a task of
   16 Table 1 cells (the default chunk).
 
@@ -82,11 +85,44 @@ def overheads(tasks: int) -> dict:
     return out
 
 
+def certify_speed(points: int, repeat: int) -> dict:
+    import numpy as np
+
+    from intervalnn.certify import certify
+    from intervalnn.cli.cluster import certify_on_dask, dask_client
+    from intervalnn.layers import mlp
+    from intervalnn.threat import ThreatModel
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((points, 784)), rng.integers(0, 2, points)
+    model, threat = mlp(784, 1, hidden=256, layers=2, seed=0), ThreatModel(1e-4)
+    serial, sharded = [], []
+    t0 = time.perf_counter()
+    with dask_client("bench", workers=2) as client:
+        start = time.perf_counter() - t0
+        address = client.scheduler.address
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            a = certify(model, x, y, threat)
+            serial.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            b = certify_on_dask(model, x, y, threat, scheduler=address)
+            sharded.append(time.perf_counter() - t0)
+            assert np.array_equal(a.margin, b.margin)
+    return {
+        "start": start,
+        "serial": statistics.median(serial),
+        "sharded": statistics.median(sharded),
+        "megabytes": x.nbytes / 2**20,
+    }
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--tasks", type=int, default=2000)
     p.add_argument("--grid", type=Path, default=TABLE1)
+    p.add_argument("--certify-points", type=int, default=20000)
     p.add_argument(
         "--per-task", default="auto", help="comma-separated --cells-per-task values (auto: default)"
     )
@@ -104,6 +140,15 @@ def main(argv=None) -> None:
         f"data per task of 16 cells: arguments {o['args_bytes']} B; "
         f"result {o['result_bytes_no_model']} B "
         f"(--no-models), {o['result_bytes_with_model']} B with the model file\n"
+    )
+
+    c = certify_speed(args.certify_points, 5)
+    print(
+        f"certify {args.certify_points} points ({c['megabytes']:.0f} MiB), 784-256-1: serial "
+        f"{c['serial']:.2f} s, on 2 workers {c['sharded']:.2f} s (median of 5, identical "
+        f"margins): {c['serial'] / c['sharded']:.2f}x; a fresh local cluster adds "
+        f"{c['start']:.2f} s\n",
+        flush=True,
     )
 
     settings = args.per_task.split(",")

@@ -109,10 +109,10 @@ def _check_workers(client, scheduler: str | None) -> None:
         )
 
 
-def _certify_shard(model, x, y, threat):
+def _certify_shard(model, shard, threat):
     from intervalnn.certify import certify
 
-    result = certify(model, x, y, threat)
+    result = certify(model, *shard, threat)
     return result.margin, result.nominal_correct
 
 
@@ -121,7 +121,8 @@ def certify_on_dask(model, x, y, threat, *, workers=None, scheduler=None, batch_
 
     Shards are whole multiples of certify's ``batch_size`` rows, so every
     sample is bounded by the same computations as in a serial run: the
-    results are identical.  The model travels to each worker once.
+    results are identical.  The model travels to each worker once, each
+    shard to one worker.
     """
     import numpy as np
 
@@ -131,13 +132,12 @@ def certify_on_dask(model, x, y, threat, *, workers=None, scheduler=None, batch_
         n = len(y)
         n_workers = max(1, len(client.scheduler_info()["workers"]))
         batches = -(-n // batch_size)
-        shard = batch_size * max(1, -(-batches // (4 * n_workers)))  # ~4 shards per worker
+        # one batch per shard (~0.1-1 s of work) unless there are many: balanced load
+        shard = batch_size * max(1, batches // (16 * n_workers))
         remote_model = client.scatter(model, broadcast=True)
+        shards = client.scatter([(x[i : i + shard], y[i : i + shard]) for i in range(0, n, shard)])
         futures = [
-            client.submit(
-                _certify_shard, remote_model, x[i : i + shard], y[i : i + shard], threat, pure=False
-            )
-            for i in range(0, n, shard)
+            client.submit(_certify_shard, remote_model, part, threat, pure=False) for part in shards
         ]
         parts = client.gather(futures)
     margin = np.concatenate([m for m, _ in parts]) if parts else np.zeros(0)

@@ -5,9 +5,10 @@ checks) with one value or a list of values; a cell is one combination, run
 exactly as ``intervalnn train`` would run it.  Cells run as independent
 tasks on a Dask cluster (short cells a few to a task, see
 :func:`default_cells_per_task`), and every finished cell is appended at once
-to a JSON-lines results file (its configuration, metrics, timing, model path), so a crash or
-Ctrl-C loses nothing finished and rerunning the same sweep skips those
-cells.  A cell that fails is recorded with its error and the others go on.
+to a JSON-lines results file (its configuration, metrics, timing, model
+path), so a crash or Ctrl-C loses nothing finished and rerunning the same
+sweep skips those cells.  A cell that fails is recorded with its error and
+the others go on.
 
 TOML grid files::
 
@@ -102,15 +103,16 @@ def convert(name: str, value):
         raise GridError(f"{opt.name}: {exc.message}") from None
 
 
-def values(name: str, raw) -> list:
-    """The values of ``name`` from a TOML value or a command-line string.
+def values(name: str, raw, split: bool = False) -> list:
+    """The values of ``name`` from a TOML value, or a command-line string with ``split``.
 
-    A list sweeps its elements; a string is split at commas; integer options
-    also take ranges ``A-B`` (both ends included).  Duplicates are an error.
+    A list sweeps its elements; with ``split`` a string is split at commas;
+    integer options also take ranges ``A-B`` (both ends included).
+    Duplicates are an error.
     """
     opt = _option(name)
     items = list(raw) if isinstance(raw, list | tuple) else [raw]
-    if isinstance(raw, str):
+    if split and isinstance(raw, str):
         items = [s.strip() for s in raw.split(",")]
     out = []
     for item in items:
@@ -168,7 +170,10 @@ class Grid:
         for key in doc:
             if key not in known:
                 raise _unknown(key, known, "top-level key")
-        grid = cls(results=doc.get("results"))
+        results = doc.get("results")
+        if results is not None and (not isinstance(results, str) or not results.strip()):
+            raise GridError(f"results must be a file name, not {results!r}")
+        grid = cls(results=results)
         table = doc.get("grid", {})
         if not isinstance(table, dict):
             raise GridError("[grid] must be a table of options")
@@ -185,9 +190,9 @@ class Grid:
         grid.set_search(doc.get("search", []))
         return grid
 
-    def set(self, name: str, raw) -> None:
-        """Sweep option ``name`` over ``raw`` (replacing what it had)."""
-        self.axes[_option(name).name] = values(name, raw)
+    def set(self, name: str, raw, split: bool = False) -> None:
+        """Sweep option ``name`` over ``raw`` (replacing what it had); see :func:`values`."""
+        self.axes[_option(name).name] = values(name, raw, split)
 
     def set_search(self, names) -> None:
         if isinstance(names, str):
@@ -658,7 +663,7 @@ def sweep_command(
         grid = Grid.from_toml(grid_file) if grid_file else Grid()
         for name, raw in grid_options.items():
             if raw is not None:
-                grid.set(name, raw)
+                grid.set(name, raw, split=True)
         if search is not None:
             grid.set_search(search)
         cells = grid.cells()

@@ -115,6 +115,8 @@ def test_toml_grid_gives_every_cell_with_defaults(tmp_path):
         ("[grid]\nepsilon = 0.1", "dataset is required"),
         ('[grid]\ndataset = "moons"\npretrain_epochs = 2', "needs clean pretraining data"),
         ("cases = 3\n[grid]\ndataset = 'moons'", "cases must be arrays of tables"),
+        ("results = 3\n[grid]\ndataset = 'moons'", "results must be a file name"),
+        ('[grid]\ndataset = "moons"\nseed = "0,1"', "seed: '0,1' is not a valid integer"),
     ],
 )
 def test_bad_grids_are_usage_errors_naming_the_problem(tmp_path, text, message):
