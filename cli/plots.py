@@ -378,10 +378,10 @@ def plot_sweep(results_path, *, x, output, size, dpi) -> dict:
             for c, v in zip(others, key, strict=True)
         )
         pos = [position(e["cell"][x]) for e in line]
-        mean = [100 * e["certified_accuracy"][0] for e in line]
-        std = [100 * e["certified_accuracy"][1] for e in line]
+        mean = [100 * e["certified_accuracy"]["mean"] for e in line]
+        std = [100 * e["certified_accuracy"]["std"] for e in line]
         ax.errorbar(pos, mean, yerr=std, fmt="o-", capsize=3, color=colour, label=label or None)
-        nominal = [100 * e["accuracy"][0] for e in line]
+        nominal = [100 * e["accuracy"]["mean"] for e in line]
         ax.plot(pos, nominal, ":", color=colour, lw=1)
     ax.plot([], [], color="0.3", ls=":", lw=1, label="nominal accuracy")
     if numeric:

@@ -482,8 +482,8 @@ def run_sweep(
 # ------------------------------------------------------------------ the table
 
 
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    return statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+def _mean_std(xs: list[float]) -> dict:
+    return {"mean": statistics.mean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0}
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -519,7 +519,7 @@ def summarize(rows: list[dict]) -> dict:
         entry.update(runs=g["runs"], failed=g["failed"])
         for metric in ("certified_accuracy", "accuracy", "val_certified_accuracy"):
             xs = [r["metrics"][metric] for r in picked if r["metrics"].get(metric) is not None]
-            entry[metric] = list(_mean_std(xs)) if xs else None
+            entry[metric] = _mean_std(xs) if xs else None
         if search:
             chosen = Counter(", ".join(f"{n}={r['config'].get(n)}" for n in search) for r in picked)
             entry["chosen"] = dict(chosen.most_common())
@@ -527,8 +527,8 @@ def summarize(rows: list[dict]) -> dict:
     return {"columns": columns, "search": search, "rows": table}
 
 
-def _pct(pair) -> str:
-    return "-" if pair is None else f"{100 * pair[0]:.1f} ± {100 * pair[1]:.1f}"
+def _pct(stats) -> str:
+    return "-" if stats is None else f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
 
 
 def format_table(summary: dict) -> str:

@@ -266,12 +266,13 @@ def test_table_selects_on_validation_per_seed_first_on_ties():
     assert summary["columns"] == [] and summary["search"] == ["learning_rate"]
     (entry,) = summary["rows"]
     assert entry["seeds"] == 2 and entry["runs"] == 4
-    assert entry["certified_accuracy"] == pytest.approx([0.2, np.std([0.1, 0.3], ddof=1)])
+    expected = {"mean": pytest.approx(0.2), "std": pytest.approx(np.std([0.1, 0.3], ddof=1))}
+    assert entry["certified_accuracy"] == expected
     assert entry["chosen"] == {"learning_rate=0.5": 1, "learning_rate=1.0": 1}
 
     rows.append(row(4, 1, 2.0, 0.95, 0.0, status="failed"))  # failures choose nothing
     entry = summarize(rows)["rows"][0]
-    assert entry["failed"] == 1 and entry["certified_accuracy"][0] == pytest.approx(0.2)
+    assert entry["failed"] == 1 and entry["certified_accuracy"]["mean"] == pytest.approx(0.2)
 
 
 def test_plot_sweep_draws_the_swept_option(tmp_path, scheduler):
