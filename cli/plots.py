@@ -345,9 +345,11 @@ def plot_sweep(results_path, *, x, output, size, dpi) -> dict:
     from .sweep import read_results, summarize
 
     _require_matplotlib()
+    if not Path(results_path).is_file():
+        raise OSError(f"results file {results_path} does not exist")
     rows, _ = read_results(results_path)
-    if not rows:
-        raise ValueError(f"{results_path} holds no sweep results")
+    if not any(r["status"] == "ok" for r in rows):
+        raise ValueError(f"{results_path} holds no finished sweep cells to plot")
     summary = summarize(rows)
     columns = summary["columns"]
     if x is None and len(columns) == 1:

@@ -39,6 +39,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
 import socket
@@ -63,6 +64,9 @@ from intervalnn import __version__
 TRAIN_OPTIONS: dict[str, click.Option] = {}
 #: Per-cell fields that differ between two runs of the same cell (timing, place).
 VOLATILE = ("seconds", "worker", "finished", "model")
+#: Limits that turn a typo (``seed = "0-100000000"``) into an error instead of a hang.
+MAX_VALUES = 100_000
+MAX_CELLS = 1_000_000
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
 
@@ -121,6 +125,8 @@ def values(name: str, raw, split: bool = False) -> list:
             lo, hi = int(m[1]), int(m[2])
             if hi < lo:
                 raise GridError(f"{opt.name}: empty range {item!r}")
+            if hi - lo >= MAX_VALUES:
+                raise GridError(f"{opt.name}: range {item!r} has over {MAX_VALUES:,} values")
             out.extend(convert(name, v) for v in range(lo, hi + 1))
         elif item == "":
             raise GridError(f"{opt.name}: empty value in {raw!r}")
@@ -160,9 +166,11 @@ class Grid:
         except tomllib.TOMLDecodeError as exc:
             raise GridError(f"{path} is not valid TOML: {exc}") from None
         try:
-            return cls.from_dict(doc)
+            grid = cls.from_dict(doc)
         except GridError as exc:
             raise GridError(f"{path}: {exc}") from None
+        grid.resolve(path)
+        return grid
 
     @classmethod
     def from_dict(cls, doc: dict) -> Grid:
@@ -177,18 +185,26 @@ class Grid:
         table = doc.get("grid", {})
         if not isinstance(table, dict):
             raise GridError("[grid] must be a table of options")
+        _no_twice(table, "[grid]")
         for name, raw in table.items():
             grid.set(name, raw)
         cases = doc.get("cases", [])
         for group in cases.values() if isinstance(cases, dict) else [cases]:
             if not isinstance(group, list) or not all(isinstance(c, dict) for c in group):
                 raise GridError("cases must be arrays of tables: [[cases]] or [[cases.NAME]]")
+            for case in group:
+                _no_twice(case, "[[cases]]")
             if group:
                 grid.cases.append(
                     [{_option(k).name: convert(k, v) for k, v in c.items()} for c in group]
                 )
         grid.set_search(doc.get("search", []))
         return grid
+
+    def resolve(self, path: Path) -> None:
+        """Make a relative ``results`` from a grid file relative to that file's directory."""
+        if self.results is not None and not Path(self.results).is_absolute():
+            self.results = str(path.parent / self.results)
 
     def set(self, name: str, raw, split: bool = False) -> None:
         """Sweep option ``name`` over ``raw`` (replacing what it had); see :func:`values`."""
@@ -203,10 +219,26 @@ class Grid:
 
     def cells(self) -> list[dict]:
         """Every cell's complete options (defaults filled in), in a fixed order."""
-        owners = [set(self.axes)] + [{k for c in group for k in c} for group in self.cases]
-        for a, b in itertools.combinations(owners, 2):
+        linked = [{k for c in group for k in c} for group in self.cases]
+        for a, b in itertools.combinations(linked, 2):
             if a & b:
-                raise GridError(f"{sorted(a & b)[0]} is set in two places ([grid] or [[cases]])")
+                raise GridError(f"{sorted(a & b)[0]} is set in two lists of [[cases]]")
+        for group in linked:
+            if group & set(self.axes):
+                raise GridError(
+                    f"{sorted(group & set(self.axes))[0]} is set both in [[cases]] and in "
+                    "[grid] or on the command line"
+                )
+            searched = group & set(self.search)
+            if searched and searched != group:
+                raise GridError(
+                    f"search names {sorted(searched)[0]}, which [[cases]] ties to "
+                    f"{sorted(group - searched)[0]}: search all of them or none"
+                )
+        count = math.prod(len(v) for v in self.axes.values())
+        count *= math.prod(len(g) for g in self.cases)
+        if count > MAX_CELLS:
+            raise GridError(f"the grid has {count:,} cells, more than {MAX_CELLS:,}")
         if "seed" in self.search:
             raise GridError("search must not include seed: each seed is one experiment")
         varying = self.varying()
@@ -237,6 +269,16 @@ class Grid:
                     default = TRAIN_OPTIONS[name].default
                     seen.setdefault(name, set()).add(repr(case.get(name, default)))
         return [n for n in TRAIN_OPTIONS if len(seen.get(n, ())) > 1]
+
+
+def _no_twice(table: dict, where: str) -> None:
+    """``learning-rate`` and ``learning_rate`` in one table are the same option, twice."""
+    seen: dict[str, str] = {}
+    for key in table:
+        name = key.replace("-", "_")
+        if name in seen:
+            raise GridError(f"{where} sets {name} twice ({seen[name]!r} and {key!r})")
+        seen[name] = key
 
 
 def _check_cell(cell: dict) -> None:
@@ -287,7 +329,7 @@ def read_results(path) -> tuple[list[dict], int]:
     if not path.exists():
         return [], 0
     rows, bad = [], 0
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             if not line.strip():
                 continue
@@ -296,7 +338,14 @@ def read_results(path) -> tuple[list[dict], int]:
             except json.JSONDecodeError:
                 bad += 1
                 continue
-            if isinstance(row, dict) and "key" in row and "config" in row:
+            if (
+                isinstance(row, dict)
+                and isinstance(row.get("key"), str)
+                and isinstance(row.get("index"), int)
+                and isinstance(row.get("config"), dict)
+                and row.get("status") in ("ok", "failed")
+                and (row["status"] != "ok" or isinstance(row.get("metrics"), dict))
+            ):
                 rows.append(row)
             else:
                 bad += 1
@@ -313,8 +362,11 @@ class ResultsWriter:
 
     def __init__(self, path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "a+b")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(self.path, "a+b")
+        except OSError as exc:
+            raise OSError(f"cannot write results file {path}: {exc.strerror or exc}") from None
         self._f.seek(0, os.SEEK_END)
         if self._f.tell():  # a crash may have cut the last line: start on a fresh one
             self._f.seek(-1, os.SEEK_END)
@@ -373,6 +425,12 @@ def default_cells_per_task(cells: int, threads: int) -> int:
     return max(1, min(MAX_CELLS_PER_TASK, cells // (TASKS_PER_THREAD * max(1, threads))))
 
 
+def _task_key(chunk, search, keep_model) -> str:
+    """A Dask key naming everything the task computes: sweeps sharing a cluster never collide."""
+    text = json.dumps([[cell_key(c) for _, c in chunk], list(search), keep_model])
+    return f"intervalnn-cells-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+
+
 def _task_failed(future, chunk, search) -> list[tuple[dict, None]]:
     """The rows of the cells of a task that failed outside ``run_cell`` (a worker died)."""
     exc = future.exception()
@@ -397,11 +455,7 @@ def _on_dask(todo, search, keep_model, workers, scheduler, per_task=None):
         chunks = [todo[i : i + per_task] for i in range(0, len(todo), per_task)]
         futures = [
             client.submit(
-                run_cells,
-                chunk,
-                search,
-                keep_model,
-                key=f"intervalnn-cells-{cell_key(chunk[0][1])}-{len(chunk)}",
+                run_cells, chunk, search, keep_model, key=_task_key(chunk, search, keep_model)
             )
             for chunk in chunks
         ]
@@ -409,11 +463,25 @@ def _on_dask(todo, search, keep_model, workers, scheduler, per_task=None):
         try:
             # finished tasks in batches, each fetched in one round trip
             for batch in distributed.as_completed(futures).batches():
-                done = [f for f in batch if f.status == "finished"]
-                for rows in client.gather(done) if done else []:
+                status = {f.key: f.status for f in batch}  # read once: it may change
+                if any(v not in ("finished", "error") for v in status.values()):
+                    raise RuntimeError(
+                        "the Dask cluster dropped the sweep's tasks (scheduler lost or "
+                        "restarted?); the cells finished so far are saved: rerun the same "
+                        "command to resume"
+                    )
+                done = [f for f in batch if status[f.key] == "finished"]
+                try:
+                    gathered = client.gather(done) if done else []
+                except (OSError, distributed.CancelledError) as exc:
+                    raise RuntimeError(
+                        f"lost the Dask cluster ({type(exc).__name__}); the cells finished so "
+                        "far are saved: rerun the same command to resume"
+                    ) from None
+                for rows in gathered:
                     yield from rows
                 for future in batch:
-                    if future.status != "finished":  # the task, not a cell, failed
+                    if status[future.key] == "error":  # the task, not a cell, failed
                         yield from _task_failed(future, by_key[future.key], search)
                 client.cancel(batch)  # releases what is kept for them
         finally:
@@ -486,15 +554,18 @@ def _mean_std(xs: list[float]) -> dict:
     return {"mean": statistics.mean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0}
 
 
-def summarize(rows: list[dict]) -> dict:
+def summarize(rows: list[dict], search=None) -> dict:
     """Mean ± std over seeds per cell of the varying options other than seed and search.
 
     With ``search``, each seed contributes its cell with the best certified
     validation accuracy among the searched options (the first in grid order on
-    ties), as the paper's protocol asks; test metrics feed no choice.
+    ties), as the paper's protocol asks; test metrics feed no choice.  ``search``
+    defaults to the one the rows were run with.
     """
     rows = sorted(latest(rows).values(), key=lambda r: r["index"])
-    search = sorted({s for r in rows for s in r.get("search", ())})
+    if search is None:
+        search = {s for r in rows for s in r.get("search", ())}
+    search = sorted(search)
     names = list(TRAIN_OPTIONS) or (list(rows[0]["config"]) if rows else [])
     vary = [n for n in names if len({repr(r["config"].get(n)) for r in rows}) > 1]
     columns = [n for n in vary if n != "seed" and n not in search]
@@ -659,6 +730,12 @@ def sweep_command(
     """
     if sum(map(bool, (serial, workers, scheduler))) > 1:
         raise click.UsageError("use one of --serial, --workers and --scheduler")
+    if scheduler is not None and not scheduler.strip():
+        raise click.UsageError("--scheduler needs an address, e.g. tcp://HOST:8786")
+    if serial and cells_per_task:
+        raise click.UsageError("--cells-per-task is for Dask tasks; --serial runs no tasks")
+    if no_models and models:
+        raise click.UsageError("use --models DIR or --no-models, not both")
     try:
         grid = Grid.from_toml(grid_file) if grid_file else Grid()
         for name, raw in grid_options.items():
@@ -672,6 +749,10 @@ def sweep_command(
     if results is None:
         results = grid.results or (Path(grid_file).with_suffix(".jsonl") if grid_file else None)
         results = Path(results or "sweep.jsonl")
+    if Path(results).suffix.lower() == ".toml" or (
+        grid_file and Path(results).resolve() == Path(grid_file).resolve()
+    ):
+        raise click.UsageError(f"--results {results} would overwrite a grid: use a .jsonl file")
     if models is None and not no_models:
         models = Path(results).with_name(Path(results).stem + "-models")
     if dry_run:
@@ -687,6 +768,8 @@ def sweep_command(
 
         _guard(require_dask, "intervalnn sweep")
     cells, todo, unreadable = _guard(plan, grid, results)
+    if models is not None and todo:
+        _guard(_check_writable, Path(models))
     if unreadable:
         echo_err(f"{results}: skipped {unreadable} unreadable lines (cut off by a crash?)")
     echo_err(
@@ -725,9 +808,10 @@ def sweep_command(
             "rerun the same command to resume"
         )
         sys.exit(130)
-    keys = {cell_key(c) for c in cells}
-    rows = [r for r in read_results(results)[0] if r["key"] in keys]
-    summary = summarize(rows)
+    # this grid's rows, in this grid's order and with its search (the file may hold others)
+    order = {cell_key(c): i for i, c in enumerate(cells)}
+    rows = [{**r, "index": order[r["key"]]} for r in read_results(results)[0] if r["key"] in order]
+    summary = summarize(rows, search=grid.search)
     if as_json:
         _emit({**summary, "results": str(results), "seconds": outcome.seconds}, True)
     else:
@@ -736,7 +820,9 @@ def sweep_command(
             f"\n{outcome.ran} cells run in {outcome.seconds:.1f} s, {outcome.skipped} already "
             f"done; results: {results}" + (f"; models: {models}" if models is not None else "")
         )
-    failed = [r for r in latest(rows).values() if r["status"] != "ok"]
+    failed = sorted(
+        (r for r in latest(rows).values() if r["status"] != "ok"), key=lambda r: r["index"]
+    )
     if failed:
         from . import Failure
 
@@ -744,6 +830,20 @@ def sweep_command(
             f"{len(failed)} of {len(cells)} cells failed (e.g. cell {failed[0]['index']}: "
             f"{failed[0]['error']}); their errors are in {results}, and rerunning retries them"
         )
+
+
+def _check_writable(directory: Path) -> None:
+    """Fail before any cell runs if model files cannot be written to ``directory``."""
+    import tempfile
+
+    if directory.exists() and not directory.is_dir():
+        raise OSError(f"--models {directory} is a file, not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise OSError(f"cannot write model files to {directory}: {exc.strerror or exc}") from None
 
 
 def echo_err(message: str) -> None:

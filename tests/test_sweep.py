@@ -111,11 +111,19 @@ def test_toml_grid_gives_every_cell_with_defaults(tmp_path):
         ('[grid]\ndataset = "moons"\nepsilon = [0.1', "not valid TOML"),
         ('search = ["seed"]\n[grid]\ndataset = "moons"\nseed = "0-1"', "must not include seed"),
         ('search = ["loss"]\n[grid]\ndataset = "moons"', "the grid does not vary"),
-        ('[grid]\ndataset = "moons"\nhidden = 3\n[[cases]]\nhidden = 4', "set in two places"),
+        ('[grid]\ndataset = "moons"\nhidden = 3\n[[cases]]\nhidden = 4', "set both in [[cases]]"),
         ("[grid]\nepsilon = 0.1", "dataset is required"),
         ('[grid]\ndataset = "moons"\npretrain_epochs = 2', "needs clean pretraining data"),
         ("cases = 3\n[grid]\ndataset = 'moons'", "cases must be arrays of tables"),
         ("results = 3\n[grid]\ndataset = 'moons'", "results must be a file name"),
+        ('[grid]\ndataset = "moons"\nlearning-rate = 1\nlearning_rate = 2', "twice ('learning-r"),
+        ('[grid]\ndataset = "moons"\nseed = "0-100000000"', "has over 100,000 values"),
+        ('[grid]\ndataset = "moons"\nseed = "0-99999"\nhidden = "1-20"', "more than 1,000,000"),
+        (
+            'search = ["hidden"]\n[grid]\ndataset = "moons"\n'
+            "[[cases]]\nhidden = 4\nbatch_size = 50\n[[cases]]\nhidden = 8\nbatch_size = 100",
+            "ties to batch_size",
+        ),
         ('[grid]\ndataset = "moons"\nseed = "0,1"', "seed: '0,1' is not a valid integer"),
     ],
 )
@@ -127,6 +135,58 @@ def test_bad_grids_are_usage_errors_naming_the_problem(tmp_path, text, message):
     assert message in str(info.value)
     result = run("sweep", path, "--serial", code=2)
     assert message in result.stderr and "Error" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--serial", "--workers", "2"], "one of --serial, --workers and --scheduler"),
+        (["--scheduler", " "], "--scheduler needs an address"),
+        (["--serial", "--cells-per-task", "3"], "--serial runs no tasks"),
+        (["--no-models", "--models", "m"], "not both"),
+        (["--results", "grid.toml"], "would overwrite a grid"),
+        (["--search", "seed", "--seeds", "0-1"], "must not include seed"),
+    ],
+)
+def test_conflicting_sweep_options_are_usage_errors(tmp_path, args, message):
+    assert message in run("sweep", *SMALL, *args, code=2).stderr
+
+
+def test_unwritable_models_or_results_fail_before_any_cell_runs(tmp_path):
+    (tmp_path / "r-models").write_text("a file where the models should go")
+    out = run("sweep", *SMALL, "--serial", "--results", tmp_path / "r.jsonl", code=1).stderr
+    assert "is a file, not a directory" in out and not (tmp_path / "r.jsonl").exists()
+    out = run("sweep", *SMALL, "--models", tmp_path / "r-models", code=2).stderr
+    assert "is a file" in out
+    bad = tmp_path / "r-models" / "r.jsonl"
+    out = run("sweep", *SMALL, "--serial", "--no-models", "--results", bad, code=1)
+    assert "cannot write results file" in out.stderr
+    assert "does not exist" in run("plot", "sweep", tmp_path / "none.jsonl", code=1).stderr
+
+
+def test_the_table_follows_the_current_grid_not_the_file(tmp_path):
+    args = ["sweep", *SMALL, "--serial", "-q", "--results", tmp_path / "t.jsonl", "--json"]
+    run(*args, "--epsilon", "0.01", "--loss", "bce,ce", "--seeds", "0-1")
+    table = json.loads(run(*args, "--epsilon", "0.001,0.01", "--loss", "bce,ce", "--seeds",
+                           "0-1", "--search", "loss").stdout)  # fmt: skip
+    assert table["search"] == ["loss"] and table["columns"] == ["epsilon"]
+    assert [r["cell"]["epsilon"] for r in table["rows"]] == [0.001, 0.01]  # grid order
+    table = json.loads(run(*args, "--epsilon", "0.01", "--loss", "bce,ce", "--seeds", "0-1").stdout)
+    assert table["search"] == [] and len(table["rows"]) == 2  # without --search: one row per loss
+
+
+def test_tasks_are_named_by_everything_they_compute():
+    from intervalnn.cli.sweep import _task_key
+
+    a, b, c = ({"seed": i} for i in range(3))
+    keys = {
+        _task_key([(0, a), (1, b)], (), True),
+        _task_key([(0, a), (1, c)], (), True),  # same first cell and length
+        _task_key([(0, a), (1, b)], (), False),
+        _task_key([(0, a), (1, b)], ("loss",), True),
+    }
+    assert len(keys) == 4
+    assert _task_key([(0, a)], (), True) == _task_key([(0, dict(a))], (), True)
 
 
 def test_command_line_lists_override_the_file(tmp_path):
