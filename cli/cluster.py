@@ -9,7 +9,9 @@ worker is capped at one thread so that workers do not fight over cores.
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 from contextlib import contextmanager
 
 #: Environment of each local worker process: one thread per BLAS / Numba / intervalnn pool.
@@ -69,13 +71,15 @@ def dask_client(what: str, workers: int | None = None, scheduler: str | None = N
                 f"'dask scheduler' and its workers with 'dask worker {scheduler}'"
             ) from None
     else:
-        cluster = distributed.LocalCluster(
-            n_workers=workers or cores(),
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",  # a free port: several sweeps may run at once
-            env=ONE_THREAD,
-        )
+        with _ignoring_ctrl_c():  # inherited by the workers: Ctrl-C stops this process only
+            cluster = distributed.LocalCluster(
+                n_workers=workers or cores(),
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",  # a free port: several sweeps may run at once
+                env=ONE_THREAD,
+                silence_logs=logging.ERROR,  # not the warnings of tasks cancelled by Ctrl-C
+            )
         client = distributed.Client(cluster)
     try:
         _check_workers(client, scheduler)
@@ -84,6 +88,25 @@ def dask_client(what: str, workers: int | None = None, scheduler: str | None = N
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+@contextmanager
+def _ignoring_ctrl_c():
+    """Ignore SIGINT while worker processes start, so that they inherit ignoring it.
+
+    A terminal's Ctrl-C reaches the whole process group; the sweep catches it
+    and closes the cluster, and the workers would otherwise each print a
+    KeyboardInterrupt traceback on the way.
+    """
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _check_workers(client, scheduler: str | None) -> None:

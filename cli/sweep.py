@@ -169,7 +169,7 @@ class Grid:
             grid = cls.from_dict(doc)
         except GridError as exc:
             raise GridError(f"{path}: {exc}") from None
-        grid.resolve(path)
+        grid.resolve(path.parent)
         return grid
 
     @classmethod
@@ -201,10 +201,23 @@ class Grid:
         grid.set_search(doc.get("search", []))
         return grid
 
-    def resolve(self, path: Path) -> None:
-        """Make a relative ``results`` from a grid file relative to that file's directory."""
-        if self.results is not None and not Path(self.results).is_absolute():
-            self.results = str(path.parent / self.results)
+    def resolve(self, base: Path) -> None:
+        """Make relative paths absolute, from ``base``: the grid file's directory, or the
+        working directory for the command line (workers elsewhere need them, and
+        ``a.npz`` and ``./a.npz`` must be the same cell)."""
+
+        def absolute(name, value):
+            is_path = name == "data_dir" or (name == "dataset" and value.endswith(".npz"))
+            return str((base / Path(value).expanduser()).resolve()) if is_path else value
+
+        for name, vals in self.axes.items():
+            self.axes[name] = [absolute(name, v) if isinstance(v, str) else v for v in vals]
+        for group in self.cases:
+            for case in group:
+                for name, v in case.items():
+                    case[name] = absolute(name, v) if isinstance(v, str) else v
+        if self.results is not None:
+            self.results = str(base / self.results)
 
     def set(self, name: str, raw, split: bool = False) -> None:
         """Sweep option ``name`` over ``raw`` (replacing what it had); see :func:`values`."""
@@ -367,6 +380,15 @@ class ResultsWriter:
             self._f = open(self.path, "a+b")
         except OSError as exc:
             raise OSError(f"cannot write results file {path}: {exc.strerror or exc}") from None
+        try:  # one sweep per results file, or both would run the same cells
+            import fcntl
+
+            fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # not POSIX
+            pass
+        except OSError:
+            self._f.close()
+            raise OSError(f"{path} is being written by another sweep: wait for it") from None
         self._f.seek(0, os.SEEK_END)
         if self._f.tell():  # a crash may have cut the last line: start on a fresh one
             self._f.seek(-1, os.SEEK_END)
@@ -743,6 +765,7 @@ def sweep_command(
                 grid.set(name, raw, split=True)
         if search is not None:
             grid.set_search(search)
+        grid.resolve(Path.cwd())  # the command line's paths (the file's are absolute by now)
         cells = grid.cells()
     except GridError as exc:
         raise click.UsageError(str(exc)) from None

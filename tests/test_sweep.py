@@ -164,6 +164,26 @@ def test_unwritable_models_or_results_fail_before_any_cell_runs(tmp_path):
     assert "does not exist" in run("plot", "sweep", tmp_path / "none.jsonl", code=1).stderr
 
 
+def test_paths_are_absolute_and_one_sweep_writes_a_results_file(tmp_path, monkeypatch):
+    import fcntl
+
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "g.toml").write_text('results = "r.jsonl"\n[grid]\ndataset = ["d.npz", "moons"]')
+    grid = Grid.from_toml(sub / "g.toml")  # relative to the grid file, wherever run from
+    assert grid.axes["dataset"] == [str(sub / "d.npz"), "moons"]
+    assert grid.results == str(sub / "r.jsonl")
+    monkeypatch.chdir(sub)
+    out = run("sweep", "--dataset", "./d.npz", "--dry-run").stdout  # from the working directory
+    assert f"dataset={sub / 'd.npz'}" in out
+
+    results = tmp_path / "busy.jsonl"
+    with open(results, "a") as other:  # another sweep holds the file
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        msg = run("sweep", *SMALL, "--serial", "--no-models", "--results", results, code=1)
+    assert "being written by another sweep" in msg.stderr and results.read_text() == ""
+
+
 def test_the_table_follows_the_current_grid_not_the_file(tmp_path):
     args = ["sweep", *SMALL, "--serial", "-q", "--results", tmp_path / "t.jsonl", "--json"]
     run(*args, "--epsilon", "0.01", "--loss", "bce,ce", "--seeds", "0-1")
