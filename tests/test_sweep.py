@@ -329,6 +329,42 @@ def test_short_cells_go_a_few_to_a_task():
     assert default_cells_per_task(0, 0) == 1
 
 
+def test_a_lost_scheduler_stops_the_sweep_and_loses_nothing(tmp_path):
+    """A real 'dask scheduler' / 'dask worker' pair; the scheduler dies mid-sweep."""
+    import socket
+
+    with socket.socket() as s:  # a free port
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    dask = [sys.executable, "-m", "dask"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    port = address.rsplit(":", 1)[1]
+    scheduler = subprocess.Popen([*dask, "scheduler", "--port", port, "--dashboard-address", ":0"],
+                                 **quiet)  # fmt: skip
+    worker = subprocess.Popen([*dask, "worker", address, "--nworkers", "2", "--nthreads", "1"],
+                              **quiet)  # fmt: skip
+    results = tmp_path / "lost.jsonl"
+    try:
+        cmd = [sys.executable, "-m", "intervalnn.cli", "sweep", *SMALL, "--seeds", "0-9999"]
+        cmd += ["--scheduler", address, "--results", str(results), "--no-models", "-q"]
+        deadline = time.monotonic() + 90  # it connects once the scheduler is up
+        sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while time.monotonic() < deadline and len(read_results(results)[0]) < 50:
+            time.sleep(0.1)
+        scheduler.kill()
+        _, err = sweep.communicate(timeout=120)
+    finally:
+        for p in (scheduler, worker):
+            p.kill()
+            p.wait(timeout=30)
+    assert sweep.returncode == 1, err
+    assert "rerun the same command to resume" in err
+    rows, bad = read_results(results)
+    assert bad == 0 and 50 <= len(rows) < 10000
+    assert all(r["status"] == "ok" for r in rows)  # nothing finished marked failed
+    assert len({r["key"] for r in rows}) == len(rows)
+
+
 def test_table_selects_on_validation_per_seed_first_on_ties():
     def row(index, seed, lr, val, test, status="ok"):
         cfg = {"epsilon": 0.1, "seed": seed, "learning_rate": lr, "dataset": "moons"}
