@@ -35,40 +35,38 @@ def _guard(fn, *args, **kwargs):
         raise Failure(str(exc)) from None
 
 
-class Radius(click.ParamType):
+class _Bounded(click.ParamType):
+    """A finite number >= 0 (> 0 with ``positive``); subclasses say what it is."""
+
+    example = ""  # "a radius such as 0.01"
+    rule = ""  # the sentence an out-of-range value gets
+    positive = False
+
+    def convert(self, value, param, ctx):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number; give {self.example}", param, ctx)
+        if not math.isfinite(v) or v < 0 or (self.positive and v == 0):
+            self.fail(f"{value} is not allowed: {self.rule}", param, ctx)
+        return v
+
+
+class Radius(_Bounded):
     """A finite number >= 0 (an l-infinity radius)."""
 
     name = "EPS"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, float):
-            v = value
-        else:
-            try:
-                v = float(value)
-            except ValueError:
-                self.fail(f"{value!r} is not a number; give a radius such as 0.01", param, ctx)
-        if not math.isfinite(v) or v < 0:
-            self.fail(f"{value} is not allowed: a radius must be a finite number >= 0", param, ctx)
-        return v
+    example = "a radius such as 0.01"
+    rule = "a radius must be a finite number >= 0"
 
 
-class Rate(click.ParamType):
+class Rate(_Bounded):
     """A finite number > 0 (a learning rate)."""
 
     name = "RATE"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, float):
-            v = value
-        else:
-            try:
-                v = float(value)
-            except ValueError:
-                self.fail(f"{value!r} is not a number; give a rate such as 0.5", param, ctx)
-        if not math.isfinite(v) or v <= 0:
-            self.fail(f"{value} is not allowed: a learning rate must be > 0 (e.g. 0.5)", param, ctx)
-        return v
+    example = "a rate such as 0.5"
+    rule = "a learning rate must be > 0 (e.g. 0.5)"
+    positive = True
 
 
 class Radii(click.ParamType):

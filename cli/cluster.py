@@ -10,7 +10,6 @@ worker is capped at one thread so that workers do not fight over cores.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from contextlib import contextmanager
 
@@ -27,13 +26,6 @@ ONE_THREAD = {
 }
 
 INSTALL = "pip install 'intervalnn[dask]'"
-
-
-def cores() -> int:
-    """The cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def require_dask(what: str):
@@ -60,6 +52,8 @@ def dask_client(what: str, workers: int | None = None, scheduler: str | None = N
     ``LocalCluster`` of ``workers`` single-threaded worker processes
     (default: one per core), closed again on exit.
     """
+    from intervalnn.kernels.cpu import CORES
+
     distributed = require_dask(what)
     cluster = None
     if scheduler:
@@ -73,7 +67,7 @@ def dask_client(what: str, workers: int | None = None, scheduler: str | None = N
     else:
         with _ignoring_ctrl_c():  # inherited by the workers: Ctrl-C stops this process only
             cluster = distributed.LocalCluster(
-                n_workers=workers or cores(),
+                n_workers=workers or CORES,
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=":0",  # a free port: several sweeps may run at once

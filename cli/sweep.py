@@ -420,8 +420,6 @@ class SweepOutcome:
     cells: int
     skipped: int  # finished before this run
     ran: int = 0
-    failed: list[dict] = field(default_factory=list)
-    unreadable: int = 0
     seconds: float = 0.0
 
 
@@ -530,15 +528,17 @@ def run_sweep(
     scheduler=None,
     per_task=None,
     progress=None,
+    planned=None,
 ) -> SweepOutcome:
     """Run the cells of ``grid`` not yet finished in ``results``; append their rows.
 
     Models go to ``models/<key>.npz`` (none when ``models`` is None).  On
     Dask unless ``serial``, ``per_task`` cells per task (default:
     :func:`default_cells_per_task`); ``progress(row)`` is called as each cell finishes.
+    ``planned`` is what :func:`plan` gave, if the caller already has it.
     """
-    cells, todo, unreadable = plan(grid, results)
-    outcome = SweepOutcome(cells=len(cells), skipped=len(cells) - len(todo), unreadable=unreadable)
+    cells, todo, _ = planned or plan(grid, results)
+    outcome = SweepOutcome(cells=len(cells), skipped=len(cells) - len(todo))
     if not todo:
         return outcome
     t0 = time.perf_counter()
@@ -558,8 +558,6 @@ def run_sweep(
             row["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             writer.write(row)
             outcome.ran += 1
-            if row["status"] != "ok":
-                outcome.failed.append(row)
             if progress is not None:
                 progress(row)
     finally:
@@ -647,7 +645,7 @@ def format_table(summary: dict) -> str:
 
 # ------------------------------------------------------------------ the command
 
-from . import _emit, _guard, _version, main, train_command  # noqa: E402
+from . import Failure, _emit, _guard, _version, main, train_command  # noqa: E402
 
 register(train_command)
 
@@ -671,9 +669,9 @@ def _where(serial, workers, scheduler) -> str:
         return "in this process"
     if scheduler:
         return f"on the Dask cluster at {scheduler}"
-    from .cluster import cores
+    from intervalnn.kernels.cpu import CORES
 
-    return f"on {workers or cores()} local Dask workers"
+    return f"on {workers or CORES} local Dask workers"
 
 
 @main.command(
@@ -766,12 +764,15 @@ def sweep_command(
         if search is not None:
             grid.set_search(search)
         grid.resolve(Path.cwd())  # the command line's paths (the file's are absolute by now)
-        cells = grid.cells()
+        if results is None:
+            results = grid.results or (Path(grid_file).with_suffix(".jsonl") if grid_file else None)
+            results = Path(results or "sweep.jsonl")
+        planned = plan(grid, results)
     except GridError as exc:
         raise click.UsageError(str(exc)) from None
-    if results is None:
-        results = grid.results or (Path(grid_file).with_suffix(".jsonl") if grid_file else None)
-        results = Path(results or "sweep.jsonl")
+    except OSError as exc:  # the results file cannot be read
+        raise Failure(str(exc)) from None
+    cells, todo, unreadable = planned
     if Path(results).suffix.lower() == ".toml" or (
         grid_file and Path(results).resolve() == Path(grid_file).resolve()
     ):
@@ -790,7 +791,6 @@ def sweep_command(
         from .cluster import require_dask
 
         _guard(require_dask, "intervalnn sweep")
-    cells, todo, unreadable = _guard(plan, grid, results)
     if models is not None and todo:
         _guard(_check_writable, Path(models))
     if unreadable:
@@ -824,6 +824,7 @@ def sweep_command(
                 scheduler=scheduler,
                 per_task=cells_per_task,
                 progress=progress,
+                planned=planned,
             )
     except KeyboardInterrupt:
         echo_err(
@@ -847,8 +848,6 @@ def sweep_command(
         (r for r in latest(rows).values() if r["status"] != "ok"), key=lambda r: r["index"]
     )
     if failed:
-        from . import Failure
-
         raise Failure(
             f"{len(failed)} of {len(cells)} cells failed (e.g. cell {failed[0]['index']}: "
             f"{failed[0]['error']}); their errors are in {results}, and rerunning retries them"

@@ -22,9 +22,10 @@ from . import rounding as r
 # Loops release the GIL; large arrays are split across threads (the loops are
 # memory-bound, and Numba's own parallel runtime stalls on small inputs).
 _CHUNK = 1 << 17
-_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+#: The cores this process may run on (also the default count of local Dask workers).
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 # INTERVALNN_THREADS caps the threads (Dask workers run one each: see cli/cluster.py).
-_THREADS = max(1, int(os.environ.get("INTERVALNN_THREADS", _CORES)))
+_THREADS = max(1, int(os.environ.get("INTERVALNN_THREADS", CORES)))
 _pool = None
 
 njit = partial(njit, cache=True, nogil=True)
