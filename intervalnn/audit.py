@@ -88,7 +88,14 @@ class Dense:
 
 
 def dense_layers(model: Sequential) -> list[Dense]:
-    """The Linear/ReLU stack of ``model`` as :class:`Dense` layers (float64 copies, exact)."""
+    """The Linear/ReLU stack of ``model`` as :class:`Dense` layers (float64 copies, exact).
+
+    Any order after the first Linear: a ReLU after the last Linear sets its
+    flag like any other, Linear after Linear leaves it unset, and
+    consecutive ReLUs set it once, which is exact: ``relu(relu(z)) = relu(z)``
+    and ``[relu(z) > 0] [z > 0] = [z > 0]``.  (The training audit's
+    reference SGD does not use this view: it runs the layer list itself.)
+    """
     bk = model.backend
     host = lambda a: np.array(bk.to_host(a), dtype=np.float64)  # noqa: E731
     out: list[Dense] = []
@@ -693,27 +700,88 @@ def audit_model(
 # ---------------------------------------------------------------- (2) training audit
 
 
-class _Reference:
-    """Independent SGD on a Linear/ReLU MLP, in float64 or in exact rationals (``mpq``)."""
+def _layer_kinds(model: Sequential) -> list[str]:
+    """``model``'s layer list as kinds of the reference's table: ``"linear"`` / ``"relu"``."""
+    kinds = []
+    for layer in model.layers:
+        if type(layer) is Linear:
+            kinds.append("linear")
+        elif type(layer) is ReLU:
+            kinds.append("relu")
+        else:
+            raise ValueError(f"the audit supports Linear/ReLU stacks, not {type(layer).__name__}")
+    return kinds
 
-    def __init__(self, params, relu, loss: str, exact: bool):
-        self.relu, self.loss, self.exact = relu, loss, exact
+
+def _linear_params(model: Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The nominal ``(W, b)`` of each Linear layer of ``model``, in order (float64 host copies)."""
+    bk = model.backend
+    host = lambda a: np.array(bk.to_host(a), dtype=np.float64)  # noqa: E731
+    return [
+        (host(layer.nominal["weight"]), host(layer.nominal["bias"]))
+        for layer in model.layers
+        if type(layer) is Linear
+    ]
+
+
+class _Reference:
+    """Independent SGD on a stack of Linear and ReLU layers, in float64 or rationals (``mpq``).
+
+    ``kinds`` is the model's layer list (``"linear"`` / ``"relu"``, any
+    order: a ReLU last, Linear after Linear, consecutive ReLUs) and
+    ``params`` the ``(W, b)`` of its Linear layers in order.  The gradient
+    is the plain chain rule over that list, from a table of one forward and
+    one backward rule per layer kind (:attr:`RULES`): forward in order,
+    backward in reverse, each layer's backward fed the input it saw in the
+    forward pass.  It shares no code with the layers, the fused kernel or
+    the MLP view (:class:`Dense`) of the model audit.
+    """
+
+    #: per layer kind: (forward(a, p) -> output, backward(a, g, p) -> (input grad, param grads))
+    RULES = {
+        "linear": ("_linear_forward", "_linear_backward"),
+        "relu": ("_relu_forward", "_relu_backward"),
+    }
+
+    def __init__(self, kinds, params, loss: str, exact: bool):
+        kinds = list(kinds)
+        unknown = sorted(set(kinds) - set(self.RULES))
+        if unknown:
+            raise ValueError(f"the reference has no rule for layers of kind {unknown}")
+        if kinds.count("linear") != len(params):
+            raise ValueError(
+                f"{kinds.count('linear')} Linear layers but {len(params)} parameter pairs"
+            )
+        self.kinds, self.loss, self.exact = kinds, loss, exact
         self.g = _gmpy2() if exact else None
         if exact:
             self.q = np.frompyfunc(self.g.mpq, 1, 1)
+            self.zero = self.g.mpq(0)
             self.params = [(self._q(w), self._q(b)) for w, b in params]
         else:
+            self.zero = 0.0
             self.params = [(w.astype(np.float64), b.astype(np.float64)) for w, b in params]
 
     def _q(self, a):
         return np.asarray(self.q(np.asarray(a, dtype=np.float64)), dtype=object)
 
-    def _relu(self, z):
-        return np.where(z > 0, z, self.g.mpq(0)) if self.exact else np.maximum(z, 0.0)
+    # the table ------------------------------------------------------------------
+    def _linear_forward(self, a, p):
+        w, b = p
+        return a @ w + b
 
-    def _mask(self, g, z):
-        return np.where(z > 0, g, self.g.mpq(0)) if self.exact else g * (z > 0)
+    def _linear_backward(self, a, g, p):
+        """``dx = g W^T``, ``dW = a^T g``, ``db = sum_rows g``."""
+        return g @ p[0].T, (a.T @ g, g.sum(axis=0))
 
+    def _relu_forward(self, a, p):
+        return np.where(a > 0, a, self.zero) if self.exact else np.maximum(a, 0.0)
+
+    def _relu_backward(self, a, g, p):
+        """``g * relu'(a)`` with ``relu'(a) = [a > 0]``."""
+        return (np.where(a > 0, g, self.zero) if self.exact else g * (a > 0)), None
+
+    # the loss ---------------------------------------------------------------------
     def _out_grad(self, z, y):
         """``d loss_i / d z_i`` per row (not yet divided by the batch size)."""
         if not self.exact:
@@ -738,24 +806,35 @@ class _Reference:
                         out[r, c] = g.mpq(*(e[c] / tot).as_integer_ratio()) - int(c == y[r])
         return out
 
+    def _run_forward(self, x):
+        """The output on ``x``, and per layer ``(kind, params or None, its input)``."""
+        if self.exact and np.asarray(x).dtype != object:
+            x = self._q(x)
+        it = iter(self.params)
+        tape, a = [], x
+        for kind in self.kinds:
+            p = next(it) if kind == "linear" else None
+            tape.append((kind, p, a))
+            a = getattr(self, self.RULES[kind][0])(a, p)
+        return a, tape
+
+    def logits(self, x):
+        """The model's output on ``x``."""
+        return self._run_forward(x)[0]
+
     def gradients(self, x, y):
-        """Mean-loss parameter gradients and the per-row input gradient on ``(x, y)``."""
-        acts, pre = [x], []
-        for (w, b), r in zip(self.params, self.relu, strict=True):
-            z = acts[-1] @ w + b
-            pre.append(z)
-            acts.append(self._relu(z) if r else z)
-        m = x.shape[0]
-        g = self._out_grad(acts[-1], y)
+        """Mean-loss parameter gradients (one ``(dW, db)`` per Linear) and the input gradient."""
+        out, tape = self._run_forward(x)
+        m = out.shape[0]
+        g = self._out_grad(out, y)
         g = g / m if not self.exact else g * self.g.mpq(1, m)
-        grads = [None] * len(self.params)
-        for i in reversed(range(len(self.params))):
-            grads[i] = (acts[i].T @ g, g.sum(axis=0))
-            if i:
-                g = g @ self.params[i][0].T
-                if self.relu[i - 1]:
-                    g = self._mask(g, pre[i - 1])
-        return grads, g @ self.params[0][0].T
+        grads = []
+        for kind, p, a_in in reversed(tape):  # backward, in reverse
+            g, pg = getattr(self, self.RULES[kind][1])(a_in, g, p)
+            if pg is not None:
+                grads.append(pg)
+        grads.reverse()
+        return grads, g
 
     def step(self, x, y, rate: Fraction) -> None:
         grads, _ = self.gradients(x, y)
@@ -885,8 +964,8 @@ def audit_training(
     if config.pretrain_epochs and pretrain_x is not None:
         start = copy.deepcopy(model)
         pretrain_nominal(start, pretrain_x, pretrain_y, config, rng)
-    init = [(la.w_nom, la.b_nom) for la in dense_layers(start)]
-    relu = [la.relu for la in dense_layers(model)]
+    init = _linear_params(start)
+    kinds = _layer_kinds(model)
     batches = [
         b for _ in range(config.epochs) for b in _batches(xd.shape[0], config.batch_size, rng)
     ]
@@ -898,7 +977,7 @@ def audit_training(
     sampler = np.random.default_rng(seed)
     runs: list[_Run] = []
     add = lambda kind, data, ex=False: runs.append(  # noqa: E731
-        _Run(kind, _Reference(init, relu, config.loss, ex), data, ex)
+        _Run(kind, _Reference(kinds, init, config.loss, ex), data, ex)
     )
     add("clean", _poison(xd, eps, domain, "clean", sampler))
     add("plus", _poison(xd, eps, domain, "plus", sampler))
@@ -911,7 +990,7 @@ def audit_training(
     for _ in range(randoms):
         add("random", _poison(xd, eps, domain, "random", sampler))
     if adversarial:
-        _, gx = _Reference(init, relu, config.loss, False).gradients(xd, y)
+        _, gx = _Reference(kinds, init, config.loss, False).gradients(xd, y)
         signs["adversarial-init"] = np.sign(gx)
         add("adversarial-init", _poison(xd, eps, domain, "adversarial", sampler, np.sign(gx)))
         add("adversarial-step", None)

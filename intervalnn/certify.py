@@ -45,6 +45,28 @@ class CertificationResult:
         }
 
 
+def check_labels(y, num_outputs: int) -> None:
+    """``ValueError`` unless every label is a class of a model with ``num_outputs`` logits.
+
+    One logit means two classes (0 and 1); ``K >= 2`` logits mean classes ``0..K-1``.
+    """
+    y = np.asarray(y)
+    classes = max(num_outputs, 2)
+    if y.size == 0:
+        return
+    if y.dtype.kind not in "iub" and not (
+        y.dtype.kind == "f" and bool(np.all(np.isfinite(y) & (y == np.round(y))))
+    ):
+        raise ValueError(f"labels must be integers (class indices), got dtype {y.dtype}")
+    bad = (y < 0) | (y >= classes)
+    if bool(bad.any()):
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"label {y[i]} at index {i} is not a class of this model: "
+            f"labels must lie in 0..{classes - 1}"
+        )
+
+
 def margins(lo, hi, y) -> np.ndarray:
     """Certified slack of output bounds ``[lo, hi]`` (shape (n, K)) for labels ``y``."""
     lo, hi, y = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64), np.asarray(y)
@@ -71,10 +93,13 @@ def certify(
         raise ValueError(
             f"need one label per input: x has {x.shape[0]} rows, y has shape {y.shape}"
         )
+    check_labels(y, model.out_features)
+    y = y.astype(np.int64)
     marg, nominal_pred = [], []
     for start in range(0, x.shape[0], batch_size):
-        xb = bk.xp.asarray(x[start : start + batch_size].astype(model.dtype))
-        box = threat.test_box(xb)
+        given = bk.xp.asarray(x[start : start + batch_size])
+        xb = given.astype(model.dtype)  # the nominal model's input
+        box = threat.test_box(given, model.dtype)  # encloses the data as given, not xb
         bounds = forward_bounds(model, box)  # one fused kernel call where it applies
         if bounds is None:
             out = model.forward(box)

@@ -188,11 +188,11 @@ class FusedTrainer:
         forward on this trainer's parameters, the nominal predictions from
         ``model.forward_nominal`` as in :func:`intervalnn.certify.certify`.
         """
-        from .certify import CertificationResult, _clear_caches, certify, margins
+        from .certify import CertificationResult, _clear_caches, certify, check_labels, margins
 
         if self._cert is None or self._cert[0] is not x or self._cert[1] != threat:
             xd = np.asarray(x).astype(model.dtype)
-            box = threat.test_box(xd)
+            box = threat.test_box(np.asarray(x), model.dtype)  # encloses x as given
             planes, x_mag, tiny, nonneg = _data_planes(box.lo, box.hi, box.lo)
             meta = self.net.meta.copy()
             meta[3], meta[-1] = tiny, nonneg
@@ -204,6 +204,8 @@ class FusedTrainer:
         y = np.asarray(y)
         if xd.ndim != 2 or xd.shape[1] != self.net.sizes[0] or y.shape != (xd.shape[0],):
             return certify(model, x, y, threat)  # its error messages
+        check_labels(y, self.net.sizes[-1])
+        y = y.astype(np.int64)
         if not _k.forward(planes, self.net.th, meta, x_mag, ws, out):
             return certify(model, x, y, threat)
         margin = margins(out[0].T, out[1].T, y)

@@ -42,6 +42,8 @@ def _scalar_bounds(x, dtype: np.dtype) -> tuple:
     ``float(Fraction)`` is correctly rounded, and a further rounding to float32
     still lands on one of the two neighbours of ``x``, so one step fixes it.
     """
+    if isinstance(x, float | np.floating) and not math.isfinite(x):
+        raise ValueError(f"{x} is not a real number: intervals combine only with finite scalars")
     exact = x if isinstance(x, Fraction) else Fraction(float(x) if isinstance(x, np.generic) else x)
     big = dtype.type(np.finfo(dtype).max)
     if abs(exact) > Fraction(float(big)):
@@ -116,7 +118,8 @@ class Interval:
         """
         if not np.isfinite(eps) or eps < 0:
             raise ValueError(f"eps must be a finite number >= 0, got {eps}")
-        box = cls.from_center_radius(x, eps)
+        center = Interval(x)
+        box = cls.from_center_radius(center.lo, eps)
         if domain is None:
             return box
         a, b = domain
@@ -125,7 +128,7 @@ class Interval:
         xp = box.backend.xp
         lo_d, _ = _scalar_bounds(a, box.dtype)
         _, hi_d = _scalar_bounds(b, box.dtype)
-        if bool(((box.mid < lo_d) | (box.mid > hi_d)).any()):
+        if bool(((center.lo < lo_d) | (center.lo > hi_d)).any()):
             raise ValueError(f"x lies outside the data domain {domain}")
         return cls._new(xp.maximum(box.lo, lo_d), xp.minimum(box.hi, hi_d))
 
@@ -195,7 +198,7 @@ class Interval:
         """Elementwise: does ``[lo, hi]`` contain the point (or interval) ``x``?"""
         if isinstance(x, Interval):
             return x.subset(self)
-        x = _coerce_points(self, x)
+        x = _coerce_points(self, x, exact=True)  # integers compared exactly, never rounded
         return (self._lo <= x) & (x <= self._hi)
 
     def subset(self, other: Interval):
@@ -266,7 +269,10 @@ class Interval:
         and Stability of Numerical Algorithms*, 2nd ed., eq. 4.4); additions
         that underflow are exact, so no subnormal term is needed.  With
         ``A = fl(sum |x|)`` we have ``sum |x| <= A / (1 - gamma)``, hence an
-        error of at most ``RU(gamma / (1 - gamma)) * A``, rounded up.
+        error of at most ``RU(gamma / (1 - gamma)) * A``, rounded up.  That
+        error is taken twice, so that the bound also contains the float sum
+        of members in any other order (``x' >= lo`` gives ``fl(sum x') >=
+        sum lo - gamma sum |lo|``, and symmetrically for ``hi``).
         """
         xp, k = self.backend.xp, self.backend.kernels
         n = (
@@ -276,7 +282,7 @@ class Interval:
         )
         if n <= 1:
             return Interval._new(xp.sum(self._lo, axis=axis), xp.sum(self._hi, axis=axis))
-        g = _error_factor(n - 1, self.dtype)
+        g = 2 * _error_factor(n - 1, self.dtype)  # this sum's error and another order's
 
         def bound(x, up):
             s, a = xp.sum(x, axis=axis), xp.sum(xp.abs(x), axis=axis)
@@ -441,11 +447,25 @@ def _coerce(like: Interval, other) -> Interval:
         return other
     if isinstance(other, Real) and not isinstance(other, np.generic | bool):
         return Interval._exact(other, like)
+    if _is_integer_array(other):  # exact in float64, then enclosed outward in like's dtype
+        pts = _coerce_points(like, other, exact=True)
+        return Interval._new(pts, pts.copy()).astype(like.dtype)
     pts = _coerce_points(like, other).view()  # a view: freezing it leaves the caller's array alone
     return Interval._new(pts, pts)
 
 
-def _coerce_points(like: Interval, x):
+def _is_integer_array(x) -> bool:
+    return isinstance(x, np.ndarray | np.generic) and np.asarray(x).dtype.kind in "biu" or (
+        is_cupy_array(x) and x.dtype.kind in "biu"
+    )
+
+
+def _coerce_points(like: Interval, x, exact: bool = False):
+    """``x`` as finite points in ``like``'s dtype; integer arrays stay exact float64 with ``exact``.
+
+    Integers are never rounded to nearest: without ``exact`` an integer that
+    ``like``'s dtype cannot hold is a ``TypeError``.
+    """
     if isinstance(x, Real) and not isinstance(x, np.generic):
         lo, hi = _scalar_bounds(x, like.dtype)
         if lo != hi:
@@ -456,7 +476,15 @@ def _coerce_points(like: Interval, x):
         raise TypeError(f"cannot combine an Interval with {type(x).__name__}")
     arr = bk.xp.asarray(x)
     if arr.dtype.kind in "biu":
-        arr = _as_float(bk.xp, arr).astype(like.dtype)
+        arr = _as_float(bk.xp, arr)
+        if not exact and arr.dtype != like.dtype:
+            narrow = arr.astype(like.dtype)
+            if bool((narrow.astype(arr.dtype) != arr).any()):
+                raise TypeError(
+                    f"integer operand not exactly representable in {like.dtype}; "
+                    "use it as an Interval operand (enclosed outward) instead"
+                )
+            arr = narrow
     elif arr.dtype != like.dtype:
         raise TypeError(
             f"cannot combine a {like.dtype} interval with a {arr.dtype} array; convert "

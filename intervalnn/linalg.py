@@ -23,6 +23,14 @@ product's own error bound gives
 
 A point factor needs one GEMM less (its radius is 0; see ``matmul``).
 Entries where a product overflows become ``[-inf, +inf]``.
+
+Float products of members.  The enclosure also contains ``fl(a b)`` for
+every ``a`` in ``A``, ``b`` in ``B`` computed in the same dtype in any order
+(the GEMM of a user's float model), whose error is at most ``gamma (|mA| +
+rA)(|mB| + rB) + k eta = gamma X (|mB| + rB) + k eta``: the code takes ``g =
+RU(2 gamma)`` in ``Y``, multiplies by ``RU((1 + gamma)/(1 - gamma))`` instead
+of ``RU(1/(1 - gamma))`` (the extra ``gamma X rB``) and adds ``2 k eta``
+twice.  The point-factor forms follow in the same way.
 """
 
 from __future__ import annotations
@@ -35,7 +43,11 @@ from .interval import Interval, _coerce, _scalar_bounds
 
 
 def _gemm_constants(k: int, dtype: np.dtype):
-    """``RU(gamma_k)``, ``RU(1/(1 - gamma_k))``, ``RU(k eta)``, ``RU(2 k eta)`` in ``dtype``."""
+    """``RU(2 gamma_k)``, ``RU((1 + gamma_k)/(1 - gamma_k))``, ``RU(2 k eta)`` twice, in ``dtype``.
+
+    The doubled terms also cover a second product of members in ``dtype``
+    with any summation order (the float GEMM a user runs; see the module docstring).
+    """
     info = np.finfo(dtype)
     u = Fraction(1, 2 ** (info.nmant + 1))
     if 2 * k * u >= 1:
@@ -43,7 +55,7 @@ def _gemm_constants(k: int, dtype: np.dtype):
     gamma = k * u / (1 - k * u)
     eta = Fraction(float(info.smallest_subnormal))
     up = lambda x: _scalar_bounds(x, dtype)[1]  # noqa: E731
-    return up(gamma), up(1 / (1 - gamma)), up(k * eta), up(2 * k * eta)
+    return up(2 * gamma), up((1 + gamma) / (1 - gamma)), up(2 * k * eta), up(2 * k * eta)
 
 
 def matmul(a, b) -> Interval:

@@ -77,7 +77,10 @@ class CrossEntropy:
         xp = z.backend.xp
         diff = z.reshape(m, 1, k) - z.reshape(m, k, 1)  # [b, i, j] = z_j - z_i
         off_diagonal = xp.asarray(1 - np.eye(k), dtype=z.dtype)
-        return (F.exp(diff) * off_diagonal).sum(axis=2)
+        s = (F.exp(diff) * off_diagonal).sum(axis=2)
+        # A sum of exponentials is >= 0; an overflowing sum has lower bound -inf, not a bound
+        # worth keeping (1 + S would then contain 0).
+        return Interval._new(xp.maximum(s.lo, 0).astype(z.dtype), s.hi)
 
     def value(self, z: Interval, y) -> Interval:
         s = self._others_sum(z)

@@ -13,6 +13,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
+from .backend import backend_of
 from .interval import Interval
 
 
@@ -37,12 +40,25 @@ class ThreatModel:
     def inference_epsilon(self) -> float:
         return self.epsilon if self.test_epsilon is None else self.test_epsilon
 
-    def train_box(self, x) -> Interval:
-        """Every training point ``x`` may become anything in this box."""
-        return Interval.ball(x, self.epsilon, domain=self.domain)
+    def train_box(self, x, dtype=None) -> Interval:
+        """Every training point ``x`` may become anything in this box (in ``dtype``, default x's)."""
+        return self._box(x, self.epsilon, dtype)
 
-    def test_box(self, x) -> Interval:
-        return Interval.ball(x, self.inference_epsilon, domain=self.domain)
+    def test_box(self, x, dtype=None) -> Interval:
+        """Every test input ``x`` may become anything in this box (in ``dtype``, default x's)."""
+        return self._box(x, self.inference_epsilon, dtype)
+
+    def _box(self, x, eps: float, dtype) -> Interval:
+        """The ball around the data *as given*, narrowed outward to ``dtype``.
+
+        Rounding float64 data to a float32 model's dtype first would centre
+        the box on other points; here the box encloses every given point.
+        """
+        x = backend_of(x).xp.asarray(x)
+        if dtype is None:
+            return Interval.ball(x, eps, domain=self.domain)
+        wide = np.promote_types(np.result_type(x.dtype, np.float32), dtype)
+        return Interval.ball(x.astype(wide), eps, domain=self.domain).astype(dtype)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -146,9 +146,10 @@ def train(
     if config.pretrain_epochs and pretrain_x is not None:
         pretrain_nominal(model, pretrain_x, pretrain_y, config, rng)
 
-    x = bk.xp.asarray(np.asarray(train_x, dtype=dtype))
+    given = bk.xp.asarray(np.asarray(train_x))
+    x = given.astype(dtype)  # the nominal model trains on the data rounded to its dtype
     y = bk.xp.asarray(np.asarray(train_y))
-    box_x = threat.train_box(x)  # every poisoned training set lies in here
+    box_x = threat.train_box(given, dtype)  # every poisoned training set lies in here
     opt = SGD(config.learning_rate, config.schedule)
     # NumPy Linear/ReLU models take the fused step; everything else the layers below.
     fused = (

@@ -100,56 +100,85 @@ _jit = partial(njit, cache=True, nogil=True, error_model="numpy")
 PHI = float.fromhex("0x1.0000000000001p-53")  # u (1 + 2u), the one-flop factor
 ETA = 5e-324  # smallest positive subnormal
 C0 = float.fromhex("0x1.00002p-53")  # (1 + 2^-19) u: K C0 bounds gamma_K / (1 - gamma_K)
+# float32 models: one float32 unit (point 6 of the module docstring)
+PHI32 = float.fromhex("0x1.00001p-23")  # 2^-23 (1 + 2^-20): a float32 rounding, even faithful
+ETA32 = 2.0**-148  # twice float32's smallest subnormal
+C0_32 = float.fromhex("0x1.01p-24")  # (1 + 2^-8) 2^-24: K C0_32 >= gamma32_K + gamma64_K
+MAX_TERMS_32 = 2**14  # the K for which C0_32 is proven; longer float32 sums decline
 TINY = 2.0**-400  # nonzero operands at least this large never make products underflow
 GUARD = 2.0**960  # a-priori magnitude bound that rules out overflow
 LO, HI, NOM, MAG = 0, 1, 2, 3  # planes of a tensor; accumulators use (S_lo, S_hi, N, A)
 BCE, CE = 0, 1
 DECLINED = 1.0
+# The rounding unit ``w`` every widening takes: (phi, eta, per-term sum error, float32).
+# float64: one float64 rounding, and sums carry their own error and that of a second
+# summation in any other order (2 C0); float32: one float32 rounding, K C0_32 per sum.
+UNIT64 = (PHI, ETA, 2.0 * C0, False)
+UNIT32 = (PHI32, ETA32, C0_32, True)
 
 
 # ------------------------------------------------------------ one-flop widening
 
 
 @_jit
-def _dn(c):
-    """A float <= the real ``x`` whenever ``c = RN(x)`` and ``c`` is finite (exact zeros kept)."""
-    return c - (PHI * abs(c) + (ETA if c != 0.0 else 0.0))
+def _unit(f32):
+    return UNIT32 if f32 else UNIT64
 
 
 @_jit
-def _up(c):
-    return c + (PHI * abs(c) + (ETA if c != 0.0 else 0.0))
+def _dn(c, rn):
+    """A float <= ``x`` and <= its rounding to ``w``'s format, whenever ``c = RN(x)`` is finite.
+
+    Exact zeros are kept.
+    """
+    return c - (rn[0] * abs(c) + (rn[1] if c != 0.0 else 0.0))
 
 
 @_jit
-def _dn_mul(a, b):
+def _up(c, rn):
+    return c + (rn[0] * abs(c) + (rn[1] if c != 0.0 else 0.0))
+
+
+@_jit
+def _dn_mul(a, b, rn):
     """A lower bound of the exact ``a * b`` (a product is exactly 0 only with a zero factor)."""
     p = a * b
-    return p - (PHI * abs(p) + (ETA if (a != 0.0) & (b != 0.0) else 0.0))
+    return p - (rn[0] * abs(p) + (rn[1] if (a != 0.0) & (b != 0.0) else 0.0))
 
 
 @_jit
-def _up_mul(a, b):
+def _up_mul(a, b, rn):
     p = a * b
-    return p + (PHI * abs(p) + (ETA if (a != 0.0) & (b != 0.0) else 0.0))
+    return p + (rn[0] * abs(p) + (rn[1] if (a != 0.0) & (b != 0.0) else 0.0))
 
 
 @_jit
-def _dn_div(a, b):
+def _dn_div(a, b, rn):
     q = a / b
-    return q - (PHI * abs(q) + (ETA if a != 0.0 else 0.0))
+    return q - (rn[0] * abs(q) + (rn[1] if a != 0.0 else 0.0))
 
 
 @_jit
-def _up_div(a, b):
+def _up_div(a, b, rn):
     q = a / b
-    return q + (PHI * abs(q) + (ETA if a != 0.0 else 0.0))
+    return q + (rn[0] * abs(q) + (rn[1] if a != 0.0 else 0.0))
 
 
 @_jit
-def _dn_sum_pos(s):
+def _dn_sum_pos(s, rn):
     """``_dn`` for a sum of lower bounds of positive reals that may have overflowed."""
-    return F64_MAX if s == INF else _dn(s)
+    return F64_MAX if s == INF else _dn(s, rn)
+
+
+@_jit
+def _exp_lo(x, rn):
+    """A lower bound of ``exp(x)`` and of its faithful rounding to ``w``'s format."""
+    return max(_dn(_exp_bounds(x)[0], rn), 0.0)
+
+
+@_jit
+def _exp_hi(x, rn):
+    return _up(_exp_bounds(x)[1], rn)
 
 
 @_jit
@@ -251,25 +280,25 @@ def _log1p_bounds(x):
 
 
 @_jit
-def _sigmoid_lo(a, elo, ehi):
+def _sigmoid_lo(a, elo, ehi, rn):
     """Lower bound of ``sigmoid(a)`` from bounds ``elo <= exp(-|a|) <= ehi``.
 
     ``sigmoid(a) = E / (1 + E)`` (``a < 0``, increasing in ``E``) or
     ``1 / (1 + E)`` (``a >= 0``, decreasing), as in ``functions._sigmoid_bound``.
     """
     if a < 0.0:
-        v = _dn_div(elo, _up(1.0 + elo))
+        v = _dn_div(elo, _up(1.0 + elo, rn), rn)
     else:
-        v = _dn_div(1.0, _up(1.0 + ehi))
+        v = _dn_div(1.0, _up(1.0 + ehi, rn), rn)
     return max(v, 0.0)
 
 
 @_jit
-def _sigmoid_hi(a, elo, ehi):
+def _sigmoid_hi(a, elo, ehi, rn):
     if a < 0.0:
-        v = _up_div(ehi, _dn(1.0 + ehi))
+        v = _up_div(ehi, _dn(1.0 + ehi, rn), rn)
     else:
-        v = _up_div(1.0, _dn(1.0 + elo))
+        v = _up_div(1.0, _dn(1.0 + elo, rn), rn)
     return min(v, 1.0)
 
 
@@ -385,26 +414,27 @@ def _outer_sums(out, a, a_nonneg, g, tmp):
 
 
 @_jit
-def _finish(acc, nterms, tiny):
+def _finish(acc, nterms, tiny, rn):
     """Accumulators of ``nterms``-term sums -> ``(lo, hi, nominal, mag)`` in place; the tiny flag.
 
     The bound of point 2 in the module docstring.
     """
-    ck = nterms * C0
-    extra = (2 * nterms + 1) * ETA
+    ck = nterms * rn[2]
+    extra = (2 * nterms + 1) * rn[1]
     lo = acc[0].reshape(-1)
     hi = acc[1].reshape(-1)
     mag = acc[3].reshape(-1)
     if tiny:
         for t in range(mag.size):
-            mag[t] = _up(ck * mag[t] + extra)
-    else:
+            mag[t] = _up(ck * mag[t] + extra, rn)
+    else:  # a zero magnitude sum: every product of members is exactly 0
         for t in range(mag.size):
-            mag[t] = ck * mag[t]
+            a = mag[t]
+            mag[t] = ck * a + (extra if a != 0.0 else 0.0)
     for t in range(lo.size):
-        lo[t] = _dn(lo[t] - mag[t])
+        lo[t] = _dn(lo[t] - mag[t], rn)
     for t in range(hi.size):
-        hi[t] = _up(hi[t] + mag[t])
+        hi[t] = _up(hi[t] + mag[t], rn)
     flag = False
     for t in range(mag.size):
         mag[t] = max(abs(lo[t]), abs(hi[t]))
@@ -478,7 +508,7 @@ def _prepare(th, meta):
     tiny = np.zeros(nl, dtype=np.bool_)
     for layer in range(nl):
         w, b = _layer_views(th, meta, layer)
-        wl, wh, wm = w[0].reshape(-1), w[1].reshape(-1), w[2].reshape(-1)
+        wl, wh, wm = w[0].reshape(-1), w[1].reshape(-1), w[3].reshape(-1)
         for t in range(wl.size):
             v = wm[t]
             big = v if not (v <= big) else big
@@ -499,6 +529,8 @@ def _no_overflow(meta, m, big, x_mag, lam_hi):
     ``|dW|, |db| <= 2 m |a| |g|``, ``|g_(l-1)| <= 2 n_l |g_l| big``; update
     ``<= 2 (big + lambda |grad|)``.  NaN fails the test.
     """
+    if not (big <= F64_MAX and x_mag <= F64_MAX):  # inf or NaN anywhere: never fused
+        return False
     nl = meta[0]
     zs = np.empty(nl + 1)
     zs[0] = x_mag
@@ -513,6 +545,17 @@ def _no_overflow(meta, m, big, x_mag, lam_hi):
         g = 2.0 * meta[4 + layer + 1] * g * big
         worst = max(worst, g)
     return worst <= GUARD
+
+
+@_jit
+def _sums_proven(meta, m):
+    """True unless a float32 model has a sum longer than ``MAX_TERMS_32`` (batch or layer)."""
+    if meta[2] == 0:
+        return True
+    longest = m
+    for layer in range(meta[0] + 1):
+        longest = max(longest, meta[4 + layer] + 1)
+    return longest <= MAX_TERMS_32
 
 
 @_jit
@@ -540,7 +583,7 @@ def _gather(rows, cols, x_lo, x_hi, x_nom, idx):
 
 
 @_jit
-def _input_weight_grad(dw, dwt, g, rows, tiny):
+def _input_weight_grad(dw, dwt, g, rows, tiny, rn):
     """Weight gradient of a layer with many inputs: batch-ordered axpys over its input features.
 
     ``dwt[:, j, :] = sum_b g[:, j, b] * rows[:, b, :]`` (the inner loop runs
@@ -551,7 +594,7 @@ def _input_weight_grad(dw, dwt, g, rows, tiny):
     for j in range(g.shape[1]):
         for b in range(g.shape[2]):
             _axpy(dwt, j, rows, b, g[0, j, b], g[1, j, b], g[2, j, b], g[3, j, b])
-    _finish(dwt, g.shape[2], tiny)
+    _finish(dwt, g.shape[2], tiny, rn)
     for q in range(4):
         for j in range(dwt.shape[1]):
             for i in range(dwt.shape[2]):
@@ -559,7 +602,7 @@ def _input_weight_grad(dw, dwt, g, rows, tiny):
 
 
 @_jit
-def _forward(x0, x_tiny, th, meta, wtiny, ws):
+def _forward(x0, x_tiny, th, meta, wtiny, ws, rn):
     """Interval and nominal forward pass of the batch ``x0 (4, n0, m)``.
 
     Returns ``(end, zoff, aoff, atiny)``: layer ``l``'s pre-activation lives
@@ -583,7 +626,7 @@ def _forward(x0, x_tiny, th, meta, wtiny, ws):
         o += 4 * p * m
         _fill_rows(z, b)
         _mm_weights(z, w, True, src)
-        t = _finish(z, n + 1, atiny[layer] | wtiny[layer])
+        t = _finish(z, n + 1, atiny[layer] | wtiny[layer], rn)
         if meta[5 + nl + layer] != 0:  # a ReLU follows this Linear
             a = ws[o : o + 4 * p * m].reshape((4, p, m))
             aoff[layer] = o
@@ -601,7 +644,7 @@ def _forward(x0, x_tiny, th, meta, wtiny, ws):
 
 
 @_jit
-def _bce_grad(z, y, idx, g, inv_lo, inv_hi):
+def _bce_grad(z, y, idx, g, inv_lo, inv_hi, rn):
     """BCE-with-logits gradient bounds (and the nominal's) into ``g``; mean-loss bounds, tiny flag.
 
     Mirrors ``losses.BCEWithLogits``: ``(sigmoid(z) - y) / m`` and
@@ -615,15 +658,15 @@ def _bce_grad(z, y, idx, g, inv_lo, inv_hi):
     for r in range(m):
         zl, zh, zn = z[0, 0, r], z[1, 0, r], z[2, 0, r]
         yb = float(y[idx[r]])
-        el_l, eh_l = _exp_bounds(-abs(zl))
-        el_h, eh_h = _exp_bounds(-abs(zh))
-        d_lo = _dn(_sigmoid_lo(zl, el_l, eh_l) - yb)
-        d_hi = _up(_sigmoid_hi(zh, el_h, eh_h) - yb)
-        g_lo = _dn_mul(d_lo, inv_lo if d_lo >= 0.0 else inv_hi)
-        g_hi = _up_mul(d_hi, inv_hi if d_hi >= 0.0 else inv_lo)
-        en_l, en_h = _exp_bounds(-abs(zn))
-        d_n = _dn(_sigmoid_lo(zn, en_l, en_h) - yb)
-        g_n = _dn_mul(d_n, inv_lo if d_n >= 0.0 else inv_hi)
+        el_l, eh_l = _exp_lo(-abs(zl), rn), _exp_hi(-abs(zl), rn)
+        el_h, eh_h = _exp_lo(-abs(zh), rn), _exp_hi(-abs(zh), rn)
+        d_lo = _dn(_sigmoid_lo(zl, el_l, eh_l, rn) - yb, rn)
+        d_hi = _up(_sigmoid_hi(zh, el_h, eh_h, rn) - yb, rn)
+        g_lo = _dn_mul(d_lo, inv_lo if d_lo >= 0.0 else inv_hi, rn)
+        g_hi = _up_mul(d_hi, inv_hi if d_hi >= 0.0 else inv_lo, rn)
+        en_l, en_h = _exp_lo(-abs(zn), rn), _exp_hi(-abs(zn), rn)
+        d_n = _dn(_sigmoid_lo(zn, en_l, en_h, rn) - yb, rn)
+        g_n = _dn_mul(d_n, inv_lo if d_n >= 0.0 else inv_hi, rn)
         g[0, 0, r] = g_lo
         g[1, 0, r] = g_hi
         g[2, 0, r] = min(max(g_n, g_lo), g_hi)
@@ -634,17 +677,17 @@ def _bce_grad(z, y, idx, g, inv_lo, inv_hi):
             f_lo, e_lo, f_hi, e_hi = -zh, el_h, -zl, eh_l
         else:
             f_lo, e_lo, f_hi, e_hi = zl, el_l, zh, eh_h
-        v_lo = _dn(max(f_lo, 0.0) + _log1p_bounds(e_lo)[0])
-        v_hi = _up(max(f_hi, 0.0) + _log1p_bounds(e_hi)[1])
-        tot_lo = _dn(tot_lo + v_lo)
-        tot_hi = _up(tot_hi + v_hi)
-    loss_lo = _dn_mul(tot_lo, inv_lo if tot_lo >= 0.0 else inv_hi)
-    loss_hi = _up_mul(tot_hi, inv_hi if tot_hi >= 0.0 else inv_lo)
+        v_lo = _dn(max(f_lo, 0.0) + _log1p_bounds(e_lo)[0], rn)
+        v_hi = _up(max(f_hi, 0.0) + _log1p_bounds(e_hi)[1], rn)
+        tot_lo = _dn(tot_lo + v_lo, rn)
+        tot_hi = _up(tot_hi + v_hi, rn)
+    loss_lo = _dn_mul(tot_lo, inv_lo if tot_lo >= 0.0 else inv_hi, rn)
+    loss_hi = _up_mul(tot_hi, inv_hi if tot_hi >= 0.0 else inv_lo, rn)
     return loss_lo, loss_hi, tiny
 
 
 @_jit
-def _ce_grad(z, y, idx, g, inv_lo, inv_hi):
+def _ce_grad(z, y, idx, g, inv_lo, inv_hi, rn):
     """Cross-entropy gradient bounds (and the nominal's) into ``g``; mean-loss bounds, tiny flag.
 
     Mirrors ``losses.CrossEntropy``: ``S_i = sum_{j != i} exp(z_j - z_i)``
@@ -665,30 +708,32 @@ def _ce_grad(z, y, idx, g, inv_lo, inv_hi):
             for j in range(k):
                 if j == i:
                     continue
-                s_hi = _up(s_hi + _exp_bounds(_up(z[1, j, r] - z[0, i, r]))[1])
-                s_lo = _dn_sum_pos(s_lo + _exp_bounds(_dn(z[0, j, r] - z[1, i, r]))[0])
-                s_n = _up(s_n + _exp_bounds(_up(z[2, j, r] - z[2, i, r]))[1])
-            s_lo = max(s_lo, 0.0)
-            p_lo = max(_dn_div(1.0, _up(1.0 + s_hi)), 0.0)
-            p_hi = min(_up_div(1.0, _dn(1.0 + s_lo)), 1.0)
-            p_n = max(_dn_div(1.0, _up(1.0 + s_n)), 0.0)
+                s_hi = _up(s_hi + _exp_hi(_up(z[1, j, r] - z[0, i, r], rn), rn), rn)
+                s_lo = _dn_sum_pos(s_lo + _exp_lo(_dn(z[0, j, r] - z[1, i, r], rn), rn), rn)
+                s_n = _up(s_n + _exp_bounds(_up(z[2, j, r] - z[2, i, r], rn))[1], rn)
+            # any other order of the k - 1 nonnegative terms: relative error <= k rn[2]
+            s_hi = _up(s_hi * (1.0 + k * rn[2]), rn)
+            s_lo = max(_dn(s_lo * (1.0 - k * rn[2]), rn), 0.0)
+            p_lo = max(_dn_div(1.0, _up(1.0 + s_hi, rn), rn), 0.0)
+            p_hi = min(_up_div(1.0, _dn(1.0 + s_lo, rn), rn), 1.0)
+            p_n = max(_dn_div(1.0, _up(1.0 + s_n, rn), rn), 0.0)
             oh = 1.0 if i == yr else 0.0
-            d_lo = _dn(p_lo - oh)
-            d_hi = _up(p_hi - oh)
-            d_n = _dn(p_n - oh)
-            g_lo = _dn_mul(d_lo, inv_lo if d_lo >= 0.0 else inv_hi)
-            g_hi = _up_mul(d_hi, inv_hi if d_hi >= 0.0 else inv_lo)
-            g_n = _dn_mul(d_n, inv_lo if d_n >= 0.0 else inv_hi)
+            d_lo = _dn(p_lo - oh, rn)
+            d_hi = _up(p_hi - oh, rn)
+            d_n = _dn(p_n - oh, rn)
+            g_lo = _dn_mul(d_lo, inv_lo if d_lo >= 0.0 else inv_hi, rn)
+            g_hi = _up_mul(d_hi, inv_hi if d_hi >= 0.0 else inv_lo, rn)
+            g_n = _dn_mul(d_n, inv_lo if d_n >= 0.0 else inv_hi, rn)
             g[0, i, r] = g_lo
             g[1, i, r] = g_hi
             g[2, i, r] = min(max(g_n, g_lo), g_hi)
             g[3, i, r] = max(abs(g_lo), abs(g_hi))
             tiny |= _is_tiny(g_lo) | _is_tiny(g_hi)
             if i == yr:
-                tot_lo = _dn(tot_lo + _log1p_bounds(s_lo)[0])
-                tot_hi = _up(tot_hi + _log1p_bounds(s_hi)[1])
-    loss_lo = _dn_mul(tot_lo, inv_lo if tot_lo >= 0.0 else inv_hi)
-    loss_hi = _up_mul(tot_hi, inv_hi if tot_hi >= 0.0 else inv_lo)
+                tot_lo = _dn(tot_lo + _log1p_bounds(s_lo)[0], rn)
+                tot_hi = _up(tot_hi + _log1p_bounds(s_hi)[1], rn)
+    loss_lo = _dn_mul(tot_lo, inv_lo if tot_lo >= 0.0 else inv_hi, rn)
+    loss_hi = _up_mul(tot_hi, inv_hi if tot_hi >= 0.0 else inv_lo, rn)
     return loss_lo, loss_hi, tiny
 
 
@@ -696,7 +741,7 @@ def _ce_grad(z, y, idx, g, inv_lo, inv_hi):
 
 
 @_jit
-def _update(theta, grad, lam_lo, lam_hi, lam_n, f32):
+def _update(theta, grad, lam_lo, lam_hi, lam_n, rn):
     """``theta <- theta - lambda grad`` outward, the nominal in RN; ``(finite, first outside)``.
 
     ``theta`` and ``grad`` have the planes (lo, hi, nom, ...) over the same
@@ -710,12 +755,12 @@ def _update(theta, grad, lam_lo, lam_hi, lam_n, f32):
     gl_, gh_, gn_ = grad[0], grad[1], grad[2]
     for t in range(tl.size):
         gl, gh = gl_[t], gh_[t]
-        step_lo = _dn_mul(gl, lam_lo if gl >= 0.0 else lam_hi)
-        step_hi = _up_mul(gh, lam_hi if gh >= 0.0 else lam_lo)
-        lo = _dn(tl[t] - step_hi)
-        hi = _up(th[t] - step_lo)
+        step_lo = _dn_mul(gl, lam_lo if gl >= 0.0 else lam_hi, rn)
+        step_hi = _up_mul(gh, lam_hi if gh >= 0.0 else lam_lo, rn)
+        lo = _dn(tl[t] - step_hi, rn)
+        hi = _up(th[t] - step_lo, rn)
         nom = tn[t] - lam_n * gn_[t]
-        if f32:
+        if rn[3]:
             lo = _to32_rd(lo, 0.0)
             hi = _to32_ru(hi, 0.0)
             nom = np.float64(np.float32(nom))
@@ -748,9 +793,9 @@ def train_step(x_lo, x_hi, x_nom, y, idx, th, ws, meta, scal, out):
     nl = meta[0]
     m = idx.size
     lam_lo, lam_hi, lam_n = scal[0], scal[1], scal[2]
-    f32 = meta[2] != 0
+    rn = _unit(meta[2] != 0)
     big, wtiny = _prepare(th, meta)
-    if not _no_overflow(meta, m, big, scal[5], lam_hi):
+    if not (_no_overflow(meta, m, big, scal[5], lam_hi) and _sums_proven(meta, m)):
         out[0] = DECLINED
         return
     n0 = meta[4]
@@ -758,7 +803,7 @@ def train_step(x_lo, x_hi, x_nom, y, idx, th, ws, meta, scal, out):
     rows = ws[4 * n0 * m : 8 * n0 * m].reshape((4, m, n0))
     _gather(rows, x0, x_lo, x_hi, x_nom, idx)
     base = 8 * n0 * m
-    o, zoff, aoff, atiny = _forward(x0, meta[3] != 0, th, meta, wtiny, ws[base:])
+    o, zoff, aoff, atiny = _forward(x0, meta[3] != 0, th, meta, wtiny, ws[base:], rn)
     o += base
     nmax = 0
     for layer in range(nl + 1):
@@ -772,9 +817,12 @@ def train_step(x_lo, x_hi, x_nom, y, idx, th, ws, meta, scal, out):
     oz = base + aoff[nl - 1]
     logits = ws[oz : oz + 4 * nk * m].reshape((4, nk, m))
     if meta[1] == BCE:
-        loss_lo, loss_hi, gtiny = _bce_grad(logits, y, idx, g, scal[3], scal[4])
+        loss_lo, loss_hi, gtiny = _bce_grad(logits, y, idx, g, scal[3], scal[4], rn)
     else:
-        loss_lo, loss_hi, gtiny = _ce_grad(logits, y, idx, g, scal[3], scal[4])
+        loss_lo, loss_hi, gtiny = _ce_grad(logits, y, idx, g, scal[3], scal[4], rn)
+    if meta[5 + nl + nl - 1] != 0:  # a ReLU after the last Linear: through its derivative
+        oz = base + zoff[nl - 1]
+        _relu_mask(g, ws[oz : oz + 4 * nk * m].reshape((4, nk, m)))
     finite = True
     out[4] = -1.0
     cur = 0
@@ -791,25 +839,25 @@ def train_step(x_lo, x_hi, x_nom, y, idx, th, ws, meta, scal, out):
         dw = ws[o : o + 4 * n * p].reshape((4, n, p))
         if layer == 0 and n >= 32 and n > p:  # many inputs: vectorise over them
             dwt = ws[o + 4 * n * p + 4 * p : o + 8 * n * p + 4 * p].reshape((4, p, n))
-            _input_weight_grad(dw, dwt, g, rows, a_tiny | gtiny)
+            _input_weight_grad(dw, dwt, g, rows, a_tiny | gtiny, rn)
         else:
             _outer_sums(dw, a, a_nonneg, g, tmp)
-            _finish(dw, m, a_tiny | gtiny)
+            _finish(dw, m, a_tiny | gtiny, rn)
         db = ws[o + 4 * n * p : o + 4 * n * p + 4 * p].reshape((4, 1, p))
         for q in range(4):
             for j in range(p):
                 db[q, 0, j] = _sum4(g[q, j], m)
-        _finish(db, m, False)
+        _finish(db, m, False, rn)
         # input gradient with the old W, before the update
         if layer > 0:
             nxt = gbuf[1 - cur]
             gx = ws[nxt : nxt + 4 * n * m].reshape((4, n, m))
             gx[:] = 0.0
             _mm_weights(gx, w, False, g)
-            gtiny_next = _finish(gx, p, gtiny | wtiny[layer])
+            gtiny_next = _finish(gx, p, gtiny | wtiny[layer], rn)
         wf, dwf = w.reshape((4, n * p)), dw.reshape((4, n * p))
-        f_w, bad_w = _update(wf, dwf, lam_lo, lam_hi, lam_n, f32)
-        f_b, bad_b = _update(b, db.reshape((4, p)), lam_lo, lam_hi, lam_n, f32)
+        f_w, bad_w = _update(wf, dwf, lam_lo, lam_hi, lam_n, rn)
+        f_b, bad_b = _update(b, db.reshape((4, p)), lam_lo, lam_hi, lam_n, rn)
         finite &= f_w & f_b
         if bad_w >= 0 or bad_b >= 0:
             out[4] = layer
@@ -833,11 +881,12 @@ def forward(xs, th, meta, x_mag, ws, out):
     Returns False (``out`` untouched) where the overflow guard declines.
     """
     nl = meta[0]
+    rn = _unit(meta[2] != 0)
     big, wtiny = _prepare(th, meta)
     m = xs.shape[2]
-    if not _no_overflow(meta, m, big, x_mag, 0.0):
+    if not (_no_overflow(meta, m, big, x_mag, 0.0) and _sums_proven(meta, 1)):
         return False
-    o, zoff, aoff, atiny = _forward(xs, meta[3] != 0, th, meta, wtiny, ws)
+    o, zoff, aoff, atiny = _forward(xs, meta[3] != 0, th, meta, wtiny, ws, rn)
     k = meta[4 + nl]
     out[:] = ws[aoff[nl - 1] : aoff[nl - 1] + 4 * k * m].reshape((4, k, m))
     return True

@@ -87,8 +87,8 @@ def _stack(model):
 @njit
 def _widen_all(xs, lo, hi):
     for i in range(xs.size):
-        lo[i] = K._dn(xs[i])
-        hi[i] = K._up(xs[i])
+        lo[i] = K._dn(xs[i], K.UNIT64)
+        hi[i] = K._up(xs[i], K.UNIT64)
 
 
 def _interesting_floats(rng):
@@ -119,7 +119,7 @@ def test_one_flop_widening_passes_both_neighbours():
 
 @njit
 def _mul_bounds(a, b):
-    return K._dn_mul(a, b), K._up_mul(a, b)
+    return K._dn_mul(a, b, K.UNIT64), K._up_mul(a, b, K.UNIT64)
 
 
 def test_underflowing_product_is_widened_and_zero_factor_is_exact():
@@ -261,7 +261,7 @@ def test_loss_gradient_and_value_bounds_against_mpfr(k):
     inv = Fraction(1, m)
     inv_lo, inv_hi = float(np.nextafter(1 / m, 0)), float(np.nextafter(1 / m, 1))
     grad = K._bce_grad if k == 1 else K._ce_grad
-    loss_lo, loss_hi, _ = grad(z, y, idx, g, inv_lo, inv_hi)
+    loss_lo, loss_hi, _ = grad(z, y, idx, g, inv_lo, inv_hi, K.UNIT64)
     zf = [[[Fraction(float(z[q, i, b])) for i in range(k)] for b in range(m)] for q in range(3)]
     total_lo = total_hi = Fraction(0)
     for b in range(m):
@@ -345,7 +345,7 @@ def test_interval_dot_products_enclose_their_exact_values(kind):
     K._mm_weights(acc, w, True, v)
     tiny = _tiny(w, v)
     assert tiny == (kind == "tiny")
-    K._finish(acc, nk + 1, tiny)
+    K._finish(acc, nk + 1, tiny, K.UNIT64)
     for r in range(nr):
         for c in range(m):
             lo, hi = _exact_bounds(w[0, :, r], w[1, :, r], v[0, :, c], v[1, :, c], b[0, r], b[1, r])
@@ -369,7 +369,7 @@ def test_batch_sums_enclose_their_exact_values(kind, nonneg):
     g = _random_box(rng, (p, m), scale, kind)
     out, tmp = np.empty((4, n, p)), np.empty((4, m))
     K._outer_sums(out, a, nonneg, g, tmp)
-    K._finish(out, m, _tiny(a, g))
+    K._finish(out, m, _tiny(a, g), K.UNIT64)
     for i in range(n):
         for j in range(p):
             lo, hi = _exact_bounds(a[0, i], a[1, i], g[0, j], g[1, j], 0.0, 0.0)
@@ -387,7 +387,7 @@ def test_input_layer_weight_sums_enclose_their_exact_values(kind):
     rows = np.ascontiguousarray(a.transpose(0, 2, 1))
     g = _random_box(rng, (p, m), scale, kind)
     dw, dwt = np.empty((4, n, p)), np.empty((4, p, n))
-    K._input_weight_grad(dw, dwt, g, rows, _tiny(a, g))
+    K._input_weight_grad(dw, dwt, g, rows, _tiny(a, g), K.UNIT64)
     for i in range(n):
         for j in range(p):
             lo, hi = _exact_bounds(a[0, i], a[1, i], g[0, j], g[1, j], 0.0, 0.0)
@@ -402,7 +402,7 @@ def test_underflow_needs_the_tiny_flag():
     for tiny, sound in ((False, False), (True, True)):
         acc = np.zeros((4, 1, 1))
         K._mm_weights(acc, w, True, v)
-        K._finish(acc, 1, tiny)
+        K._finish(acc, 1, tiny, K.UNIT64)
         exact = Fraction(-1e-200) * Fraction(1e-200)
         assert (Fraction(acc[0, 0, 0]) <= exact <= Fraction(acc[1, 0, 0])) == sound
 
