@@ -9,6 +9,7 @@ prove, is caught.
 from __future__ import annotations
 
 import json
+import zlib
 from fractions import Fraction
 from itertools import product
 
@@ -19,12 +20,25 @@ from click.testing import CliRunner
 import intervalnn.certify as certify_module
 import intervalnn.interval as interval_module
 import intervalnn.linalg as linalg_module
-from intervalnn.audit import Dense, audit_model, audit_training, oracle_bounds
+from intervalnn.audit import (
+    Dense,
+    _exact_forward,
+    _forward,
+    _input_grad,
+    _layer_kinds,
+    _linear_params,
+    _Reference,
+    audit_model,
+    audit_training,
+    dense_layers,
+    oracle_bounds,
+)
 from intervalnn.cli import main
 from intervalnn.datasets import two_moons_splits
+from intervalnn.interval import Interval
 from intervalnn.io import save_model
 from intervalnn.kernels import cpu
-from intervalnn.layers import mlp
+from intervalnn.layers import Linear, ReLU, Sequential, mlp
 from intervalnn.threat import ThreatModel
 from intervalnn.train import TrainConfig, train
 
@@ -226,6 +240,239 @@ def test_audit_training_catches_round_to_nearest_training(monkeypatch):
     assert not r["passed"]
     assert r["outside"] > 0 and r["max_excursion"] > 0
     assert r["by_kind"]["clean (exact)"]["outside"] > 0  # the real SGD trajectory left the box
+
+
+# ---------------------------------------------------------------- reference SGD, any layer order
+
+
+def _set_linear(layer, w, b):
+    layer.weight, layer.bias = Interval(w), Interval(b)
+    layer.nominal = {"weight": w.copy(), "bias": b.copy()}
+    return layer
+
+
+def _relu_last_model():
+    """Linear(2, 1) - ReLU with ``z = -1.25`` on the only point: the true gradient is 0."""
+    w, b = np.array([[1.0], [-1.0]]), np.array([0.25])
+    lin = _set_linear(Linear(2, 1, rng=np.random.default_rng(0)), w, b)
+    return Sequential(lin, ReLU()), np.array([[-1.0, 0.5]]), np.array([1])
+
+
+def _q(v) -> Fraction:
+    """A float64 or ``mpq`` as an exact ``Fraction``."""
+    if isinstance(v, float):
+        return Fraction(v)
+    return Fraction(int(v.numerator), int(v.denominator))
+
+
+def _fr(a):
+    """An array of float64 or ``mpq`` as an object array of exact ``Fraction``."""
+    return np.vectorize(_q, otypes=[object])(np.asarray(a))
+
+
+def _zeros(params, x):
+    """Zero tangents for ``params`` (pairs of arrays) and ``x``, as Fraction arrays."""
+    zero = lambda a: np.full(a.shape, Fraction(0), object)  # noqa: E731
+    return [(zero(w), zero(b)) for w, b in params], zero(x)
+
+
+def _dual_forward(kinds, params, x, dparams, dx):
+    """Forward-mode AD over exact Fractions: the output and its derivative along (dparams, dx).
+
+    A route independent of the reference's backward chain rule: the tangent
+    rides along the forward pass (``d(aW + b) = da W + a dW + db``,
+    ``d relu(a) = [a > 0] da``), nothing runs in reverse.
+    """
+    a, da = x, dx
+    pairs = iter(zip(params, dparams, strict=True))
+    for kind in kinds:
+        if kind == "linear":
+            (w, b), (dw, db) = next(pairs)
+            a, da = a @ w + b, da @ w + a @ dw + db
+        else:
+            on = a > 0
+            a, da = np.where(on, a, Fraction(0)), np.where(on, da, Fraction(0))
+    return a, da
+
+
+def _random_arch(seed):
+    rng = np.random.default_rng(seed)
+    kinds = list(rng.choice(["linear", "relu"], size=int(rng.integers(2, 7))))
+    if "linear" not in kinds:
+        kinds[int(rng.integers(len(kinds)))] = "linear"
+    return tuple(str(k) for k in kinds)
+
+
+ARCHS = [
+    ("linear", "relu"),  # a ReLU after the last Linear
+    ("linear", "linear"),  # Linear after Linear
+    ("linear", "relu", "relu", "linear"),  # consecutive ReLUs
+    ("linear", "relu", "linear", "relu", "relu"),  # both, ReLU last
+    ("linear", "linear", "relu", "linear", "relu"),
+    ("relu", "linear", "relu"),  # a ReLU first: the reference alone (Sequential needs a Linear)
+] + [_random_arch(s) for s in range(6)]
+
+
+def _random_params(kinds, n_in, k, rng):
+    n_lin = kinds.count("linear")
+    sizes = [n_in] + [int(rng.integers(2, 5)) for _ in range(n_lin - 1)] + [k]
+    return [
+        (rng.normal(size=(a, b)) * 0.8, rng.normal(size=b) * 0.5)
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+    ]
+
+
+def test_audit_reference_model_ending_with_relu():
+    """relu'(z) of the LAST layer is part of the chain rule: z = -1.25 < 0, gradient 0."""
+    model, x, y = _relu_last_model()
+    assert _layer_kinds(model) == ["linear", "relu"]
+    for exact in (True, False):
+        ref = _Reference(_layer_kinds(model), _linear_params(model), "bce", exact)
+        ((gw, gb),) = ref.gradients(x, y)[0]
+        assert all(v == 0 for v in [*gw.ravel(), *gb.ravel()])
+        ref.step(x, y, Fraction(1, 2))
+        ((w, b),) = ref.params
+        assert [float(v) for v in w.ravel()] == [1.0, -1.0] and float(b[0]) == 0.25
+    # and relu'(0) = 0 (the engine's convention) at z = 0 exactly; 1 at z > 0
+    ref = _Reference(["linear", "relu"], _linear_params(model), "bce", exact=True)
+    xs = np.array([[-1.0, 0.5], [-0.75, 0.5], [1.0, 0.0]])  # z = -1.25, 0, 1.25
+    ((gw, gb),) = ref.gradients(xs, np.array([1, 1, 1]))[0]
+    out = ref._out_grad(ref.logits(xs[2:]), np.array([1]))[0, 0] / 3  # only the last row counts
+    assert list(gw[:, 0]) == [out * 1, out * 0] and gb[0] == out and out < 0
+
+
+@pytest.mark.parametrize("loss", ["bce", "ce"])
+@pytest.mark.parametrize("kinds", ARCHS, ids=["-".join(a) for a in ARCHS])
+def test_audit_reference_gradient_is_the_exact_derivative(kinds, loss):
+    """The reference's backward pass against exact forward-mode derivatives (Fractions).
+
+    Given the loss gradient at the logits, every parameter and input
+    gradient entry is a directional derivative, computed exactly by pushing
+    a tangent through the forward pass; they must agree to the last bit.
+    """
+    rng = np.random.default_rng(zlib.crc32(f"{kinds}{loss}".encode()))
+    n_in, k, m = 3, (1 if loss == "bce" else 3), 4
+    params = _random_params(list(kinds), n_in, k, rng)
+    x = rng.normal(size=(m, n_in))
+    y = rng.integers(0, 2 if loss == "bce" else k, size=m)
+    ref = _Reference(kinds, params, loss, exact=True)
+    grads, gx = ref.gradients(x, y)
+    fp = [(_fr(w), _fr(b)) for w, b in params]
+    fx = _fr(x)
+    zero_p, zero_x = _zeros(fp, fx)
+    z, _ = _dual_forward(kinds, fp, fx, zero_p, zero_x)
+    assert (_fr(ref.logits(x)) == z).all()  # the forward passes agree exactly
+    gz = _fr(ref._out_grad(ref.logits(x), y)) / m  # d mean-loss / d logits
+    # the loss gradient itself: sigmoid / softmax minus the one-hot label (float64 check)
+    zf = np.array(z, dtype=np.float64)
+    if loss == "bce":
+        want = (1 / (1 + np.exp(-zf[:, 0])) - y)[:, None]
+    else:
+        e = np.exp(zf - zf.max(axis=1, keepdims=True))
+        want = e / e.sum(axis=1, keepdims=True) - np.eye(k)[y]
+    np.testing.assert_allclose(np.array(gz * m, dtype=np.float64), want, rtol=1e-13, atol=1e-15)
+
+    def along(dparams, dx):
+        _, t = _dual_forward(kinds, fp, fx, dparams, dx)
+        return (gz * t).sum()
+
+    for li, (w, b) in enumerate(fp):
+        for which, arr in ((0, w), (1, b)):
+            for idx in np.ndindex(arr.shape):
+                d = [(dw.copy(), db.copy()) for dw, db in zero_p]
+                d[li][which][idx] = Fraction(1)
+                assert _fr(grads[li][which])[idx] == along(d, zero_x), (li, which, idx)
+    for idx in np.ndindex(fx.shape):
+        dx = zero_x.copy()
+        dx[idx] = Fraction(1)
+        assert _fr(gx)[idx] == along(zero_p, dx), idx
+    # the float64 reference: the same gradients to rounding error
+    fgrads, fgx = _Reference(kinds, params, loss, exact=False).gradients(x, y)
+    for (gw, gb), (fw, fb) in zip(grads, fgrads, strict=True):
+        np.testing.assert_allclose(fw, np.array(gw, np.float64), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(fb, np.array(gb, np.float64), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fgx, np.array(gx, np.float64), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kinds", [a for a in ARCHS if a[0] == "linear"], ids="-".join)
+def test_audit_model_views_handle_any_relu_placement(kinds):
+    """The model audit's MLP view (Dense, falsification, oracle) on the same architectures."""
+    rng = np.random.default_rng(zlib.crc32(str(kinds).encode()))
+    params = _random_params(list(kinds), 3, 2, rng)
+    it = iter(params)
+    model = Sequential(
+        *(
+            _set_linear(Linear(2, 2, rng=rng), *next(it)) if kind == "linear" else ReLU()
+            for kind in kinds
+        )
+    )
+    layers = dense_layers(model)
+    relu = [la.relu for la in layers]
+    pf = [(la.w_nom, la.b_nom) for la in layers]
+    x = rng.normal(size=(5, 3))
+    fp = [(_fr(w), _fr(b)) for w, b in params]
+    fx = _fr(x)
+    zero_p, zero_x = _zeros(fp, fx)
+    z, _ = _dual_forward(kinds, fp, fx, zero_p, zero_x)
+    assert (_fr(_exact_forward(pf, relu, x)) == z).all()
+    zf, pre = _forward(pf, relu, x)
+    np.testing.assert_allclose(zf, np.array(z, np.float64), rtol=1e-12, atol=1e-14)
+    direction = rng.normal(size=zf.shape)
+    grad = _input_grad(pf, relu, pre, direction)
+    for idx in np.ndindex(fx.shape):
+        dx = zero_x.copy()
+        dx[idx] = Fraction(1)
+        _, t = _dual_forward(kinds, fp, fx, zero_p, dx)
+        want = float((_fr(direction) * t).sum())
+        assert grad[idx] == pytest.approx(want, rel=1e-9, abs=1e-12), idx
+    lo, hi = oracle_bounds(layers, x, 0.0)  # a point box: the oracle encloses the exact output
+    for idx in np.ndindex(z.shape):
+        assert (
+            Fraction(*lo[idx].as_integer_ratio()) <= z[idx] <= Fraction(*hi[idx].as_integer_ratio())
+        )
+
+
+def test_audit_model_passes_with_relu_last_and_consecutive_relus():
+    sp = two_moons_splits(seed=1, n_train=10, n_val=10, n_test=40)
+    rng = np.random.default_rng(3)
+    model = Sequential(Linear(2, 4, rng=rng), ReLU(), ReLU(), Linear(4, 2, rng=rng), ReLU())
+    r = audit_model(model, sp.test.x, sp.test.y, ThreatModel(1e-2), **FAST)
+    assert r["passed"] and r["refuted"] == r["violations"] == 0
+    assert r["counterexamples"] == r["outside_bounds"] == 0
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["layered", "fused"])
+def test_audit_training_exact_on_a_model_ending_with_relu(fused):
+    """z < 0 at the last ReLU: real SGD leaves W at [1, -1], and so must the box."""
+    model, x, y = _relu_last_model()
+    cfg = TrainConfig(epochs=2, learning_rate=0.5, batch_size=1, seed=0, fused=fused)
+    r = audit_training(model, x, y, ThreatModel(0.0), cfg, vertices=0, randoms=0, exact=True)
+    assert r["fused"] is fused
+    assert r["steps"] == 2 and r["exact_runs"] == 5
+    assert r["passed"] and r["outside"] == 0, r["by_kind"]
+    w = model.layers[0].nominal["weight"]
+    assert list(w[:, 0]) == [1.0, -1.0]
+
+
+ARCH_MODELS = {
+    "relu-last": lambda rng: [Linear(2, 4, rng=rng), ReLU(), Linear(4, 1, rng=rng), ReLU()],
+    "linear-linear": lambda rng: [Linear(2, 4, rng=rng), Linear(4, 1, rng=rng)],
+    "relu-relu": lambda rng: [Linear(2, 4, rng=rng), ReLU(), ReLU(), Linear(4, 1, rng=rng)],
+}
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["layered", "fused"])
+@pytest.mark.parametrize("arch", sorted(ARCH_MODELS))
+def test_audit_training_exact_any_relu_placement(arch, fused):
+    sp = two_moons_splits(seed=4, n_train=16)
+    model = Sequential(*ARCH_MODELS[arch](np.random.default_rng(5)))
+    cfg = TrainConfig(epochs=2, learning_rate=0.5, batch_size=8, seed=2, fused=fused)
+    r = audit_training(
+        model, sp.train.x, sp.train.y, ThreatModel(1e-2), cfg, vertices=1, randoms=1, exact=True
+    )
+    assert r["fused"] is fused and r["steps"] == 4 and r["exact_runs"] == 6
+    assert r["passed"] and r["max_excursion"] <= 0, r["by_kind"]
+    assert r["clean_vs_nominal"] < 1e-12
 
 
 # ---------------------------------------------------------------- the commands
