@@ -160,8 +160,7 @@ def engine_bounds(model: Sequential, x, threat: ThreatModel, batch_size: int = 1
     used_fused = True
     host = lambda a: np.asarray(bk.to_host(a), dtype=np.float64)  # noqa: E731
     for start in range(0, x.shape[0], batch_size):
-        xb = bk.xp.asarray(x[start : start + batch_size].astype(model.dtype))
-        box = threat.test_box(xb)
+        box = threat.test_box(bk.xp.asarray(x[start : start + batch_size]), model.dtype)
         fast = fused_fn(model, box) if fused_fn is not None else None
         out = model.forward(box)
         layered = host(out.lo), host(out.hi)

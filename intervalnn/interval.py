@@ -455,9 +455,7 @@ def _coerce(like: Interval, other) -> Interval:
 
 
 def _is_integer_array(x) -> bool:
-    return isinstance(x, np.ndarray | np.generic) and np.asarray(x).dtype.kind in "biu" or (
-        is_cupy_array(x) and x.dtype.kind in "biu"
-    )
+    return (isinstance(x, np.ndarray | np.generic) or is_cupy_array(x)) and x.dtype.kind in "biu"
 
 
 def _coerce_points(like: Interval, x, exact: bool = False):

@@ -41,7 +41,7 @@ class ThreatModel:
         return self.epsilon if self.test_epsilon is None else self.test_epsilon
 
     def train_box(self, x, dtype=None) -> Interval:
-        """Every training point ``x`` may become anything in this box (in ``dtype``, default x's)."""
+        """Every training point ``x`` may become anything in this box (in ``dtype``, else x's)."""
         return self._box(x, self.epsilon, dtype)
 
     def test_box(self, x, dtype=None) -> Interval:

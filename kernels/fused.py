@@ -12,6 +12,8 @@ numbers), not the IEEE 1788 tightest rounding of each operation.
 Everything is computed in float64 (float32 models: float32 values are exact
 in float64, and each step's parameter bounds are rounded outward to float32
 at its end, the nominal parameters to nearest).  ``fastmath`` stays off.
+Points 1-5 below are stated for float64 with one summation; point 6 says how
+the unit ``rn`` that every widening takes extends them to float SGD.
 
 Soundness argument (u = 2^-53, eta = 2^-1074, RN = round to nearest):
 
@@ -83,6 +85,32 @@ Soundness argument (u = 2^-53, eta = 2^-1074, RN = round to nearest):
    relative errors (:func:`_exp_bounds`, :func:`_log1p_bounds`), ~10x cheaper
    than the double-double functions of :mod:`intervalnn.kernels.elementary`,
    whose argument reduction, tables and edge cases they reuse.  No libm.
+
+6. **Float SGD in the model's dtype.**  Every bound also contains the same
+   computation done in floating point in the model's dtype (the nominal
+   formulas of ``intervalnn.losses`` and ``layers`` evaluated on members of
+   the boxes, every operation rounded to nearest, exp faithfully, sums and
+   dot products in any order, with or without FMA).  Each widening takes the
+   unit ``rn = (phi, eta, c0, float32)`` of the model's dtype:
+
+   * float64 (``UNIT64``): a value ``c = RN(v)`` widened as in 1 lies below
+     ``pred(c)``, and ``RN`` is monotone, so a member's ``RN(v') >= RN(v) >
+     pred(c)`` for ``v' >= v``; an a-priori sum bound (2) is taken twice
+     (``c0 = 2 C0``): the kernel's own summation error and a second one in
+     any other order (``x' >= lo`` termwise gives ``fl(sum x') >= sum lo -
+     gamma sum |lo|``).  Underflowing member products need no term: where
+     no operand is tiny the ``2^-19`` slack of ``C0`` exceeds ``(2K + 1)
+     eta`` whenever ``A != 0``, and ``A = 0`` means every member product is 0.
+   * float32 (``UNIT32``): ``phi = 2^-23 (1 + 2^-20)`` and ``eta = 2^-148``
+     widen past a float32 rounding (even a faithful one, ``|fl32(v) - v| <
+     2^-23 |v| + 2^-149``) of a value the kernel holds to ``u``; sums use
+     ``c0 = (1 + 2^-8) 2^-24``, which bounds ``gamma32_K + gamma64_K`` over
+     ``1 - gamma64_K`` for ``K <= MAX_TERMS_32 = 2^14`` (longer sums
+     decline), plus ``(2K + 1) eta`` for float32 products that underflow.
+   * exp bounds are widened by one unit (a faithful exp of the dtype), and
+     the softmax sums of ``K - 1`` nonnegative terms by ``K c0`` relative
+     (another order).  The nominal model itself stays float64 inside the
+     kernel; it is the box that contains float SGD.
 """
 
 import math
