@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from .backend import Backend, get_backend
+from .backend import Backend, backend_of, get_backend
 from .interval import Interval
 
 
@@ -111,11 +111,13 @@ class ReLU:
 
     def forward_nominal(self, z):
         self._z_nominal = z
-        return z * (z > 0)
+        xp = backend_of(z).xp
+        return xp.maximum(z, 0).astype(z.dtype)  # not z * (z > 0): -inf * 0 is NaN
 
     def backward_nominal(self, g, need_input_grad: bool = True):
         z, self._z_nominal = self._z_nominal, None
-        return g * (z > 0)
+        xp = backend_of(g).xp
+        return xp.where(z > 0, g, 0).astype(g.dtype)
 
     def __repr__(self) -> str:
         return "ReLU()"

@@ -85,6 +85,10 @@ def _check_inside(params: dict[str, Interval], nominal: dict, step: int) -> None
             raise SoundnessError(f"step {step}: the nominal {name} left its parameter box")
 
 
+def _all_finite(bk, arrays: dict) -> bool:
+    return all(bool(bk.xp.isfinite(a).all()) for a in arrays.values())
+
+
 def _widths(params: dict[str, Interval]) -> tuple[float, float]:
     widths = [box.backend.to_host(box.width).astype(np.float64).ravel() for box in params.values()]
     w = np.concatenate(widths)
@@ -221,6 +225,12 @@ def train(
                 result.stopped = (
                     f"parameter bounds became infinite at epoch {epoch}, step "
                     f"{step}: lower the learning rate or epsilon"
+                )
+                break
+            if done is None and not _all_finite(bk, nominal):
+                result.stopped = (
+                    f"the nominal model overflowed (inf or NaN) at epoch {epoch}, step "
+                    f"{step}: lower the learning rate"
                 )
                 break
             if done is None:

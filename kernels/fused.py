@@ -78,8 +78,11 @@ Soundness argument (u = 2^-53, eta = 2^-1074, RN = round to nearest):
    the loss gradient ``<= 1``, the backward pass, the update; every bound
    doubled to absorb rounding); if it exceeds ``2^960`` the kernel declines
    (returns status 1, changes nothing) and the caller takes the layered
-   path, which handles overflow.  So every widened value is finite.  The loss
-   itself may overflow ``exp`` (cross-entropy): those paths are infinity-safe.
+   path, which handles overflow.  So every widened value is finite.  For
+   float32 models the limit is ``2^120``, so that no float32 computation on
+   members overflows either (the layered float32 path turns such overflows
+   into infinite bounds).  The loss itself may overflow ``exp``
+   (cross-entropy): those paths are infinity-safe.
 
 5. **exp and log1p** bounds come from float64 evaluations with proved
    relative errors (:func:`_exp_bounds`, :func:`_log1p_bounds`), ~10x cheaper
@@ -135,6 +138,7 @@ C0_32 = float.fromhex("0x1.01p-24")  # (1 + 2^-8) 2^-24: K C0_32 >= gamma32_K + 
 MAX_TERMS_32 = 2**14  # the K for which C0_32 is proven; longer float32 sums decline
 TINY = 2.0**-400  # nonzero operands at least this large never make products underflow
 GUARD = 2.0**960  # a-priori magnitude bound that rules out overflow
+GUARD32 = 2.0**120  # the same for float32 models: no member's float32 value overflows either
 LO, HI, NOM, MAG = 0, 1, 2, 3  # planes of a tensor; accumulators use (S_lo, S_hi, N, A)
 BCE, CE = 0, 1
 DECLINED = 1.0
@@ -572,7 +576,7 @@ def _no_overflow(meta, m, big, x_mag, lam_hi):
         worst = max(worst, step, 2.0 * (big + lam_hi * step))
         g = 2.0 * meta[4 + layer + 1] * g * big
         worst = max(worst, g)
-    return worst <= GUARD
+    return worst <= (GUARD32 if meta[2] != 0 else GUARD)
 
 
 @_jit
