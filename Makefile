@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test install lint bench clean mutants
 
 install:
 	$(PIP) install -q -e '.[test]'
@@ -20,6 +20,10 @@ test: lint
 
 bench: install
 	$(PYTHON) benchmarks/bench_engine.py
+
+# Each soundness-critical mutation in tests/mutants.py must make its tests fail.
+mutants: install
+	$(PYTHON) tests/mutants.py
 
 # Numba caches each function by its own file's timestamp only: after editing
 # kernels/rounding.py, stale compiled callers in other files survive. Clear them.
