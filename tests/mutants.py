@@ -1,0 +1,541 @@
+#!/usr/bin/env python3
+"""Mutation check of the soundness-critical code: every mutant below must be killed.
+
+``make mutants`` (or ``python tests/mutants.py``) applies each mutation of
+:data:`MUTANTS` to a scratch copy of the package and runs the tests listed for
+it there.  A mutant is *killed* when pytest fails (exit status 1) on an
+assertion or an error the mutated code raises; passing tests mean the suite
+does not pin that decision down.  A mutant whose code does not even compile
+(a Numba ``TypingError``, a ``SyntaxError``, ...) is *broken*: its snippet
+needs fixing.  The script prints one line per mutant (status, seconds, name,
+what it changes; for a kill, the first failing test) and exits 1 unless every
+mutant is killed.  Each snippet must occur exactly once in its file, checked
+before anything runs: when the library changes, fix the snippet.
+
+How the scratch copy is imported, not the editable install of the checkout:
+the installed package maps ``intervalnn.kernels`` -> ``kernels/`` and
+``intervalnn.cli`` -> ``cli/`` (setuptools ``package-dir``), so each scratch
+directory gets the plain layout ``pkg/intervalnn/{kernels,cli}`` and the tests
+run with ``PYTHONPATH=pkg``.  Path entries come before the editable finder
+(it is appended to ``sys.meta_path``), and since ``intervalnn.kernels`` is then
+found inside the scratch package, the finder's mapping is never consulted; a
+bootstrap checks ``__file__`` of all three packages before pytest starts and
+refuses to run otherwise.
+
+Numba caches: each run gets its own ``NUMBA_CACHE_DIR``.  Numba keys a cache
+entry by its own source file only, so a cached caller in another file would
+keep a mutated callee's old code.  The unmutated sanity run compiles every
+kernel once; a mutant's cache starts as a copy of that, minus every entry of
+the mutated kernel module and of the kernel modules that import it
+(transitively: ``rounding`` -> ``elementary`` -> ``cpu``, ``fused``, ...).  The
+copied files keep their modification times, so the remaining entries are
+valid.  ``--cold`` starts every mutant from an empty cache instead.
+
+Usage: ``python tests/mutants.py [-j JOBS] [-k SUBSTRING] [--list] [--cold]
+[--known-survivors]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+T = "tests/test_mutants.py"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str  # path in the checkout: intervalnn/..., kernels/... or cli/...
+    original: str  # must occur exactly once in the file
+    replacement: str
+    tests: tuple[str, ...]  # pytest arguments (files or node ids), relative to the root
+    description: str
+
+
+def t(*names: str) -> tuple[str, ...]:
+    """Tests of tests/test_mutants.py by function name (all their parametrizations)."""
+    return tuple(f"{T}::{n}" for n in names)
+
+
+MUTANTS: list[Mutant] = [
+    # ------------------------------------------------ the audit's survivors
+    Mutant(
+        "linalg-k-eta-zero",
+        "intervalnn/linalg.py",
+        "up(2 * k * eta), up(2 * k * eta)",
+        "0.0, 0.0",
+        t("test_gemm_underflow_terms_long_inner_dimension"),
+        "GEMM error bound without the k*eta underflow terms",
+    ),
+    Mutant(
+        "certify-margin-ge-0",
+        "intervalnn/certify.py",
+        "CertificationResult(margin > 0,",
+        "CertificationResult(margin >= 0,",
+        t(
+            "test_certify_never_certifies_a_zero_margin",
+            "test_certify_never_certifies_two_tied_logits",
+            "test_certify_margin_exactly_zero_on_the_layered_path",
+        ),
+        "certify() certifies a margin of exactly 0",
+    ),
+    Mutant(
+        "optim-rate-nearest",
+        "intervalnn/optim.py",
+        "lam = Interval._exact(rate, theta)",
+        "lam = Interval(theta.backend.xp.asarray(theta.dtype.type(float(rate))))",
+        t(
+            "test_sgd_step_encloses_the_exact_learning_rate_at_zero_parameters",
+            "test_training_at_eps0_encloses_exact_sgd",
+        ),
+        "layered SGD: learning rate rounded to nearest (a point) instead of outward",
+    ),
+    Mutant(
+        "fused-rate-bounds-nearest",
+        "intervalnn/fused.py",
+        "lo, hi = _scalar_bounds(rate, dt)",
+        "lo = hi = dt.type(float(rate))",
+        t(
+            "test_fused_rate_bounds_enclose_the_exact_rate",
+            "test_training_at_eps0_encloses_exact_sgd",
+        ),
+        "fused SGD: learning rate rounded to nearest instead of outward",
+    ),
+    Mutant(
+        "fused-update-lam-hi-for-lam-lo",
+        "kernels/fused.py",
+        "step_lo = _dn_mul(gl, lam_lo if gl >= 0.0 else lam_hi",
+        "step_lo = _dn_mul(gl, lam_hi if gl >= 0.0 else lam_hi",
+        t(
+            "test_fused_update_uses_the_lower_rate_for_the_upper_bound",
+            "test_training_at_eps0_encloses_exact_sgd",
+        ),
+        "fused update: the upper bound's step takes the upper learning rate",
+    ),
+    Mutant(
+        "fused-update-hi-not-rounded-up",
+        "kernels/fused.py",
+        "hi = _up(th[t] - step_lo, rn)",
+        "hi = th[t] - step_lo",
+        t(
+            "test_fused_update_rounds_both_bounds_outward",
+            "test_training_at_eps0_encloses_exact_sgd",
+        ),
+        "fused update: upper bound left in round-to-nearest",
+    ),
+    Mutant(
+        "losses-bce-flip-swapped",
+        "intervalnn/losses.py",
+        "xp.where(one, -z.hi, z.lo), xp.where(one, -z.lo, z.hi)",
+        "xp.where(one, -z.lo, z.lo), xp.where(one, -z.hi, z.hi)",
+        t("test_bce_loss_value_and_gradient_bounds_against_mpfr"),
+        "layered BCE loss value: flipped logit's endpoints paired the wrong way",
+    ),
+    Mutant(
+        "exp-bracket-tolerance-zero",
+        "kernels/elementary.py",
+        "a, b = _bracket(h, l, abs(h) * (2.0 * EXP_DELTA))",
+        "a, b = _bracket(h, l, 0.0)",
+        t("test_exp_log_at_hard_to_round_arguments"),
+        "exp: the double-double value's error ignored when choosing the bracket's side",
+    ),
+    Mutant(
+        "certify-binary-margin-wrong-endpoint",
+        "intervalnn/certify.py",
+        "np.where(y == 1, lo[:, 0], -hi[:, 0])",
+        "np.where(y == 1, hi[:, 0], -lo[:, 0])",
+        t("test_certify_binary_margin_uses_the_certain_endpoint"),
+        "binary certification reads the possible instead of the certain logit bound",
+    ),
+    Mutant(
+        "fused-certify-margin-ge-0",
+        "intervalnn/fused.py",
+        "return CertificationResult(margin > 0,",
+        "return CertificationResult(margin >= 0,",
+        t("test_fused_trainer_certify_never_certifies_a_zero_margin"),
+        "validation during fused training certifies a margin of exactly 0",
+    ),
+    # ------------------------------------------------ further soundness-critical decisions
+    Mutant(
+        "rounding-two-sum-sign",
+        "kernels/rounding.py",
+        "step = (e < 0) | ((s == INF)",
+        "step = (e > 0) | ((s == INF)",
+        t("test_directed_rounding_of_sums_and_products_against_fractions"),
+        "float64 lower sum: TwoSum error sign inverted",
+    ),
+    Mutant(
+        "rounding-fma-residual-sign",
+        "kernels/rounding.py",
+        "return _down64(p, r < 0), _up64(p, r > 0), abs(p) >= _TINY",
+        "return _down64(p, r < 0), _up64(p, r < 0), abs(p) >= _TINY",
+        t("test_directed_rounding_of_sums_and_products_against_fractions"),
+        "float64 upper product: FMA residual sign inverted",
+    ),
+    Mutant(
+        "interval-sum-error-quartered",
+        "intervalnn/interval.py",
+        "g = 2 * _error_factor(n - 1, self.dtype)",
+        "g = _error_factor(n - 1, self.dtype) / 2",
+        t("test_interval_sum_error_bound_with_accumulating_roundings"),
+        "Interval.sum: half the single-order rounding-error bound",
+    ),
+    Mutant(
+        "ball-radius-nearest",
+        "intervalnn/interval.py",
+        "return xp.asarray(_scalar_bounds(radius, dtype)[1], dtype=dtype)",
+        "return xp.asarray(float(radius), dtype=dtype)",
+        t("test_ball_radius_rounds_up"),
+        "ball / threat-model radius rounded to nearest instead of up",
+    ),
+    Mutant(
+        "linalg-point-shortcut-any",
+        "intervalnn/linalg.py",
+        "a_point, b_point = bool(xp.all(a.lo == a.hi)), bool(xp.all(b.lo == b.hi))",
+        "a_point, b_point = bool(xp.any(a.lo == a.hi)), bool(xp.any(b.lo == b.hi))",
+        t("test_gemm_point_operand_shortcut_needs_every_entry_a_point"),
+        "GEMM takes the point-operand shortcut when only some entries are points",
+    ),
+    Mutant(
+        "fused-finish-drops-error",
+        "kernels/fused.py",
+        "lo[t] = _dn(lo[t] - mag[t]",
+        "lo[t] = _dn(lo[t]",
+        t("test_fused_forward_dot_product_rounding_error_bound"),
+        "fused dot products: lower bound without the summation error term",
+    ),
+    Mutant(
+        "fused-finish-drops-underflow",
+        "kernels/fused.py",
+        "extra = (2 * nterms + 1) *",
+        "extra = 0.0 *",
+        t("test_fused_forward_underflowing_products"),
+        "fused dot products: no allowance for underflowing products",
+    ),
+    Mutant(
+        "fused-overflow-guard-reads-nominals",
+        "kernels/fused.py",
+        "wm = w[0].reshape(-1), w[1].reshape(-1), w[3].reshape(-1)",
+        "wm = w[0].reshape(-1), w[1].reshape(-1), w[2].reshape(-1)",
+        t("test_fused_overflow_guard_reads_the_magnitude_plane")
+        + (
+            "tests/test_regressions.py::test_item2_overflow_guard_reads_magnitudes_not_nominals_certify",
+        ),
+        "fused overflow guard reads the signed nominal weights instead of their magnitudes",
+    ),
+    Mutant(
+        "fused-relu-mask-undecided-active",
+        "kernels/fused.py",
+        "gl[t] = x if zl[t] > 0.0 else",
+        "gl[t] = x if zh[t] > 0.0 else",
+        t("test_training_with_poisoning_encloses_exact_sgd_of_sampled_datasets"),
+        "fused ReLU backward: undecided sign treated as active (lower bound)",
+    ),
+    Mutant(
+        "layers-relu-mask-undecided-active",
+        "intervalnn/layers.py",
+        "active, inactive = z.lo > 0, z.hi <= 0",
+        "active, inactive = z.hi > 0, z.hi <= 0",
+        t("test_training_with_poisoning_encloses_exact_sgd_of_sampled_datasets"),
+        "layered ReLU backward: undecided sign treated as active",
+    ),
+    Mutant(
+        "losses-batch-factor-nearest",
+        "intervalnn/losses.py",
+        "return Interval._exact(Fraction(1, m), like)",
+        "return Interval._exact(float(like.dtype.type(1 / m)), like)",
+        t("test_loss_gradient_batch_factor_encloses_one_over_m"),
+        "loss gradients: 1/m rounded to nearest instead of outward",
+    ),
+    Mutant(
+        "fused-bce-loss-flip-swapped",
+        "kernels/fused.py",
+        "f_lo, e_lo, f_hi, e_hi = -zh, el_h, -zl, eh_l",
+        "f_lo, e_lo, f_hi, e_hi = -zl, eh_l, -zh, el_h",
+        t("test_fused_bce_gradient_and_loss_bounds_against_mpfr"),
+        "fused BCE loss bounds: flipped logit's endpoints paired the wrong way",
+    ),
+    Mutant(
+        "fused-ce-lower-sum-pairing",
+        "kernels/fused.py",
+        "_exp_lo(_dn(z[0, j, r] - z[1, i, r]",
+        "_exp_lo(_dn(z[1, j, r] - z[0, i, r]",
+        t("test_fused_ce_gradient_and_loss_bounds_against_mpfr"),
+        "fused softmax: lower sum pairs upper z_j with lower z_i",
+    ),
+    Mutant(
+        "log-bracket-tolerance-2^-20",
+        "kernels/elementary.py",
+        "return _bracket(h, l, abs(h) * (2.0 * LOG_DELTA))\n\n\n"
+        "@njit(cache=True)\ndef _log1p_bounds",
+        "return _bracket(h, l, abs(h) * (2.0 * LOG_DELTA) * 2.0**-20)\n\n\n"
+        "@njit(cache=True)\ndef _log1p_bounds",
+        t("test_exp_log_at_hard_to_round_arguments"),
+        "log: bracketing tolerance 2^20 times too small",
+    ),
+    Mutant(
+        "expm1-bracket-tolerance-2^-20",
+        "kernels/elementary.py",
+        "a, b = _bracket(h, l, abs(h) * (2.0 * EXPM1_DELTA))",
+        "a, b = _bracket(h, l, abs(h) * (2.0 * EXPM1_DELTA) * 2.0**-20)",
+        t("test_exp_log_at_hard_to_round_arguments"),
+        "expm1: bracketing tolerance 2^20 times too small",
+    ),
+]
+
+# Mutants of the audit that no test can kill any more (see the docstrings of
+# the tests named): run them with --known-survivors to watch them survive.
+KNOWN_SURVIVORS: list[Mutant] = [
+    Mutant(
+        "exp-bracket-tolerance-2^-10",
+        "kernels/elementary.py",
+        "a, b = _bracket(h, l, abs(h) * (2.0 * EXP_DELTA))",
+        "a, b = _bracket(h, l, abs(h) * (2.0 * EXP_DELTA) * 2.0**-10)",
+        t("test_exp_log_at_hard_to_round_arguments"),
+        "exp: bracketing tolerance 2^10 times too small (unsound only by the proof: "
+        "the double-double error stays below the distance to the nearest float at "
+        "every known hard case)",
+    ),
+    Mutant(
+        "fused-ce-sum-not-rounded-up",
+        "kernels/fused.py",
+        "s_hi = _up(s_hi + _exp_hi(_up(z[1, j, r] - z[0, i, r], rn), rn), rn)",
+        "s_hi = s_hi + _exp_hi(_up(z[1, j, r] - z[0, i, r], rn), rn)",
+        t(
+            "test_fused_ce_gradient_one_step_k3_to_10",
+            "test_fused_ce_gradient_and_loss_bounds_against_mpfr",
+        ),
+        "fused softmax: upper sum left in round-to-nearest (absorbed by the any-order "
+        "factor 1 + K rn[2] applied after the sum)",
+    ),
+]
+
+BOOT = """
+import os, sys
+root = sys.argv[1]
+import intervalnn, intervalnn.cli, intervalnn.kernels
+for mod in (intervalnn, intervalnn.kernels, intervalnn.cli):
+    if not os.path.abspath(mod.__file__).startswith(root + os.sep):
+        sys.exit(f"mutants.py: {mod.__name__} imported from {mod.__file__}, not from {root}")
+import pytest
+sys.exit(pytest.main(sys.argv[2:]))
+"""
+IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc")
+KILLED, SURVIVED, BROKEN = "killed", "SURVIVED", "BROKEN"
+# A failure with one of these means the mutated code does not even compile or import:
+# the mutant's snippet needs fixing (it counts as not killed).
+BROKEN_BY = ("TypingError", "SyntaxError", "NameError", "ImportError", "UnboundLocalError")
+
+
+def scratch_path(file: str) -> str:
+    """Where a checkout file lives in the scratch layout."""
+    top, _, rest = file.partition("/")
+    return {
+        "intervalnn": "pkg/intervalnn/",
+        "kernels": "pkg/intervalnn/kernels/",
+        "cli": "pkg/intervalnn/cli/",
+    }[top] + rest
+
+
+def snapshot(dst: Path) -> Path:
+    """The checkout's package, tests and pyproject.toml in the scratch layout (times kept)."""
+    dst.mkdir(parents=True)
+    shutil.copytree(ROOT / "intervalnn", dst / "pkg/intervalnn", ignore=IGNORE)
+    shutil.copytree(ROOT / "kernels", dst / "pkg/intervalnn/kernels", ignore=IGNORE)
+    shutil.copytree(ROOT / "cli", dst / "pkg/intervalnn/cli", ignore=IGNORE)
+    shutil.copytree(ROOT / "tests", dst / "tests", ignore=IGNORE)
+    shutil.copy2(ROOT / "pyproject.toml", dst / "pyproject.toml")
+    return dst
+
+
+def mutated(m: Mutant, src: Path) -> str:
+    """The text of ``m.file`` in the snapshot ``src`` with the mutation applied."""
+    text = (src / scratch_path(m.file)).read_text()
+    count = text.count(m.original)
+    if count != 1:
+        raise SystemExit(
+            f"mutant {m.name}: snippet found {count} times in {m.file}: {m.original!r}"
+        )
+    return text.replace(m.original, m.replacement)
+
+
+def kernel_dependents(module: str, kernels: Path) -> set[str]:
+    """``module`` and every kernel module that imports it, transitively."""
+    imports = {}
+    for f in kernels.glob("*.py"):
+        src = f.read_text()
+        imports[f.stem] = set(re.findall(r"^from \. import (\w+)", src, re.M)) | set(
+            re.findall(r"^from \.(\w+) import", src, re.M)
+        )
+    out, grew = {module}, True
+    while grew:
+        new = {m for m, deps in imports.items() if deps & out} - out
+        out |= new
+        grew = bool(new)
+    return out
+
+
+def cache_subdir(kernels: Path) -> str:
+    from numba.core.caching import UserProvidedCacheLocator
+
+    return UserProvidedCacheLocator.get_suitable_cache_subpath(str(kernels / "fused.py"))
+
+
+def seed_cache(base_scratch: Path, base_cache: Path, m: Mutant, scratch: Path, cache: Path) -> None:
+    """Copy the sanity run's kernel cache, dropping what the mutant may have changed."""
+    src = base_cache / cache_subdir(base_scratch / "pkg/intervalnn/kernels")
+    if not src.is_dir():
+        return
+    dst = cache / cache_subdir(scratch / "pkg/intervalnn/kernels")
+    shutil.copytree(src, dst)
+    if m.file.startswith("kernels/"):
+        stale = kernel_dependents(Path(m.file).stem, scratch / "pkg/intervalnn/kernels")
+        for f in dst.iterdir():
+            if f.name.split(".", 1)[0] in stale:
+                f.unlink()
+
+
+def scratch_env(scratch: Path, cache: Path) -> dict:
+    env = dict(os.environ)
+    pkg = str(scratch / "pkg")
+    env["PYTHONPATH"] = pkg + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["NUMBA_CACHE_DIR"] = str(cache)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["COLUMNS"] = "1000"  # pytest's summary lines unabridged (see failure())
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+def imported_from(scratch: Path, cache: Path) -> str:
+    """Where ``intervalnn`` and its kernels are imported from with the scratch environment."""
+    code = "import intervalnn.kernels.fused as f, intervalnn as i; print(i.__file__, f.__file__)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=scratch,
+        env=scratch_env(scratch, cache),
+        capture_output=True,
+        text=True,
+    )
+    return (proc.stdout + proc.stderr).strip()
+
+
+def run_tests(scratch: Path, cache: Path, tests, timeout: float):
+    args = ["-q", "-x", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning", *tests]
+    cmd = [sys.executable, "-c", BOOT, str(scratch / "pkg"), *args]
+    try:
+        proc = subprocess.run(
+            cmd,
+            cwd=scratch,
+            env=scratch_env(scratch, cache),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return None, "timed out"
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def failure(out: str) -> str:
+    """``test name: exception type`` of pytest's first FAILED summary line."""
+    for line in out.splitlines():
+        if line.startswith("FAILED "):
+            node, _, why = line[len("FAILED ") :].partition(" - ")
+            return f"{node.split('::')[-1]}: {why.split(':')[0][:60]}"
+    return "?"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-j", "--jobs", type=int, default=2, help="mutants run in parallel (default 2)")
+    ap.add_argument("-k", dest="select", default="", help="only mutants whose name contains this")
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--cold", action="store_true", help="every mutant compiles from an empty cache")
+    ap.add_argument(
+        "--known-survivors", action="store_true", help="run the known survivors instead"
+    )
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per pytest run")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directories")
+    opts = ap.parse_args(argv)
+    mutants = KNOWN_SURVIVORS if opts.known_survivors else MUTANTS
+    mutants = [m for m in mutants if opts.select in m.name]
+    if opts.list:
+        for m in mutants:
+            print(f"{m.name:36s} {m.file:24s} {m.description}")
+        return 0
+    if not mutants:
+        print("no mutant selected")
+        return 1
+    t0 = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="intervalnn-mutants-"))
+    try:
+        # One snapshot of the checkout for every run (the library may change under us);
+        # every snippet must be found in it before anything runs.
+        src = snapshot(work / "src")
+        for m in mutants:
+            mutated(m, src)
+        all_tests = sorted({x for m in mutants for x in m.tests})
+        base = work / "base"
+        shutil.copytree(src, base)
+        base_cache = work / "base-cache"
+        print(f"imports: {imported_from(base, base_cache)}", flush=True)
+        rc, out = run_tests(base, base_cache, all_tests, opts.timeout)
+        verdict = "passes" if rc == 0 else "FAILS"
+        print(
+            f"sanity: the unmutated copy {verdict} ({time.perf_counter() - t0:.0f} s)", flush=True
+        )
+        if rc != 0:
+            print(out[-4000:])
+            return 1
+
+        def one(i_m):
+            i, m = i_m
+            start = time.perf_counter()
+            scratch = work / f"m{i:02d}"
+            shutil.copytree(src, scratch)
+            cache = work / f"m{i:02d}-cache"
+            if not opts.cold:
+                seed_cache(base, base_cache, m, scratch, cache)
+            (scratch / scratch_path(m.file)).write_text(mutated(m, src))
+            rc, out = run_tests(scratch, cache, m.tests, opts.timeout)
+            if not opts.keep:
+                shutil.rmtree(scratch, ignore_errors=True)
+                shutil.rmtree(cache, ignore_errors=True)
+            status = KILLED if rc == 1 else SURVIVED if rc == 0 else f"ERROR (pytest status {rc})"
+            if rc == 1 and any(e in failure(out) for e in BROKEN_BY):
+                status = BROKEN
+            took = time.perf_counter() - start
+            line = f"{status:10s} {took:5.0f} s  {m.name:38s} {m.description}"
+            if rc == 1:
+                line += f"\n{'':19s}failed: {failure(out)}"
+            print(line, flush=True)
+            if status != KILLED and rc != 0:
+                print(out[-3000:], flush=True)
+            return status
+
+        with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
+            statuses = list(pool.map(one, enumerate(mutants)))
+    finally:
+        if not opts.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    alive = sum(s != KILLED for s in statuses)
+    print(
+        f"{len(statuses) - alive} of {len(statuses)} mutants killed"
+        f"{f', {alive} not' if alive else ''}; {time.perf_counter() - t0:.0f} s in all"
+    )
+    return 1 if alive else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
