@@ -50,6 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+H = "tests/test_harness.py"
+R = "tests/test_regressions.py"
 T = "tests/test_mutants.py"
 
 
@@ -291,6 +293,66 @@ MUTANTS: list[Mutant] = [
         "a, b = _bracket(h, l, abs(h) * (2.0 * EXPM1_DELTA) * 2.0**-20)",
         t("test_exp_log_at_hard_to_round_arguments"),
         "expm1: bracketing tolerance 2^20 times too small",
+    ),
+    # ------------------------------------------------ the review's bugs, undone
+    Mutant(
+        "fused-trailing-relu-ignored",
+        "kernels/fused.py",
+        "if meta[5 + nl + nl - 1] != 0:  # a ReLU after the last Linear",
+        "if False:  # a ReLU after the last Linear",
+        (
+            f"{H}::test_exact_sgd_from_box_members_stays_in_the_box",
+            f"{R}::test_item1_fused_step_through_a_relu_after_the_last_linear",
+        ),
+        "bug 1: the fused step ignores a ReLU after the last Linear layer",
+    ),
+    Mutant(
+        "float32-unit-is-float64",
+        "kernels/fused.py",
+        "return UNIT32 if f32 else UNIT64",
+        "return UNIT64",
+        (f"{H}::test_float_sgd_in_any_summation_order_stays_in_the_box",),
+        "fused float32 steps widen by float64 units: float32 SGD escapes the box",
+    ),
+    Mutant(
+        "integer-operands-rounded-to-nearest",
+        "intervalnn/interval.py",
+        "return Interval._new(pts, pts.copy()).astype(like.dtype)",
+        "return Interval._new(pts.astype(like.dtype), pts.astype(like.dtype))",
+        (f"{R}::test_item3_integer_operands_are_enclosed_not_rounded_in_float32",),
+        "bug 3: NumPy integer operands rounded to nearest in float32",
+    ),
+    Mutant(
+        "box-around-rounded-data",
+        "intervalnn/threat.py",
+        "return Interval.ball(x.astype(wide), eps, domain=self.domain).astype(dtype)",
+        "return Interval.ball(x.astype(dtype), eps, domain=self.domain)",
+        (f"{R}::test_item4_float64_inputs_are_enclosed_by_a_float32_models_box",),
+        "bug 4: float64 data rounded to a float32 model's dtype before its box is built",
+    ),
+    Mutant(
+        "labels-unchecked",
+        "intervalnn/certify.py",
+        "    check_labels(y, model.out_features)\n",
+        "",
+        (f"{R}::test_item5_labels_outside_the_models_classes_are_refused",),
+        "bug 5: certify() accepts labels outside the model's classes",
+    ),
+    Mutant(
+        "ce-overflowing-sum-unclamped",
+        "intervalnn/losses.py",
+        "return Interval._new(xp.maximum(s.lo, 0).astype(z.dtype), s.hi)",
+        "return s",
+        (f"{R}::test_item6_layered_cross_entropy_with_overflowing_logit_differences",),
+        "bug 6: an overflowing softmax sum gets lower bound -inf (ZeroDivisionError)",
+    ),
+    Mutant(
+        "ball-checks-the-midpoint",
+        "intervalnn/interval.py",
+        "if bool(((center.lo < lo_d) | (center.lo > hi_d)).any()):",
+        "if bool(((box.mid < lo_d) | (box.mid > hi_d)).any()):",
+        (f"{R}::test_item7_ball_accepts_points_on_the_domain_edge",),
+        "bug 7: ball() checks its midpoint, not x, against the domain",
     ),
 ]
 
