@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from .backend import Backend, backend_of, get_backend
-from .interval import Interval
+from .interval import Interval, concatenate
 
 
 class Linear:
@@ -60,8 +60,17 @@ class Linear:
 
     # interval model -------------------------------------------------------
     def forward(self, x: Interval) -> Interval:
+        """``x W + b`` as one product ``[x, 1] [W; b]``.
+
+        The bias is one more term of each dot product, so the GEMM bound also
+        covers a float evaluation that adds it in any position of the sum
+        (``x @ W + b`` would bound the sum without it and add it after).
+        """
         self._x = x
-        return x @ self.weight + self.bias
+        xp = x.backend.xp
+        ones = Interval._new(*(xp.ones((*x.shape[:-1], 1), dtype=x.dtype),) * 2)
+        bias_row = self.bias.reshape(1, -1)
+        return concatenate([x, ones], axis=-1) @ concatenate([self.weight, bias_row], axis=0)
 
     def backward(self, g: Interval, need_input_grad: bool = True) -> Interval | None:
         """``dW = x^T g``, ``db = sum_rows g``, ``dx = g W^T`` (g already has the 1/m)."""

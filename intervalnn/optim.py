@@ -9,6 +9,7 @@ The nominal model takes the same step in plain round-to-nearest arithmetic.
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 from .interval import Interval
@@ -20,8 +21,8 @@ class SGD:
     """Plain SGD with a constant or ``lambda / t`` learning rate (t = 1, 2, ...)."""
 
     def __init__(self, learning_rate: float, schedule: str = "constant"):
-        if not learning_rate > 0:
-            raise ValueError(f"the learning rate must be > 0, got {learning_rate}")
+        if not (learning_rate > 0 and math.isfinite(learning_rate)):
+            raise ValueError(f"the learning rate must be finite and > 0, got {learning_rate}")
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; choose from {SCHEDULES}")
         self.learning_rate = learning_rate

@@ -11,13 +11,14 @@ certified validation accuracy is kept.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .certify import certify
+from .certify import certify, check_labels
 from .fused import FusedTrainer
 from .interval import Interval
 from .layers import Sequential
@@ -48,8 +49,9 @@ class TrainConfig:
     def __post_init__(self):
         if self.epochs < 0 or self.pretrain_epochs < 0:
             raise ValueError("epochs must be >= 0")
-        if not self.learning_rate > 0 or not self.pretrain_learning_rate > 0:
-            raise ValueError("learning rates must be > 0")
+        for rate in (self.learning_rate, self.pretrain_learning_rate):
+            if not (rate > 0 and math.isfinite(rate)):
+                raise ValueError(f"learning rates must be finite and > 0, got {rate}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.schedule not in SCHEDULES:
@@ -83,6 +85,19 @@ def _check_inside(params: dict[str, Interval], nominal: dict, step: int) -> None
         inside = box.contains(nominal[name])
         if not bool(inside.all()):
             raise SoundnessError(f"step {step}: the nominal {name} left its parameter box")
+
+
+def _check_training_labels(model: Sequential, loss, y, split: str) -> None:
+    """``ValueError`` unless ``loss`` fits the model's outputs and every label is a class."""
+    k = model.out_features
+    if loss.name == "bce" and k != 1:
+        raise ValueError(f"the bce loss needs a model with 1 output, this one has {k}: use ce")
+    if loss.name == "ce" and k < 2:
+        raise ValueError("the ce loss needs a model with at least 2 outputs: use bce")
+    try:
+        check_labels(y, k)
+    except ValueError as err:
+        raise ValueError(f"{split} labels: {err}") from None
 
 
 def _all_finite(bk, arrays: dict) -> bool:
@@ -150,6 +165,9 @@ def train(
     if config.pretrain_epochs and pretrain_x is not None:
         pretrain_nominal(model, pretrain_x, pretrain_y, config, rng)
 
+    _check_training_labels(model, loss, train_y, "training")
+    if val_y is not None:
+        _check_training_labels(model, loss, val_y, "validation")
     given = bk.xp.asarray(np.asarray(train_x))
     x = given.astype(dtype)  # the nominal model trains on the data rounded to its dtype
     y = bk.xp.asarray(np.asarray(train_y))

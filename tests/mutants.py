@@ -354,6 +354,14 @@ MUTANTS: list[Mutant] = [
         (f"{R}::test_item7_ball_accepts_points_on_the_domain_edge",),
         "bug 7: ball() checks its midpoint, not x, against the domain",
     ),
+    Mutant(
+        "layers-bias-added-after-the-gemm",
+        "intervalnn/layers.py",
+        "return concatenate([x, ones], axis=-1) @ concatenate([self.weight, bias_row], axis=0)",
+        "return x @ self.weight + self.bias",
+        (f"{R}::test_layered_forward_contains_a_float_sum_that_adds_the_bias_first",),
+        "layered Linear: the bias outside the GEMM bound (float sums adding it first escape)",
+    ),
 ]
 
 # Mutants of the audit that no test can kill any more (see the docstrings of

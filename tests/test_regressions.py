@@ -142,3 +142,38 @@ def test_item7_ball_accepts_points_on_the_domain_edge():
 def test_item8_infinite_scalar_operands_are_not_real_numbers(value):
     with pytest.raises(ValueError, match="not a real number"):
         inn.Interval([1.0]) * value
+
+
+# ---------------------------------------------------------------- found by the second review
+
+
+@pytest.mark.parametrize(("dtype", "n"), [(np.float64, 3), (np.float64, 64), (np.float32, 3)])
+def test_layered_forward_contains_a_float_sum_that_adds_the_bias_first(dtype, n):
+    # |b| >> sum |x w| and every addition rounds the same way: ((b + w1) + w2) + ... drifts by
+    # n/2 ulps of b, which the GEMM bound of x @ W alone (b added afterwards) did not cover.
+    tiny = -5 * 2.0 ** (-56 if dtype == np.float64 else -27)
+    model = Sequential(_linear(np.full((n, 1), tiny), [-0.75], dtype=dtype))
+    x = np.ones((1, n), dtype)
+    total = dtype(-0.75)
+    for w in model.layers[0].nominal["weight"][:, 0]:
+        total = dtype(total + w)  # the bias first, then each product (exact: x = 1)
+    z = model.forward(inn.Interval(x))
+    assert z.lo[0, 0] <= total <= z.hi[0, 0]
+    exact = Fraction(-3, 4) + n * Fraction(float(tiny))
+    assert _encloses(z, [exact])
+
+
+def test_training_labels_and_learning_rate_are_checked():
+    x = np.zeros((3, 2))
+    for loss, outputs, labels in (
+        ("ce", 3, [0, -1, 2]),
+        ("ce", 3, [0, 7, 1]),
+        ("bce", 1, [2, 0, 1]),
+    ):
+        config = TrainConfig(epochs=1, loss=loss, batch_size=3)
+        with pytest.raises(ValueError, match="training labels"):
+            train(mlp(2, outputs, hidden=2), x, np.array(labels), ThreatModel(0.0), config)
+    with pytest.raises(ValueError, match="1 output"):
+        train(mlp(2, 3), x, np.array([0, 1, 0]), ThreatModel(0.0), TrainConfig(loss="bce"))
+    with pytest.raises(ValueError, match="finite"):
+        TrainConfig(learning_rate=float("inf"))
