@@ -45,7 +45,7 @@ class ThreatModel:
         return self._box(x, self.epsilon, dtype)
 
     def test_box(self, x, dtype=None) -> Interval:
-        """Every test input ``x`` may become anything in this box (in ``dtype``, default x's)."""
+        """Every test input ``x`` may become anything in this box (in ``dtype``, else x's)."""
         return self._box(x, self.inference_epsilon, dtype)
 
     def _box(self, x, eps: float, dtype) -> Interval:
