@@ -152,6 +152,7 @@ class Spec:
     epochs: int
     seed: int
     n_test: int = 3
+    data64: bool = False  # float32 model fed float64 data off the float32 grid (review item 4)
 
 
 @st.composite
@@ -188,6 +189,7 @@ def specs(draw, max_epochs: int = 3, min_epochs: int = 1) -> Spec:
         epochs=epochs,
         seed=draw(st.integers(0, 2**32 - 1)),
         n_test=draw(st.integers(1, 4)),
+        data64=dtype == "float32" and draw(st.booleans()),
     )
 
 
@@ -283,6 +285,13 @@ def make_case(spec: Spec) -> Case:
     y = rng.integers(0, 2 if spec.loss == "bce" else k, size=spec.n).astype(np.int64)
     x_test = np.concatenate([x, _values(rng, dt, spec.x_scale, (spec.n_test, spec.sizes[0]))])
     x_test = x_test[rng.permutation(len(x_test))[: spec.n_test]]
+    if spec.data64:  # the box must enclose the data as given, not its float32 rounding
+
+        def off_grid(a):  # 0.49 float32 ulps up: the most RN32 can lose
+            step = np.spacing(np.abs(a.astype(np.float32))).astype(np.float64)
+            return np.where(np.abs(a) < 2.0**100, a.astype(np.float64) + 0.49 * step, a)
+
+        x, x_test = off_grid(x), off_grid(x_test)
     domain = None
     if spec.domain != "none":
         lo, hi = float(min(x.min(), x_test.min())), float(max(x.max(), x_test.max()))
@@ -491,8 +500,14 @@ def exact_data(rng, case: Case, x, eps, mode: str) -> list:
 
 
 def float_data(rng, case: Case, x, eps, mode: str) -> list:
-    """A float poisoned copy of the rows ``x`` in the dtype (exactly within eps, clipped)."""
+    """A float poisoned copy of the rows ``x`` in the dtype (exactly within eps, clipped).
+
+    With data wider than the dtype (``data64``) the user's input is the dtype's rounding
+    of a point of the (clipped) ball: that is what float SGD of such data computes with.
+    """
     dt, eps_q = case.dt, q(eps)
+    if np.asarray(x).dtype != dt:
+        return _rounded_data(rng, case, x, eps_q, mode)
     rows = []
     for row in x:
         out = []
@@ -521,6 +536,13 @@ def float_data(rng, case: Case, x, eps, mode: str) -> list:
             assert _in_domain(f, case)
             out.append(f)
         rows.append(out)
+    return rows
+
+
+def _rounded_data(rng, case: Case, x, eps_q, mode: str) -> list:
+    rows = []
+    for row in exact_data(rng, case, x, eps_q, mode):
+        rows.append([round_to(v, case.dt) for v in row])
     return rows
 
 
@@ -752,7 +774,7 @@ def _correct(z_row, label: int) -> bool:
 def check_float_forward(run: Run, rng, final, nominal, bounds, modes, n_inputs) -> None:
     """Float forward passes (dtype, random sum orders, FMA or not) of float members: in bounds."""
     case = run.case
-    xt = case.x_test.astype(case.dt)
+    xt = case.x_test
     for p_mode in modes:
         fparams = float_params(rng, case.dt, final, nominal, p_mode)
         for i_mode in ["clean"] + ["vertex", "random", "mixed"][: n_inputs - 1]:
@@ -787,7 +809,7 @@ def check_float_forward(run: Run, rng, final, nominal, bounds, modes, n_inputs) 
 def _library_certification(case: Case, model, xt, labels):
     """Logit bounds of both certification paths, and the certified flags of certify() and of
     training validation (``FusedTrainer.certify``)."""
-    box = case.threat.test_box(xt)
+    box = case.threat.test_box(xt, case.dt)
     out = model.forward(box)
     bounds = {"layered model.forward": (out.lo, out.hi)}
     fb = forward_bounds(model, box)
@@ -796,8 +818,9 @@ def _library_certification(case: Case, model, xt, labels):
         COUNTS["fused certification calls"] += 1
     cert = certify(model, xt, labels, case.threat)
     certified = {"certify()": cert.certified}
-    box_x = case.threat.train_box(case.x)
-    trainer = FusedTrainer.create(model, case.spec.loss, box_x, case.x, case.y, 1)
+    box_x = case.threat.train_box(case.x, case.dt)
+    x = case.x.astype(case.dt)
+    trainer = FusedTrainer.create(model, case.spec.loss, box_x, x, case.y, 1)
     if trainer is not None:
         valid = trainer.certify(model, xt, labels, case.threat)
         certified["FusedTrainer.certify (validation)"] = valid.certified
@@ -806,7 +829,7 @@ def _library_certification(case: Case, model, xt, labels):
 
 def check_certification(run: Run, rng, n_models: int, n_inputs: int) -> None:
     case, model = run.case, run.model
-    dt, k = case.dt, case.spec.sizes[-1]
+    k = case.spec.sizes[-1]
     params = model.named_params()
     nominal = model.named_nominal()
     final = {
@@ -818,7 +841,7 @@ def check_certification(run: Run, rng, n_models: int, n_inputs: int) -> None:
             if not run.stopped:
                 _violation("certify", f"final box {name} has NaN", case, run.fused)
             return  # a stopped run's last box: not a model anyone certifies with
-    xt = case.x_test.astype(dt)
+    xt = case.x_test  # as given (float64 data for a float32 model with data64)
     # the final nominal model's predictions decide most labels (so that some certify)
     z_nom = None
     if all(np.isfinite(a).all() for a in nominal.values()):
