@@ -162,6 +162,7 @@ class FusedTrainer:
         self._inv: dict = {}
         self._constant: tuple[float, float, float] | None = None
         self._cert = None
+        self._labels: tuple = (None, None)  # the last checked labels, and as int64
 
     def push(self, model: Sequential) -> None:
         """Write the current box and nominal parameters into ``model`` (fresh arrays)."""
@@ -204,8 +205,10 @@ class FusedTrainer:
         y = np.asarray(y)
         if xd.ndim != 2 or xd.shape[1] != self.net.sizes[0] or y.shape != (xd.shape[0],):
             return certify(model, x, y, threat)  # its error messages
-        check_labels(y, self.net.sizes[-1])
-        y = y.astype(np.int64)
+        if self._labels[0] is not y:  # validation passes the same labels at every step
+            check_labels(y, self.net.sizes[-1])
+            self._labels = (y, y.astype(np.int64))
+        y = self._labels[1]
         if not _k.forward(planes, self.net.th, meta, x_mag, ws, out):
             return certify(model, x, y, threat)
         margin = margins(out[0].T, out[1].T, y)

@@ -198,7 +198,7 @@ class Interval:
         """Elementwise: does ``[lo, hi]`` contain the point (or interval) ``x``?"""
         if isinstance(x, Interval):
             return x.subset(self)
-        x = _coerce_points(self, x, exact=True)  # integers compared exactly, never rounded
+        x = _coerce_points(self, x)  # integers stay exact float64: compared, never rounded
         return (self._lo <= x) & (x <= self._hi)
 
     def subset(self, other: Interval):
@@ -448,7 +448,7 @@ def _coerce(like: Interval, other) -> Interval:
     if isinstance(other, Real) and not isinstance(other, np.generic | bool):
         return Interval._exact(other, like)
     if _is_integer_array(other):  # exact in float64, then enclosed outward in like's dtype
-        pts = _coerce_points(like, other, exact=True)
+        pts = _coerce_points(like, other)
         return Interval._new(pts, pts.copy()).astype(like.dtype)
     pts = _coerce_points(like, other).view()  # a view: freezing it leaves the caller's array alone
     return Interval._new(pts, pts)
@@ -458,12 +458,8 @@ def _is_integer_array(x) -> bool:
     return (isinstance(x, np.ndarray | np.generic) or is_cupy_array(x)) and x.dtype.kind in "biu"
 
 
-def _coerce_points(like: Interval, x, exact: bool = False):
-    """``x`` as finite points in ``like``'s dtype; integer arrays stay exact float64 with ``exact``.
-
-    Integers are never rounded to nearest: without ``exact`` an integer that
-    ``like``'s dtype cannot hold is a ``TypeError``.
-    """
+def _coerce_points(like: Interval, x):
+    """``x`` as finite points in ``like``'s dtype; integer arrays as exact float64 (unrounded)."""
     if isinstance(x, Real) and not isinstance(x, np.generic):
         lo, hi = _scalar_bounds(x, like.dtype)
         if lo != hi:
@@ -475,14 +471,6 @@ def _coerce_points(like: Interval, x, exact: bool = False):
     arr = bk.xp.asarray(x)
     if arr.dtype.kind in "biu":
         arr = _as_float(bk.xp, arr)
-        if not exact and arr.dtype != like.dtype:
-            narrow = arr.astype(like.dtype)
-            if bool((narrow.astype(arr.dtype) != arr).any()):
-                raise TypeError(
-                    f"integer operand not exactly representable in {like.dtype}; "
-                    "use it as an Interval operand (enclosed outward) instead"
-                )
-            arr = narrow
     elif arr.dtype != like.dtype:
         raise TypeError(
             f"cannot combine a {like.dtype} interval with a {arr.dtype} array; convert "

@@ -142,7 +142,7 @@ GUARD32 = 2.0**120  # the same for float32 models: no member's float32 value ove
 LO, HI, NOM, MAG = 0, 1, 2, 3  # planes of a tensor; accumulators use (S_lo, S_hi, N, A)
 BCE, CE = 0, 1
 DECLINED = 1.0
-# The rounding unit ``w`` every widening takes: (phi, eta, per-term sum error, float32).
+# The rounding unit ``rn`` every widening takes: (phi, eta, per-term sum error, float32).
 # float64: one float64 rounding, and sums carry their own error and that of a second
 # summation in any other order (2 C0); float32: one float32 rounding, K C0_32 per sum.
 UNIT64 = (PHI, ETA, 2.0 * C0, False)
@@ -203,14 +203,20 @@ def _dn_sum_pos(s, rn):
 
 
 @_jit
+def _exp_widened(x, rn):
+    """``(lo, hi)`` around ``exp(x)`` and its faithful rounding to ``rn``'s format (one exp)."""
+    lo, hi = _exp_bounds(x)
+    return max(_dn(lo, rn), 0.0), _up(hi, rn)
+
+
+@_jit
 def _exp_lo(x, rn):
-    """A lower bound of ``exp(x)`` and of its faithful rounding to ``w``'s format."""
-    return max(_dn(_exp_bounds(x)[0], rn), 0.0)
+    return _exp_widened(x, rn)[0]
 
 
 @_jit
 def _exp_hi(x, rn):
-    return _up(_exp_bounds(x)[1], rn)
+    return _exp_widened(x, rn)[1]
 
 
 @_jit
@@ -690,13 +696,13 @@ def _bce_grad(z, y, idx, g, inv_lo, inv_hi, rn):
     for r in range(m):
         zl, zh, zn = z[0, 0, r], z[1, 0, r], z[2, 0, r]
         yb = float(y[idx[r]])
-        el_l, eh_l = _exp_lo(-abs(zl), rn), _exp_hi(-abs(zl), rn)
-        el_h, eh_h = _exp_lo(-abs(zh), rn), _exp_hi(-abs(zh), rn)
+        el_l, eh_l = _exp_widened(-abs(zl), rn)
+        el_h, eh_h = _exp_widened(-abs(zh), rn)
         d_lo = _dn(_sigmoid_lo(zl, el_l, eh_l, rn) - yb, rn)
         d_hi = _up(_sigmoid_hi(zh, el_h, eh_h, rn) - yb, rn)
         g_lo = _dn_mul(d_lo, inv_lo if d_lo >= 0.0 else inv_hi, rn)
         g_hi = _up_mul(d_hi, inv_hi if d_hi >= 0.0 else inv_lo, rn)
-        en_l, en_h = _exp_lo(-abs(zn), rn), _exp_hi(-abs(zn), rn)
+        en_l, en_h = _exp_widened(-abs(zn), rn)
         d_n = _dn(_sigmoid_lo(zn, en_l, en_h, rn) - yb, rn)
         g_n = _dn_mul(d_n, inv_lo if d_n >= 0.0 else inv_hi, rn)
         g[0, 0, r] = g_lo
