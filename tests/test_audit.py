@@ -22,17 +22,13 @@ import intervalnn.interval as interval_module
 import intervalnn.linalg as linalg_module
 from intervalnn.audit import (
     Dense,
-    _exact_forward,
-    _forward,
-    _input_grad,
-    _layer_kinds,
-    _linear_params,
-    _Reference,
     audit_model,
     audit_training,
     dense_layers,
     oracle_bounds,
 )
+from intervalnn.audit.falsification import _exact_forward, _forward, _input_grad
+from intervalnn.audit.training import _layer_kinds, _linear_params, _Reference
 from intervalnn.cli import main
 from intervalnn.datasets import two_moons_splits
 from intervalnn.interval import Interval

@@ -1,0 +1,64 @@
+"""Independent soundness audits of saved models and of certified training.
+
+Nothing here trusts the engine it audits: the checks use their own code
+(no :class:`~intervalnn.interval.Interval` arithmetic, no kernels) and their
+own number systems.
+
+:func:`audit_model` checks a model's certificates three ways:
+
+a. **Exact re-verification.**  An oracle recomputes the output bounds of every
+   (sampled) test point from the saved parameter box and the input box, with
+   endpoint interval arithmetic in MPFR (gmpy2) at ``precision`` bits and
+   directed rounding: each Linear entry is the exact minimum / maximum of the
+   per-entry interval products, summed rounding down / up; ReLU by
+   monotonicity.  That is the tightest interval bound propagation (IBP) up
+   to ~2^-precision relative, so the engine's bounds (midpoint-radius GEMM or
+   the fused endpoint kernels, each with an a-priori rounding-error term of
+   ~2^-53 relative) must *contain* the oracle's; a violation is an engine
+   bug.  A certificate that the oracle's bounds do not confirm is *refuted*.
+b. **Falsification.**  Concrete models from the parameter box (the nominal
+   model, random vertices, random interior points) meet concrete inputs
+   from the test box (random vertices and interior points, and PGD attacks on
+   every sampled model that push each certified margin down and every
+   output towards both of its bounds).  Every output is evaluated in
+   float64; a certified point whose margin reaches 0, or an output outside
+   the engine's bounds, is re-evaluated exactly (rationals) before it is
+   counted, so float64 rounding of the check itself never raises a false
+   alarm.
+c. **Rounding slack.**  The same bounds in plain round-to-nearest arithmetic
+   of the model's dtype, with no directed rounding and no error terms, as
+   many certified-training libraries compute them (endpoint IBP and
+   midpoint-radius IBP): how many of those bounds fail to enclose the
+   oracle's, how many certificates they change, and how much width
+   soundness costs, in ulps.
+
+:func:`audit_training` reruns certified training and, in lockstep, concrete
+SGD on poisoned datasets inside the training box (vertices, random points, an
+adversarial poisoning along the sign of the loss gradient at the initial
+model, and one that re-poisons every batch at the current model), with the
+same initial parameters, batch order and learning rates.  After every step
+each concrete parameter must lie inside the interval parameters.  The float64
+runs are an independent reference implementation; ``exact=True`` adds exact
+rational SGD (gmpy2 ``mpq``; sigmoid and softmax via MPFR at 300 bits).
+"""
+
+from .falsification import falsify
+from .model import EngineBounds, audit_model, engine_bounds
+from .naive import naive_bounds
+from .network import Dense, dense_layers
+from .oracle import PRECISION, oracle_bounds
+from .training import EXACT_BITS, audit_training
+
+__all__ = [
+    "EXACT_BITS",
+    "PRECISION",
+    "Dense",
+    "EngineBounds",
+    "audit_model",
+    "audit_training",
+    "dense_layers",
+    "engine_bounds",
+    "falsify",
+    "naive_bounds",
+    "oracle_bounds",
+]

@@ -1,0 +1,216 @@
+"""(b) Falsification: concrete models from the parameter box meet concrete inputs from the test box.
+
+Candidates found in float64 are confirmed in exact rational arithmetic
+before they count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from .network import Dense
+from .oracle import require_gmpy2
+
+
+def _predict_margin(z, y) -> np.ndarray:
+    """Concrete margins (> 0: label ``y`` predicted) of logits ``z`` (float arrays).
+
+    Written again on purpose rather than calling ``certify.margins``: the
+    audit checks the certificates, so it shares no code with them.
+    """
+    if z.shape[1] == 1:
+        return np.where(y == 1, z[:, 0], -z[:, 0])
+    rows = np.arange(z.shape[0])
+    others = z.copy()
+    others[rows, y] = -np.inf
+    return z[rows, y] - others.max(axis=1)
+
+
+def _sample_model(layers: list[Dense], kind: str, rng) -> list[tuple[np.ndarray, np.ndarray]]:
+    out = []
+    for la in layers:
+        pair = []
+        for lo, hi, nom in ((la.w_lo, la.w_hi, la.w_nom), (la.b_lo, la.b_hi, la.b_nom)):
+            if kind == "nominal":
+                v = nom.copy()
+            elif kind == "vertex":
+                v = np.where(rng.random(lo.shape) < 0.5, lo, hi)
+            else:
+                v = np.clip(lo + (hi - lo) * rng.random(lo.shape), lo, hi)
+            pair.append(v)
+        out.append(tuple(pair))
+    return out
+
+
+def _forward(params, relu, x):
+    """float64 forward pass keeping what the input gradient needs."""
+    acts, pre = [x], []
+    for (w, b), r in zip(params, relu, strict=True):
+        z = acts[-1] @ w + b
+        pre.append(z)
+        acts.append(np.maximum(z, 0.0) if r else z)
+    return acts[-1], pre
+
+
+def _input_grad(params, relu, pre, g):
+    """d(sum_rows <g, z>)/dx for the cached pre-activations ``pre``."""
+    for i in reversed(range(len(params))):
+        if relu[i]:  # g is the gradient with respect to relu(pre[i])
+            g = g * (pre[i] > 0)
+        g = g @ params[i][0].T
+    return g
+
+
+def _exact_forward(params, relu, x) -> np.ndarray:
+    """The exact (rational) logits of float64 parameters and inputs."""
+    g = require_gmpy2()
+    q = np.frompyfunc(g.mpq, 1, 1)
+    a = np.asarray(q(np.asarray(x, dtype=np.float64)), dtype=object)
+    for (w, b), r in zip(params, relu, strict=True):
+        a = a @ np.asarray(q(w), dtype=object) + np.asarray(q(b), dtype=object)
+        if r:
+            a = np.where(a > 0, a, g.mpq(0))
+    return a
+
+
+def falsify(
+    layers: list[Dense],
+    x,
+    y,
+    box_lo,
+    box_hi,
+    out_lo,
+    out_hi,
+    certified,
+    *,
+    models: int = 8,
+    inputs: int = 8,
+    pgd_steps: int = 20,
+    seed: int = 0,
+    progress: Callable[[], None] | None = None,
+    max_exact: int = 256,
+) -> dict:
+    """Try to break the certificates and the output bounds with concrete models and inputs.
+
+    ``models`` random vertex models and as many random interior models, plus
+    the nominal model; per model ``inputs`` random vertices and interior
+    points of each test box, the centre, and PGD attacks (random start,
+    ``pgd_steps`` signed-gradient steps projected onto the box) on the
+    margin and on each output in both directions.  Candidates found in
+    float64 are confirmed in exact rational arithmetic (at most ``max_exact``
+    per model; any beyond that count as failures unconfirmed).
+    """
+    rng = np.random.default_rng(seed)
+    relu = [la.relu for la in layers]
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y)
+    k = out_lo.shape[1]
+    n = x.shape[0]
+    width = box_hi - box_lo
+    bad_margin = np.zeros(n, dtype=bool)  # certified points with a confirmed margin <= 0
+    bad_bound = np.zeros((n, k), dtype=bool)  # outputs confirmed outside the engine's bounds
+    closest = np.full((n, k), np.inf)  # distance to the bounds, as a fraction of the width
+    stats = {"evaluations": 0, "float_only": 0, "unconfirmed": 0, "min_certified_margin": np.inf}
+    kinds = ["nominal"] + ["vertex"] * models + ["random"] * models
+
+    def check(params, xs):
+        z, pre = _forward(params, relu, xs)
+        stats["evaluations"] += xs.shape[0]
+        marg = _predict_margin(z, y)
+        if certified.any():
+            stats["min_certified_margin"] = min(
+                stats["min_certified_margin"], float(marg[certified].min())
+            )
+        w = out_hi - out_lo
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dist = np.minimum(z - out_lo, out_hi - z) / np.where(w > 0, w, np.inf)
+        np.minimum(closest, np.where(np.isnan(dist), np.inf, dist), out=closest)
+        cand_m = certified & (marg <= 0) & ~bad_margin
+        cand_b = ((z < out_lo) | (z > out_hi)) & ~bad_bound
+        rows = np.flatnonzero(cand_m | cand_b.any(axis=1))
+        if rows.size:
+            confirm(params, xs, rows, cand_m, cand_b)
+        return z, pre
+
+    def confirm(params, xs, rows, cand_m, cand_b):
+        g = require_gmpy2()
+        todo, rest = rows[:max_exact], rows[max_exact:]
+        stats["unconfirmed"] += int(rest.size)
+        bad_margin[rest] |= cand_m[rest]
+        bad_bound[rest] |= cand_b[rest]
+        if not todo.size:
+            return
+        ze = _exact_forward(params, relu, xs[todo])
+        q = np.frompyfunc(lambda v: g.mpq(v) if math.isfinite(v) else v, 1, 1)  # keep +-inf
+        lo_e = np.asarray(q(out_lo[todo]), dtype=object)
+        hi_e = np.asarray(q(out_hi[todo]), dtype=object)
+        outside = ((ze < lo_e) | (ze > hi_e)).astype(bool)
+        margin_bad = np.zeros(todo.size, dtype=bool)
+        for j, r in enumerate(todo):
+            if not cand_m[r]:
+                continue
+            if k == 1:
+                margin_bad[j] = ze[j, 0] <= 0 if y[r] == 1 else ze[j, 0] >= 0
+            else:
+                margin_bad[j] = any(ze[j, y[r]] <= ze[j, c] for c in range(k) if c != y[r])
+        real_m = cand_m[todo] & margin_bad
+        real_b = cand_b[todo] & outside
+        stats["float_only"] += int((cand_m[todo] & ~margin_bad).sum())
+        stats["float_only"] += int((cand_b[todo] & ~outside).sum())
+        bad_margin[todo] |= real_m
+        bad_bound[todo] |= real_b
+
+    def pgd(params, sign_fn):
+        xs = box_lo + width * rng.random(x.shape)
+        step = 2.5 * width / (2 * max(pgd_steps, 1))
+        for _ in range(pgd_steps):
+            z, pre = check(params, xs)
+            grad = _input_grad(params, relu, pre, sign_fn(z))
+            xs = np.clip(xs - step * np.sign(grad), box_lo, box_hi)
+        check(params, xs)
+
+    def margin_direction(z):  # gradient of the margin of the label (to be decreased)
+        g = np.zeros_like(z)
+        if k == 1:
+            g[:, 0] = np.where(y == 1, 1.0, -1.0)
+        else:
+            rows = np.arange(z.shape[0])
+            others = z.copy()
+            others[rows, y] = -np.inf
+            g[rows, y] = 1.0
+            g[rows, others.argmax(axis=1)] -= 1.0
+        return g
+
+    for kind in kinds:
+        params = _sample_model(layers, kind, rng)
+        check(params, x)
+        for _ in range(inputs):
+            check(params, np.where(rng.random(x.shape) < 0.5, box_lo, box_hi))
+            check(params, np.clip(box_lo + width * rng.random(x.shape), box_lo, box_hi))
+        pgd(params, margin_direction)
+        for j in range(k):
+            for s in (1.0, -1.0):  # decrease z_j (towards lo), increase it (towards hi)
+
+                def direction(z, j=j, s=s):
+                    g = np.zeros_like(z)
+                    g[:, j] = s
+                    return g
+
+                pgd(params, direction)
+        if progress is not None:
+            progress()
+    return {
+        "models": len(kinds),
+        "evaluations": stats["evaluations"],
+        "counterexamples": int(bad_margin.sum()),
+        "outside_bounds": int(bad_bound.sum()),
+        "float_only": stats["float_only"],
+        "unconfirmed": stats["unconfirmed"],
+        "min_certified_margin": stats["min_certified_margin"]
+        if np.isfinite(stats["min_certified_margin"])
+        else None,
+        "closest_to_bound": float(np.min(closest)) if np.isfinite(closest).any() else None,
+    }

@@ -1,0 +1,48 @@
+"""(c) Naive bounds: plain round-to-nearest arithmetic, no error terms (not sound, measured)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .network import Dense
+
+
+def naive_bounds(layers: list[Dense], x, epsilon: float, domain, dtype, method: str = "endpoint"):
+    """Output bounds in plain round-to-nearest ``dtype`` arithmetic, no error terms.
+
+    ``endpoint``: per-entry minimum / maximum of the four endpoint products,
+    summed; ``midrad``: midpoint-radius products (``m = (lo + hi) / 2``,
+    ``r = (hi - lo) / 2``, ``|mx| rW + rx |mW| + rx rW``).  Not sound; the
+    audit measures by how much.
+    """
+    dt = np.dtype(dtype)
+    f = dt.type
+    xs = np.asarray(x, dtype=dt)
+    lo, hi = xs - f(epsilon), xs + f(epsilon)
+    if domain is not None:
+        lo, hi = np.maximum(lo, f(domain[0])), np.minimum(hi, f(domain[1]))
+    for la in layers:
+        wl, wh = la.w_lo.astype(dt), la.w_hi.astype(dt)
+        bl, bh = la.b_lo.astype(dt), la.b_hi.astype(dt)
+        if method == "midrad":
+            xm, xr = (lo + hi) / f(2), (hi - lo) / f(2)
+            wm, wr = (wl + wh) / f(2), (wh - wl) / f(2)
+            bm, br = (bl + bh) / f(2), (bh - bl) / f(2)
+            zm = xm @ wm + bm
+            zr = np.abs(xm) @ wr + xr @ np.abs(wm) + xr @ wr + br
+            lo, hi = zm - zr, zm + zr
+        elif method == "endpoint":
+            new_lo = np.empty((lo.shape[0], wl.shape[1]), dtype=dt)
+            new_hi = np.empty_like(new_lo)
+            step = max(1, (1 << 22) // max(1, wl.size))
+            for s in range(0, lo.shape[0], step):
+                a, b = lo[s : s + step, :, None], hi[s : s + step, :, None]
+                p = np.stack([a * wl, a * wh, b * wl, b * wh])
+                new_lo[s : s + step] = p.min(axis=0).sum(axis=1) + bl
+                new_hi[s : s + step] = p.max(axis=0).sum(axis=1) + bh
+            lo, hi = new_lo, new_hi
+        else:
+            raise ValueError(f"unknown method {method!r}: 'endpoint' or 'midrad'")
+        if la.relu:
+            lo, hi = np.maximum(lo, f(0)), np.maximum(hi, f(0))
+    return lo, hi
