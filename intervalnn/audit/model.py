@@ -41,6 +41,7 @@ def engine_bounds(model: Sequential, x, threat: ThreatModel, batch_size: int = 1
     bk = model.backend
     x = np.asarray(x)
     parts: dict[str, list] = {k: [] for k in ("lo", "hi", "llo", "lhi", "blo", "bhi")}
+    # ENGINE: rewire to intervalnn.engine (certify's optional private fast path, looked up by name)
     fused_fn = getattr(_certify, "forward_bounds", None)  # certify's fast path, if it has one
     used_fused = True
     host = lambda a: np.asarray(bk.to_host(a), dtype=np.float64)  # noqa: E731
@@ -53,6 +54,7 @@ def engine_bounds(model: Sequential, x, threat: ThreatModel, batch_size: int = 1
         fast = layered if fast is None else (host(fast[0]), host(fast[1]))
         for key, value in zip(parts, (*fast, *layered, host(box.lo), host(box.hi)), strict=True):
             parts[key].append(value)
+    # ENGINE: rewire to intervalnn.engine (certify's private cache reset)
     _certify._clear_caches(model)
     joined = [np.concatenate(v) for v in parts.values()]
     return EngineBounds(*joined, fused=bool(used_fused and x.shape[0] > 0))

@@ -233,6 +233,7 @@ def _excursion(value, lo, hi, exact, tiny) -> tuple[float, int]:
     return float((d / width).max()) if d.size else -math.inf, outside
 
 
+# ENGINE: rewire to intervalnn.engine (guesses train's path from config.fused, fused.structure)
 def _fused_applies(model: Sequential, config) -> bool:
     """Does ``train`` take the fused step for this model and configuration (where not declined)?"""
     if not getattr(config, "fused", False):
@@ -273,6 +274,7 @@ def audit_training(
     Returns a JSON-ready dict; it passes when ``max_excursion <= 0`` and no
     parameter was ever outside (``passed``).
     """
+    # ENGINE: rewire to intervalnn.engine (train's private batch order)
     from ..train import _batches, pretrain_nominal, train
 
     t0 = time.perf_counter()
