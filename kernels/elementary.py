@@ -1,4 +1,4 @@
-"""exp, log, log1p, expm1 with directed rounding, evaluated without libm.
+"""exp, log, log1p, expm1, tanh with directed rounding, evaluated without libm.
 
 Every ``*_rd64`` / ``*_ru64`` function returns a float64 lower / upper bound
 of the real function value at a float64 argument; ``*_rd32`` / ``*_ru32`` do
@@ -183,6 +183,9 @@ _A13 = float.fromhex("0x1.3b13b13b13b14p-4")
 EXP_DELTA = 2.0**-100
 LOG_DELTA = 2.0**-96
 EXPM1_DELTA = 2.0**-92
+TANH_DELTA = 2.0**-89
+_TANH_TINY = 2.0**-27  # below: x - x^3/3 < tanh(x) < x, so tanh(x) in (prev(x), x)
+_TANH_SAT = 19.1  # above: 0 < 1 - tanh(x) < 2^-54, so tanh(x) in (prev(1), 1)
 
 
 # ---------------------------------------------------------------- dd arithmetic
@@ -548,6 +551,63 @@ def _log1p_bounds(x):
     return _bracket(h, l, abs(h) * (2.0 * LOG_DELTA))
 
 
+# ---------------------------------------------------------------- tanh
+
+
+@njit(cache=True)
+def _tanh_dd(x):
+    """``tanh(x)`` as dd with relative error ``<= TANH_DELTA`` (``2^-89``), ``2^-27 <= x <= 19.1``.
+
+    Method.  ``tanh(x) = E / (E + 2)`` with ``E = expm1(2x) > 0``; ``2x`` is
+    exact, and :func:`_expm1_dd` gives ``E = 2^q v`` with ``q >= 0`` (as
+    ``2x > 0``), so ``E = (h 2^q, l 2^q)`` exactly (no underflow, and
+    ``E <= e^38.2 < 2^56``).  No cancellation: every term is positive.
+
+    Proof.  Write ``d1 = EXPM1_DELTA = 2^-92`` (the proved bound of
+    :func:`_expm1_dd`, ``2^-94.6``, with slack).  ``|E' - E| <= d1 E``.  ``D'
+    = E' + 2`` (D2, both terms positive) errs by ``<= 3.01 u^2 (E' + 2)``
+    from ``E' + 2``, which is within ``d1 E <= d1 (E + 2)`` of ``E + 2``: so
+    ``D' = (E + 2)(1 + b)``, ``|b| <= d1 + 3.02 u^2``.  ``Q = E' / D'`` (D3)
+    errs by ``<= 23.5 u^2`` relative, so ``Q = tanh(x) (1 + a)(1 + g) / (1 +
+    b)`` with ``|a| <= d1``, ``|g| <= 23.5 u^2``: relative error ``<= 2 d1 +
+    26.6 u^2 + O(d1^2) < 2^-90.9``, inside ``TANH_DELTA`` with a factor 3.7
+    to spare.  Magnitudes: ``E >= 2^-26``, ``E + 2 >= 2`` and ``Q >=
+    2^-28``, so the underflow remark of the module docstring applies.
+    """
+    h, l, q = _expm1_dd(2.0 * x)
+    eh, el = math.ldexp(h, q), math.ldexp(l, q)
+    dh, dl = _dd_add(eh, el, 2.0, 0.0)
+    return _dd_div(eh, el, dh, dl)
+
+
+@njit(cache=True)
+def _tanh_bounds(x):
+    """``(lo, hi)`` with ``lo <= tanh(x) <= hi``, by odd symmetry from ``t = |x|``.
+
+    Edges: ``tanh(+-0) = +-0`` exactly.  ``0 < t < 2^-27``: ``t - t^3/3 <
+    tanh(t) < t`` (``f(t) = tanh(t) - t + t^3/3`` has ``f(0) = 0`` and ``f'
+    = t^2 - tanh(t)^2 > 0``), and with ``2^e <= t < 2^(e+1)``, ``e <= -28``,
+    ``t^3/3 < 2^(3e+3)/3 <= 2^(e-53)/3`` is less than the gap under ``t``
+    (for subnormal ``t`` too), so ``(prev(t), t)``.  ``t > 19.1``: ``1 -
+    tanh(t) = 2 / (e^(2t) + 1) < 2 e^-38.2 < 2^-54``, so ``(prev(1), 1)``;
+    ``tanh(inf) = 1``.  Otherwise :func:`_tanh_dd` and :func:`_bracket` with
+    ``eps = 2 TANH_DELTA h`` (``h >= 2^-28`` is normal).  ``tanh(t)`` is
+    never a float for a float ``t != 0`` (Lindemann), so the bounds are the
+    tightest unless ``tanh(t)`` lies within ``2^-88`` relative of a float.
+    """
+    if x != x or x == 0.0:
+        return x, x
+    t = abs(x)
+    if t < _TANH_TINY:
+        lo, hi = prev64(t), t
+    elif t > _TANH_SAT:
+        lo, hi = (1.0, 1.0) if t == INF else (prev64(1.0), 1.0)
+    else:
+        h, l = _tanh_dd(t)
+        lo, hi = _bracket(h, l, h * (2.0 * TANH_DELTA))
+    return (lo, hi) if x > 0.0 else (-hi, -lo)
+
+
 # ---------------------------------------------------------------- public scalars
 
 
@@ -589,6 +649,16 @@ def log1p_rd64(x):
 @njit(cache=True)
 def log1p_ru64(x):
     return _log1p_bounds(x)[1]
+
+
+@njit(cache=True)
+def tanh_rd64(x):
+    return _tanh_bounds(x)[0]
+
+
+@njit(cache=True)
+def tanh_ru64(x):
+    return _tanh_bounds(x)[1]
 
 
 # float32: the float64 bounds rounded outward (RD32 of a float64 lower bound
@@ -636,6 +706,16 @@ def log1p_ru32(x):
     return _to32_ru(log1p_ru64(x), 0.0)
 
 
+@njit(cache=True)
+def tanh_rd32(x):
+    return _to32_rd(tanh_rd64(x), 0.0)
+
+
+@njit(cache=True)
+def tanh_ru32(x):
+    return _to32_ru(tanh_ru64(x), 0.0)
+
+
 # ------------------------------------------------- dtype-generic dispatch
 
 exp_rd = _generic(exp_rd64, exp_rd32, 1)
@@ -646,3 +726,5 @@ log_rd = _generic(log_rd64, log_rd32, 1)
 log_ru = _generic(log_ru64, log_ru32, 1)
 log1p_rd = _generic(log1p_rd64, log1p_rd32, 1)
 log1p_ru = _generic(log1p_ru64, log1p_ru32, 1)
+tanh_rd = _generic(tanh_rd64, tanh_rd32, 1)
+tanh_ru = _generic(tanh_ru64, tanh_ru32, 1)

@@ -1,4 +1,4 @@
-"""exp, log, log1p, expm1 (kernels/elementary.py) and the Interval functions built on them.
+"""exp, log, log1p, expm1, tanh (kernels/elementary.py) and the Interval functions built on them.
 
 Oracle: MPFR through gmpy2.  ``gmpy2.ieee(64)`` / ``gmpy2.ieee(32)`` are
 contexts with the exact float64 / float32 formats (subnormals included), and
@@ -17,6 +17,7 @@ import pytest
 from gmpy2 import mpfr
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba import njit
 
 import intervalnn as inn
 from intervalnn.kernels import cpu
@@ -24,7 +25,13 @@ from intervalnn.kernels import elementary as el
 
 DTYPES = (np.float64, np.float32)
 NAMES = ("exp", "expm1", "log", "log1p")
-_MPFR = {"exp": gmpy2.exp, "expm1": gmpy2.expm1, "log": gmpy2.log, "log1p": gmpy2.log1p}
+_MPFR = {
+    "exp": gmpy2.exp,
+    "expm1": gmpy2.expm1,
+    "log": gmpy2.log,
+    "log1p": gmpy2.log1p,
+    "tanh": gmpy2.tanh,
+}
 U2 = 2.0**-106  # u^2 for float64
 
 
@@ -51,8 +58,20 @@ def ordinal(a):
     return np.where(bits < 0, -(bits & mask), bits)
 
 
+@njit
+def _tanh_loop(x, lo, hi):
+    for i in range(x.size):
+        lo[i] = el.tanh_rd(x[i])
+        hi[i] = el.tanh_ru(x[i])
+
+
 def bounds(name, xs, dtype):
     xs = np.asarray(xs, dtype=dtype)
+    if name == "tanh" and not hasattr(cpu, "tanh_rd"):  # the scalar kernels, in a loop
+        x = np.ascontiguousarray(xs).ravel()
+        lo, hi = np.empty_like(x), np.empty_like(x)
+        _tanh_loop(x, lo, hi)
+        return lo.reshape(xs.shape), hi.reshape(xs.shape)
     return getattr(cpu, name + "_rd")(xs), getattr(cpu, name + "_ru")(xs)
 
 
@@ -315,6 +334,83 @@ def test_hypothesis_float64(x):
 def test_hypothesis_float32(x):
     for name in NAMES:
         check(name, [x], np.float32)
+
+
+# ---------------------------------------------------------------- tanh
+
+
+def tanh_args(rng, n, dtype):
+    """Both signs of: log-uniform magnitudes from the smallest subnormal to MAX,
+    near 0 (around the ``2^-27`` switch), the working range, near saturation
+    (float64 ``19.06``, float32 ``9.01``, and the ``19.1`` switch)."""
+    fi = np.finfo(dtype)
+    lo_exp, hi_exp = int(fi.minexp) - int(fi.nmant), int(fi.maxexp) - 1
+    sat = 19.06 if dtype == np.float64 else 9.01
+    x = np.concatenate(
+        [
+            log_uniform(rng, n, lo_exp, hi_exp, dtype),
+            log_uniform(rng, n, lo_exp, 6, dtype),
+            log_uniform(rng, n, -40, 0, dtype),
+            np.ldexp(rng.uniform(0.5, 2, n // 4), -27),
+            rng.uniform(0, 25, n),
+            sat + rng.uniform(-1, 1, n),
+            19.1 + rng.uniform(-0.01, 0.01, n // 4),
+        ]
+    ).astype(dtype)
+    return x * rng.choice([-1, 1], x.size).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tanh_random_arguments_sound_and_tight(dtype):
+    """Sound, and within 1 ulp of the tightest bound per side (the proof's
+    promise; the task asked for 2).  Measured: 0 extra ulps on both sides,
+    float32 and float64 (the old composition in ``inn.tanh`` was up to 4)."""
+    rng = np.random.default_rng(1788 + (dtype == np.float32))
+    worst = check("tanh", tanh_args(rng, 6000, dtype), dtype)
+    assert max(worst) <= 1, worst
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tanh_edge_arguments(dtype):
+    fi = np.finfo(dtype)
+    sub, tiny, big = float(fi.smallest_subnormal), float(fi.tiny), float(fi.max)
+    points = [
+        sub, 2 * sub, tiny, 2.0**-27, 2.0**-60, 0.5, 1.0, 19.1,
+        math.atanh(1 - 2.0**-53), math.atanh(1 - 2.0**-24), math.atanh(1 - 2.0**-25),
+    ]  # fmt: skip
+    xs = np.concatenate([neighbours(p, 4, dtype) for p in points] + [np.array([big], dtype)])
+    check("tanh", np.concatenate([xs, -xs]), dtype)
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype=dtype)
+    lo, hi = bounds("tanh", x, dtype)
+    assert list(lo[:4]) == [0, 0, 1, -1] and list(hi[:4]) == [0, 0, 1, -1]
+    assert list(np.signbit(lo[:2])) == [False, True] and list(np.signbit(hi[:2])) == [False, True]
+    assert np.isnan(lo[4]) and np.isnan(hi[4])
+    lo, hi = bounds("tanh", np.array([20.0, -20.0, big], dtype=dtype), dtype)
+    below_one = np.nextafter(dtype(1), dtype(0))
+    assert list(lo) == [below_one, -1, below_one] and list(hi) == [1, -below_one, 1]
+
+
+def test_tanh_dd_within_proved_error():
+    """The dd quotient errs far less than ``TANH_DELTA`` (proof: ``< 2^-90.9``)."""
+    rng = np.random.default_rng(11)
+    xs = np.concatenate(
+        [rng.uniform(2.0**-27, 19.1, 500), log_uniform(rng, 500, -27, 4, np.float64)]
+    )
+    xs = xs[(xs >= 2.0**-27) & (xs <= 19.1)]
+    with gmpy2.context(precision=300):
+        worst = max(
+            float(abs(mpfr(h) + mpfr(l) - gmpy2.tanh(mpfr(x))) / gmpy2.tanh(mpfr(x)))
+            for x in xs
+            for h, l in [el._tanh_dd(x)]
+        )
+    assert worst <= el.TANH_DELTA / 8 and worst <= 64 * U2, worst
+
+
+@settings(max_examples=500, deadline=None)
+@given(x=st.floats(width=64), y=st.floats(width=32))
+def test_hypothesis_tanh(x, y):
+    check("tanh", [x], np.float64)
+    check("tanh", [y], np.float32)
 
 
 # ---------------------------------------------------------------- Interval level
