@@ -39,12 +39,13 @@ from pathlib import Path
 import numpy as np
 
 import intervalnn as inn
+from intervalnn.certify import Certifier
 from intervalnn.datasets import mnist17_splits, two_moons_splits
-from intervalnn.fused import FusedTrainer
+from intervalnn.engine import FusedEngine
 from intervalnn.layers import mlp
 from intervalnn.optim import SGD
 from intervalnn.threat import ThreatModel
-from intervalnn.train import TrainConfig, _batches, train
+from intervalnn.train import TrainConfig, batch_indices, train
 
 
 def plain_epoch(params, x, y, batch, lr, loss, rng):
@@ -73,6 +74,16 @@ def plain_epoch(params, x, y, batch, lr, loss, rng):
                 g = (g @ params[2 * i].T) * (pre[i - 1] > 0)
             params[2 * i] -= lr * gw
             params[2 * i + 1] -= lr * gb
+
+
+def plain_predict(params, x):
+    """The plain network's predicted classes on ``x`` (a validation pass)."""
+    nl = len(params) // 2
+    for i in range(nl):
+        x = x @ params[2 * i] + params[2 * i + 1]
+        if i < nl - 1:
+            x = np.maximum(x, 0.0)
+    return (x[:, 0] > 0) if x.shape[1] == 1 else x.argmax(axis=1)
 
 
 def torch_epoch_fn(sizes, x, y, batch, lr, loss):
@@ -143,7 +154,7 @@ def workload(
     params = [v.lo.astype(np.float64) for v in model.named_params().values()]
     xd = x.astype(dtype)
     box = threat.train_box(xd)
-    trainer = FusedTrainer.create(model, loss, box, xd, y, batch)
+    trainer = FusedEngine.create(model, loss, box, xd, y, batch)
     assert trainer is not None
     init = trainer.net.th.copy()
     epoch_rng = np.random.default_rng(1)
@@ -151,10 +162,17 @@ def workload(
     def fused_epoch():
         # every timed epoch starts from the initial model (widths grow with every step)
         np.copyto(trainer.net.th, init)
-        opt = SGD(lr)
-        for idx in _batches(x.shape[0], batch, epoch_rng):
-            if trainer.step(idx, opt) is None or not trainer.out[3]:
+        schedule = SGD(lr)
+        for t, idx in enumerate(batch_indices(x.shape[0], batch, epoch_rng), 1):
+            done = trainer.fused_step(idx, schedule.rate(t))
+            if done is None or not done.finite:
                 raise RuntimeError(f"{name}: the fused kernel declined or overflowed")
+
+    validation = Certifier(trainer, sp.val.x, sp.val.y, threat)  # as train() validates
+
+    def plain_epoch_validated():
+        plain_epoch(params, x, y, batch, lr, loss, rng)
+        plain_predict(params, sp.val.x)
 
     layered = mlp(sizes[0], sizes[-1], hidden=sizes[1], layers=len(sizes) - 1, seed=0, dtype=dtype)
     layered_cfg = TrainConfig(epochs=1, learning_rate=lr, batch_size=batch, loss=loss, fused=False)
@@ -167,10 +185,12 @@ def workload(
 
     fns = {
         "plain NumPy SGD": lambda: plain_epoch(params, x, y, batch, lr, loss, rng),
+        "plain NumPy SGD + validation pass": plain_epoch_validated,
         "interval, fused kernel": fused_epoch,
+        "validation of the val split (fused)": validation,
         "interval, layered": layered_epoch,
     }
-    reps = {"plain NumPy SGD": repeat, "interval, fused kernel": repeat}
+    reps = {name: repeat for name in fns}
     reps["interval, layered"] = layered_repeat
     torch_epoch = torch_epoch_fn(sizes, x, y, batch, lr, loss)
     if torch_epoch is not None:

@@ -9,10 +9,11 @@ the certified slack (positive exactly when certified): ``lower(z)`` for class
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from .fused import forward_bounds
+from .engine import Engine, make_engine
 from .layers import Sequential
 from .threat import ThreatModel
 
@@ -28,11 +29,11 @@ class CertificationResult:
     def n(self) -> int:
         return int(self.certified.size)
 
-    @property
+    @cached_property
     def certified_accuracy(self) -> float:
         return float(self.certified.mean()) if self.n else 0.0
 
-    @property
+    @cached_property
     def nominal_accuracy(self) -> float:
         return float(self.nominal_correct.mean()) if self.n else 0.0
 
@@ -78,13 +79,13 @@ def margins(lo, hi, y) -> np.ndarray:
     return lo[rows, y] - others.max(axis=1)
 
 
-def certify(
-    model: Sequential, x, y, threat: ThreatModel, batch_size: int = 1024
-) -> CertificationResult:
-    """Certify ``model`` on points ``x`` with labels ``y`` under the threat model's test box."""
-    bk = model.backend
-    x = np.asarray(x)
-    y = np.asarray(y)
+def predict(z) -> np.ndarray:
+    """The class of each row of logits ``z``: ``z > 0`` for one logit, else the argmax."""
+    return (z[:, 0] > 0).astype(np.int64) if z.shape[1] == 1 else z.argmax(axis=1)
+
+
+def _check_data(model: Sequential, x, y) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x), np.asarray(y)
     if x.ndim != 2 or x.shape[1] != model.in_features:
         raise ValueError(
             f"the model expects inputs with {model.in_features} features, got shape {x.shape}"
@@ -94,28 +95,56 @@ def certify(
             f"need one label per input: x has {x.shape[0]} rows, y has shape {y.shape}"
         )
     check_labels(y, model.out_features)
-    y = y.astype(np.int64)
-    marg, nominal_pred = [], []
-    for start in range(0, x.shape[0], batch_size):
-        given = bk.xp.asarray(x[start : start + batch_size])
-        xb = given.astype(model.dtype)  # the nominal model's input
-        box = threat.test_box(given, model.dtype)  # encloses the data as given, not xb
-        bounds = forward_bounds(model, box)  # one fused kernel call where it applies
-        if bounds is None:
-            out = model.forward(box)
-            bounds = bk.to_host(out.lo), bk.to_host(out.hi)
-        marg.append(margins(*bounds, y[start : start + batch_size]))
-        z = bk.to_host(model.forward_nominal(xb))
-        nominal_pred.append((z[:, 0] > 0).astype(np.int64) if z.shape[1] == 1 else z.argmax(axis=1))
-    _clear_caches(model)
-    margin = np.concatenate(marg) if marg else np.zeros(0)
-    pred = np.concatenate(nominal_pred) if nominal_pred else np.zeros(0, np.int64)
-    return CertificationResult(margin > 0, margin, pred == y, threat.inference_epsilon)
+    return x, y.astype(np.int64)
 
 
-def _clear_caches(model: Sequential) -> None:
-    """Forward-only use keeps no caches alive."""
-    for layer in model.layers:
-        for attr in ("_x", "_x_nominal", "_z", "_z_nominal"):
-            if hasattr(layer, attr):
-                setattr(layer, attr, None)
+def _batch(engine: Engine, x, start: int, stop: int, threat: ThreatModel):
+    """The prepared test box and the nominal inputs of rows ``start:stop`` of ``x``."""
+    model = engine.model
+    given = model.backend.xp.asarray(x[start:stop])
+    box = threat.test_box(given, model.dtype)  # encloses the data as given, not its rounding
+    return engine.prepare(box), given.astype(model.dtype)
+
+
+def _result(engine: Engine, batches, y, threat: ThreatModel) -> CertificationResult:
+    margin, pred = [], []
+    for start, prepared, xb in batches:
+        yb = y[start : start + xb.shape[0]]
+        margin.append(margins(*engine.logit_bounds(prepared), yb))
+        pred.append(predict(engine.nominal_logits(xb)))
+    if len(margin) != 1:  # one batch (validation sets): no copies
+        margin = [np.concatenate(margin) if margin else np.zeros(0)]
+        pred = [np.concatenate(pred) if pred else np.zeros(0, np.int64)]
+    return CertificationResult(margin[0] > 0, margin[0], pred[0] == y, threat.inference_epsilon)
+
+
+def certify(
+    model: Sequential, x, y, threat: ThreatModel, batch_size: int = 1024
+) -> CertificationResult:
+    """Certify ``model`` on points ``x`` with labels ``y`` under the threat model's test box."""
+    x, y = _check_data(model, x, y)
+    engine = make_engine(model)
+    batches = (
+        (start, *_batch(engine, x, start, start + batch_size, threat))
+        for start in range(0, x.shape[0], batch_size)
+    )
+    return _result(engine, batches, y, threat)
+
+
+class Certifier:
+    """Certification of one data set under one threat model, again and again (validation).
+
+    The test boxes are built and checked once; each call certifies the
+    engine's current parameters, as ``certify`` would the same model.
+    """
+
+    def __init__(self, engine: Engine, x, y, threat: ThreatModel, batch_size: int = 1024):
+        x, self.y = _check_data(engine.model, x, y)
+        self.engine, self.threat = engine, threat
+        self.batches = [
+            (start, *_batch(engine, x, start, start + batch_size, threat))
+            for start in range(0, x.shape[0], batch_size)
+        ]
+
+    def __call__(self) -> CertificationResult:
+        return _result(self.engine, self.batches, self.y, self.threat)

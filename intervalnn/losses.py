@@ -31,7 +31,19 @@ def _labels(y, z: Interval):
     return z.backend.xp.asarray(y)
 
 
-class BCEWithLogits:
+class Loss:
+    """What both losses share: the nominal model's gradient."""
+
+    def nominal_grad(self, z, y):
+        """The nominal model's ``d mean-loss / dz`` at its logits ``z`` (an array).
+
+        The lower endpoint of the interval formula at the point ``z``: inside
+        the box gradient whenever ``z`` lies in the box logits (module docstring).
+        """
+        return self.grad(Interval._new(z, z), y).lo
+
+
+class BCEWithLogits(Loss):
     """Binary cross-entropy on one logit ``z`` per sample, labels in {0, 1}.
 
     ``loss(z, y) = softplus(z) - y z = softplus((1 - 2y) z)``: monotone in ``z``
@@ -56,11 +68,8 @@ class BCEWithLogits:
         yy = _labels(y, z).reshape(z.shape).astype(z.dtype)
         return (F.sigmoid(z) - yy) * _batch_factor(z.shape[0], z)
 
-    def predict(self, z):
-        return (z.reshape(-1) > 0).astype(np.int64)
 
-
-class CrossEntropy:
+class CrossEntropy(Loss):
     """Cross-entropy through a tight log-softmax for ``K >= 2`` logits (paper eq. 13, 25).
 
     With ``S_i = sum_{j != i} exp(z_j - z_i)`` (interval differences pair the
@@ -92,9 +101,6 @@ class CrossEntropy:
         p = 1.0 / (1.0 + self._others_sum(z))
         onehot = (xp.arange(z.shape[1])[None, :] == _labels(y, z)[:, None]).astype(z.dtype)
         return (p - onehot) * _batch_factor(z.shape[0], z)
-
-    def predict(self, z):
-        return z.argmax(axis=1)
 
 
 LOSSES = {"bce": BCEWithLogits, "ce": CrossEntropy}

@@ -41,12 +41,27 @@ class SGD:
         nominal: dict,
         nominal_grads: dict,
     ) -> tuple[dict[str, Interval], dict]:
-        """One update of the box and of the nominal model; returns both."""
+        """One update of the box and of the nominal model at the next rate; returns both."""
         self.t += 1
-        rate = self.rate(self.t)
-        new_params, new_nominal = {}, {}
-        for name, theta in params.items():
-            lam = Interval._exact(rate, theta)
-            new_params[name] = theta - lam * grads[name]
-            new_nominal[name] = nominal[name] - theta.dtype.type(float(rate)) * nominal_grads[name]
-        return new_params, new_nominal
+        return sgd_update(params, grads, nominal, nominal_grads, self.rate(self.t))
+
+
+def nominal_update(value, grad, rate: Fraction):
+    """The nominal model's step ``theta - RN(lambda) g`` in round-to-nearest, in theta's dtype."""
+    return value - value.dtype.type(float(rate)) * grad
+
+
+def sgd_update(
+    params: dict[str, Interval],
+    grads: dict[str, Interval],
+    nominal: dict,
+    nominal_grads: dict,
+    rate: Fraction,
+) -> tuple[dict[str, Interval], dict]:
+    """One SGD step of the box (outward) and of the nominal model, at the exact ``rate``."""
+    new_params, new_nominal = {}, {}
+    for name, theta in params.items():
+        lam = Interval._exact(rate, theta)
+        new_params[name] = theta - lam * grads[name]
+        new_nominal[name] = nominal_update(nominal[name], nominal_grads[name], rate)
+    return new_params, new_nominal

@@ -18,12 +18,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .certify import certify, check_labels
-from .fused import FusedTrainer
+from .certify import Certifier, check_labels
+from .engine import make_engine
 from .interval import Interval
 from .layers import Sequential
 from .losses import get_loss
-from .optim import SCHEDULES, SGD
+from .optim import SCHEDULES, SGD, nominal_update
 from .threat import ThreatModel
 
 
@@ -72,19 +72,14 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     best: dict = field(default_factory=dict)
     stopped: str | None = None  # why training stopped early, if it did
+    engine: str = ""  # the engine that trained: "fused" or "layered"
     seconds: float = 0.0
 
 
-def _batches(n: int, batch_size: int, rng: np.random.Generator):
+def batch_indices(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch's batches: a random permutation of ``range(n)`` cut into ``batch_size`` rows."""
     order = rng.permutation(n)
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def _check_inside(params: dict[str, Interval], nominal: dict, step: int) -> None:
-    for name, box in params.items():
-        inside = box.contains(nominal[name])
-        if not bool(inside.all()):
-            raise SoundnessError(f"step {step}: the nominal {name} left its parameter box")
 
 
 def _check_training_labels(model: Sequential, loss, y, split: str) -> None:
@@ -100,16 +95,6 @@ def _check_training_labels(model: Sequential, loss, y, split: str) -> None:
         raise ValueError(f"{split} labels: {err}") from None
 
 
-def _all_finite(bk, arrays: dict) -> bool:
-    return all(bool(bk.xp.isfinite(a).all()) for a in arrays.values())
-
-
-def _widths(params: dict[str, Interval]) -> tuple[float, float]:
-    widths = [box.backend.to_host(box.width).astype(np.float64).ravel() for box in params.values()]
-    w = np.concatenate(widths)
-    return float(w.mean()), float(w.max())
-
-
 def pretrain_nominal(model: Sequential, x, y, config: TrainConfig, rng) -> None:
     """Clean SGD of the nominal model only (the paper's Fig. 3 protocol).
 
@@ -119,14 +104,13 @@ def pretrain_nominal(model: Sequential, x, y, config: TrainConfig, rng) -> None:
     xp = model.backend.xp
     x = xp.asarray(np.asarray(x, dtype=model.dtype))
     y = xp.asarray(np.asarray(y))
-    lr = model.dtype.type(config.pretrain_learning_rate)
+    rate = config.pretrain_learning_rate
     for _ in range(config.pretrain_epochs):
-        for idx in _batches(x.shape[0], config.batch_size, rng):
-            z = model.forward_nominal(x[idx])
-            model.backward_nominal(loss.grad(Interval._new(z, z), y[idx]).lo)
+        for idx in batch_indices(x.shape[0], config.batch_size, rng):
+            model.backward_nominal(loss.nominal_grad(model.forward_nominal(x[idx]), y[idx]))
             for layer in model.layers:
                 for k, g in getattr(layer, "nominal_grads", {}).items():
-                    layer.nominal[k] = layer.nominal[k] - lr * g
+                    layer.nominal[k] = nominal_update(layer.nominal[k], g, rate)
     model.load({k: Interval(v) for k, v in model.named_nominal().items()})
 
 
@@ -172,33 +156,26 @@ def train(
     x = given.astype(dtype)  # the nominal model trains on the data rounded to its dtype
     y = bk.xp.asarray(np.asarray(train_y))
     box_x = threat.train_box(given, dtype)  # every poisoned training set lies in here
-    opt = SGD(config.learning_rate, config.schedule)
-    # NumPy Linear/ReLU models take the fused step; everything else the layers below.
-    fused = (
-        FusedTrainer.create(model, config.loss, box_x, x, y, config.batch_size)
-        if config.fused
-        else None
-    )
-    result = TrainResult(model=model)
-    best_params, best_nominal = model.named_params(), model.named_nominal()
+    engine = make_engine(model, config.loss, box_x, x, y, config.batch_size, config.fused)
+    certifier = Certifier(engine, val_x, val_y, threat) if val_x is not None else None
+    schedule = SGD(config.learning_rate, config.schedule)  # the exact rate of each step
+    result = TrainResult(model=model, engine=engine.name)
+    best = engine.parameters()
     best_acc = -1.0
     step = 0
     barren = 0  # validations in a row that certified nothing
 
     def validate(epoch: int, loss_lo: float, loss_hi: float):
-        nonlocal best_acc, best_params, best_nominal, barren
-        if fused is not None:
-            fused.push(model)
-        params = model.named_params()
+        nonlocal best_acc, best, barren
         row = {"epoch": epoch, "step": step, "loss_lo": loss_lo, "loss_hi": loss_hi}
-        row["mean_width"], row["max_width"] = fused.widths() if fused else _widths(params)
-        if val_x is not None:
-            cert = (fused.certify if fused else certify)(model, val_x, val_y, threat)
+        row["mean_width"], row["max_width"] = engine.widths()
+        if certifier is not None:
+            cert = certifier()
             row["val_certified_accuracy"] = cert.certified_accuracy
             row["val_accuracy"] = cert.nominal_accuracy
             if step >= config.min_step and cert.certified_accuracy > best_acc:
                 best_acc = cert.certified_accuracy
-                best_params, best_nominal = params, model.named_nominal()
+                best = engine.parameters()
                 result.best = dict(row)
             if step >= max(1, config.min_step):
                 barren = barren + 1 if cert.certified_accuracy == 0 else 0
@@ -213,54 +190,29 @@ def train(
     validate(0, float("nan"), float("nan"))
     for epoch in range(1, config.epochs + 1):
         loss_bounds = []
-        for idx in _batches(x.shape[0], config.batch_size, rng):
+        for idx in batch_indices(x.shape[0], config.batch_size, rng):
             step += 1
-            done = fused.step(idx, opt) if fused is not None else None
-            if done is not None:
-                loss_bounds.append(done.loss)
-                finite = done.finite
-            else:  # the layered step (the fused kernel declined or does not apply)
-                if fused is not None:
-                    fused.push(model)
-                z = model.forward(box_x[idx])
-                model.backward(loss.grad(z, y[idx]))
-                value = loss.value(z, y[idx])
-                loss_bounds.append((float(value.lo), float(value.hi)))
-                z_nom = model.forward_nominal(x[idx])
-                model.backward_nominal(loss.grad(Interval._new(z_nom, z_nom), y[idx]).lo)
-                grads, nominal_grads = model.named_grads()
-                params, nominal = opt.step(
-                    model.named_params(), grads, model.named_nominal(), nominal_grads
-                )
-                model.load(params, nominal)
-                if fused is not None:
-                    fused.pull(model)
-                finite = all(
-                    bool(bk.xp.isfinite(p.lo).all() & bk.xp.isfinite(p.hi).all())
-                    for p in params.values()
-                )
-            if not finite:
+            done = engine.step(idx, schedule.rate(step))
+            loss_bounds.append(done.loss)
+            if not done.finite:
                 result.stopped = (
                     f"parameter bounds became infinite at epoch {epoch}, step "
                     f"{step}: lower the learning rate or epsilon"
                 )
                 break
-            if done is None and not _all_finite(bk, nominal):
+            if not done.nominal_finite:
                 result.stopped = (
                     f"the nominal model overflowed (inf or NaN) at epoch {epoch}, step "
                     f"{step}: lower the learning rate"
                 )
                 break
-            if done is None:
-                _check_inside(params, nominal, step)
-            elif done.outside is not None:
+            if done.outside is not None:
                 raise SoundnessError(
                     f"step {step}: the nominal {done.outside} left its parameter box"
                 )
             if on_step is not None:
-                if done is not None:  # bring the model object up to date for the hook
-                    params, nominal = fused.named()
-                    model.load(params, nominal)
+                params, nominal = engine.parameters()
+                model.load(params, nominal)  # the hook may read the model too
                 on_step(step, params, nominal)
             if config.validate_every == "step":
                 validate(epoch, *loss_bounds[-1])
@@ -274,9 +226,6 @@ def train(
             if result.stopped:
                 break
 
-    if fused is not None:
-        fused.push(model)
-    if val_x is not None and best_acc >= 0:
-        model.load(best_params, best_nominal)
+    model.load(*(best if best_acc >= 0 else engine.parameters()))
     result.seconds = time.perf_counter() - t0
     return result

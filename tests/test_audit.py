@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import intervalnn.certify as certify_module
 import intervalnn.interval as interval_module
 import intervalnn.linalg as linalg_module
 from intervalnn.audit import (
@@ -31,6 +30,7 @@ from intervalnn.audit.falsification import _exact_forward, _forward, _input_grad
 from intervalnn.audit.training import _layer_kinds, _linear_params, _Reference
 from intervalnn.cli import main
 from intervalnn.datasets import two_moons_splits
+from intervalnn.engine import FusedEngine
 from intervalnn.interval import Interval
 from intervalnn.io import save_model
 from intervalnn.kernels import cpu
@@ -128,16 +128,16 @@ def test_audit_model_sample_is_seeded(moons):
     assert a["exact"] == b["exact"]
 
 
-def _claim_nominal_outputs(model, box):
+def _claim_nominal_outputs(engine, prepared):
     """A broken engine: the nominal model's output at the box centre as the 'bounds'."""
-    z = model.forward_nominal(box.mid)
+    z = engine.model.forward_nominal(prepared.box.mid)
     return np.asarray(z, np.float64), np.asarray(z, np.float64)
 
 
 def test_audit_catches_an_engine_that_claims_unproved_bounds(moons, monkeypatch):
     sp, _, model = moons
     threat = ThreatModel(1e-2, test_epsilon=0.1)  # wide test boxes: many points not robust
-    monkeypatch.setattr(certify_module, "forward_bounds", _claim_nominal_outputs, raising=False)
+    monkeypatch.setattr(FusedEngine, "logit_bounds", _claim_nominal_outputs)
     r = audit_model(model, sp.test.x, sp.test.y, threat, **FAST)
     assert not r["passed"]
     assert r["refuted"] > 0  # certificates the oracle does not confirm
@@ -179,7 +179,7 @@ def _round_to_nearest(monkeypatch):
     zero = np.float64(0.0)
     monkeypatch.setattr(linalg_module, "_gemm_constants", lambda k, dt: (zero, 1.0, zero, zero))
     monkeypatch.setattr(interval_module, "_error_factor", lambda n, dt: 0.0)
-    monkeypatch.setattr(certify_module, "forward_bounds", lambda m, b: None, raising=False)
+    monkeypatch.setattr(FusedEngine, "create", classmethod(lambda cls, *a, **k: None))
 
 
 def test_audit_catches_round_to_nearest_arithmetic(monkeypatch):
@@ -497,7 +497,7 @@ def test_cli_audit_json_and_table(moons, tmp_path):
 def test_cli_audit_exits_1_when_the_engine_is_broken(moons, tmp_path, monkeypatch):
     sp, threat, model = moons
     path = save_model(tmp_path / "m.npz", model, threat, dataset={"name": "moons", "seed": 0})
-    monkeypatch.setattr(certify_module, "forward_bounds", _claim_nominal_outputs, raising=False)
+    monkeypatch.setattr(FusedEngine, "logit_bounds", _claim_nominal_outputs)
     res = _invoke("audit", path, "--epsilon", 0.1, "--models", 1, "--inputs", 1, "--json")
     assert res.exit_code == 1
     assert "audit FAILED" in res.stderr and "Traceback" not in res.output

@@ -19,15 +19,16 @@ import pytest
 from numba import njit
 
 import intervalnn.kernels.fused as K
-from intervalnn.certify import certify
+from intervalnn.certify import Certifier, certify
 from intervalnn.datasets import two_moons_splits
-from intervalnn.fused import FusedTrainer, forward_bounds
+from intervalnn.engine.fused import FusedEngine, forward_bounds
 from intervalnn.interval import Interval
 from intervalnn.kernels import elementary as el
+from intervalnn.kernels import rounding as R
 from intervalnn.layers import Linear, ReLU, Sequential, mlp
 from intervalnn.optim import SGD
 from intervalnn.threat import ThreatModel
-from intervalnn.train import SoundnessError, TrainConfig, _batches, train
+from intervalnn.train import SoundnessError, TrainConfig, batch_indices, train
 
 MPFR_BITS = 300
 DTYPES = (np.float64, np.float32)
@@ -87,8 +88,8 @@ def _stack(model):
 @njit
 def _widen_all(xs, lo, hi):
     for i in range(xs.size):
-        lo[i] = K._dn(xs[i], K.UNIT64)
-        hi[i] = K._up(xs[i], K.UNIT64)
+        lo[i] = R.widen_dn(xs[i], R.UNIT64)
+        hi[i] = R.widen_up(xs[i], R.UNIT64)
 
 
 def _interesting_floats(rng):
@@ -118,8 +119,37 @@ def test_one_flop_widening_passes_both_neighbours():
 
 
 @njit
+def _widen_with(xs, lo, hi, unit):
+    for i in range(xs.size):
+        lo[i] = R.widen_dn(xs[i], unit)
+        hi[i] = R.widen_up(xs[i], unit)
+
+
+def test_one_flop_widening_is_the_tightest_for_normal_values():
+    """The "tightest" strategy (kernels/rounding.py): exactly pred(c) / succ(c) for |c| >= 2^-969.
+
+    UNIT64_REAL (exact real results) and UNIT64 (float64 SGD) share phi and eta;
+    UNIT32 widens further, past the float32 neighbours of c's float32 rounding.
+    """
+    xs = _interesting_floats(np.random.default_rng(1))
+    xs = xs[np.abs(xs) >= 2.0**-969]
+    lo, hi = np.empty_like(xs), np.empty_like(xs)
+    for unit in (R.UNIT64_REAL, R.UNIT64):
+        _widen_with(xs, lo, hi, unit)
+        assert np.array_equal(lo, np.nextafter(xs, -np.inf))
+        assert np.array_equal(hi, np.nextafter(xs, np.inf))
+    x32 = xs[np.abs(xs) < 1e38].astype(np.float32)
+    x32 = x32[np.isfinite(x32) & (x32 != 0)].astype(np.float64)
+    lo, hi = np.empty_like(x32), np.empty_like(x32)
+    _widen_with(x32, lo, hi, R.UNIT32)
+    f32 = x32.astype(np.float32)
+    assert np.all(lo <= np.nextafter(f32, np.float32(-np.inf)))
+    assert np.all(hi >= np.nextafter(f32, np.float32(np.inf)))
+
+
+@njit
 def _mul_bounds(a, b):
-    return K._dn_mul(a, b, K.UNIT64), K._up_mul(a, b, K.UNIT64)
+    return R.widen_dn_mul(a, b, R.UNIT64), R.widen_up_mul(a, b, R.UNIT64)
 
 
 def test_underflowing_product_is_widened_and_zero_factor_is_exact():
@@ -261,7 +291,7 @@ def test_loss_gradient_and_value_bounds_against_mpfr(k):
     inv = Fraction(1, m)
     inv_lo, inv_hi = float(np.nextafter(1 / m, 0)), float(np.nextafter(1 / m, 1))
     grad = K._bce_grad if k == 1 else K._ce_grad
-    loss_lo, loss_hi, _ = grad(z, y, idx, g, inv_lo, inv_hi, K.UNIT64)
+    loss_lo, loss_hi, _ = grad(z, y, idx, g, inv_lo, inv_hi, R.UNIT64)
     zf = [[[Fraction(float(z[q, i, b])) for i in range(k)] for b in range(m)] for q in range(3)]
     total_lo = total_hi = Fraction(0)
     for b in range(m):
@@ -345,7 +375,7 @@ def test_interval_dot_products_enclose_their_exact_values(kind):
     K._mm_weights(acc, w, True, v)
     tiny = _tiny(w, v)
     assert tiny == (kind == "tiny")
-    K._finish(acc, nk + 1, tiny, K.UNIT64)
+    K._finish(acc, nk + 1, tiny, R.UNIT64)
     for r in range(nr):
         for c in range(m):
             lo, hi = _exact_bounds(w[0, :, r], w[1, :, r], v[0, :, c], v[1, :, c], b[0, r], b[1, r])
@@ -369,7 +399,7 @@ def test_batch_sums_enclose_their_exact_values(kind, nonneg):
     g = _random_box(rng, (p, m), scale, kind)
     out, tmp = np.empty((4, n, p)), np.empty((4, m))
     K._outer_sums(out, a, nonneg, g, tmp)
-    K._finish(out, m, _tiny(a, g), K.UNIT64)
+    K._finish(out, m, _tiny(a, g), R.UNIT64)
     for i in range(n):
         for j in range(p):
             lo, hi = _exact_bounds(a[0, i], a[1, i], g[0, j], g[1, j], 0.0, 0.0)
@@ -387,7 +417,7 @@ def test_input_layer_weight_sums_enclose_their_exact_values(kind):
     rows = np.ascontiguousarray(a.transpose(0, 2, 1))
     g = _random_box(rng, (p, m), scale, kind)
     dw, dwt = np.empty((4, n, p)), np.empty((4, p, n))
-    K._input_weight_grad(dw, dwt, g, rows, _tiny(a, g), K.UNIT64)
+    K._input_weight_grad(dw, dwt, g, rows, _tiny(a, g), R.UNIT64)
     for i in range(n):
         for j in range(p):
             lo, hi = _exact_bounds(a[0, i], a[1, i], g[0, j], g[1, j], 0.0, 0.0)
@@ -402,7 +432,7 @@ def test_underflow_needs_the_tiny_flag():
     for tiny, sound in ((False, False), (True, True)):
         acc = np.zeros((4, 1, 1))
         K._mm_weights(acc, w, True, v)
-        K._finish(acc, 1, tiny, K.UNIT64)
+        K._finish(acc, 1, tiny, R.UNIT64)
         exact = Fraction(-1e-200) * Fraction(1e-200)
         assert (Fraction(acc[0, 0, 0]) <= exact <= Fraction(acc[1, 0, 0])) == sound
 
@@ -580,7 +610,7 @@ def test_float_sgd_on_poisoned_moons_stays_in_the_fused_box(arch, loss, dtype, f
     cfg = TrainConfig(epochs=epochs, learning_rate=lr, batch_size=bs, seed=5, loss=loss)
     train(model, x, y, ThreatModel(eps), cfg, on_step=_record(steps))
     rng = np.random.default_rng(5)
-    batches = [b for _ in range(epochs) for b in _batches(len(y), bs, rng)]
+    batches = [b for _ in range(epochs) for b in batch_indices(len(y), bs, rng)]
     assert sorted(steps) == list(range(1, len(batches) + 1))
     sample = np.random.default_rng(11)
     excursions = 0
@@ -613,12 +643,12 @@ def test_the_guard_declines_huge_parameters_and_train_falls_back(monkeypatch):
     model = mlp(2, 1, hidden=5, layers=2, seed=0)
     big = {k: Interval(v.lo * 1e150) for k, v in model.named_params().items()}
     model.load(big, {k: v.lo * 1e150 for k, v in model.named_params().items()})
-    tr = FusedTrainer.create(
+    tr = FusedEngine.create(
         model, "bce", ThreatModel(1e-3).train_box(sp.train.x), sp.train.x, sp.train.y, 100
     )
     before = tr.net.th.copy()
     opt = SGD(0.1)
-    assert tr.step(np.arange(100), opt) is None
+    assert tr.fused_step(np.arange(100), opt.rate(1)) is None
     assert np.array_equal(tr.net.th, before) and opt.t == 0
     calls = []
     layered_forward = Sequential.forward
@@ -633,10 +663,10 @@ def test_models_the_kernel_does_not_cover_take_the_layered_path():
     sp = two_moons_splits(seed=0, n_train=100)
     box = ThreatModel(1e-3).train_box(sp.train.x)
     model = mlp(2, 1, hidden=5, layers=2, seed=0)
-    assert FusedTrainer.create(model, "bce", box, sp.train.x, sp.train.y, 100) is not None
-    assert FusedTrainer.create(mlp(2, 2, hidden=5), "bce", box, sp.train.x, sp.train.y, 100) is None
+    assert FusedEngine.create(model, "bce", box, sp.train.x, sp.train.y, 100) is not None
+    assert FusedEngine.create(mlp(2, 2, hidden=5), "bce", box, sp.train.x, sp.train.y, 100) is None
     bad_labels = sp.train.y + 5
-    assert FusedTrainer.create(mlp(2, 2, hidden=5), "ce", box, sp.train.x, bad_labels, 100) is None
+    assert FusedEngine.create(mlp(2, 2, hidden=5), "ce", box, sp.train.x, bad_labels, 100) is None
 
     class Scaled(ReLU):
         pass
@@ -646,7 +676,7 @@ def test_models_the_kernel_does_not_cover_take_the_layered_path():
         Scaled(),
         Linear(3, 1, rng=np.random.default_rng(1)),
     )
-    assert FusedTrainer.create(odd, "bce", box, sp.train.x, sp.train.y, 100) is None
+    assert FusedEngine.create(odd, "bce", box, sp.train.x, sp.train.y, 100) is None
     result = train(odd, sp.train.x, sp.train.y, ThreatModel(1e-3), TrainConfig(epochs=1))
     assert result.stopped is None and len(result.history) == 2
 
@@ -747,10 +777,8 @@ def test_training_validation_matches_certify():
     model = mlp(2, 1, hidden=20, layers=2, seed=1)
     cfg = TrainConfig(epochs=3, learning_rate=0.5, validate_every="step")
     result = train(model, sp.train.x, sp.train.y, threat, cfg, sp.val.x, sp.val.y)
-    tr = FusedTrainer.create(
-        model, "bce", threat.train_box(sp.train.x), sp.train.x, sp.train.y, 100
-    )
-    a = tr.certify(model, sp.val.x, sp.val.y, threat)
+    tr = FusedEngine.create(model, "bce", threat.train_box(sp.train.x), sp.train.x, sp.train.y, 100)
+    a = Certifier(tr, sp.val.x, sp.val.y, threat)()
     b = certify(model, sp.val.x, sp.val.y, threat)
     assert np.array_equal(a.margin, b.margin) and np.array_equal(
         a.nominal_correct, b.nominal_correct

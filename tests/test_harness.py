@@ -30,7 +30,7 @@ chain rule over the layer list) check, at every recorded step:
   box) at sampled member inputs (from the test box), and float forward passes
   of float members in the dtype, lie in the bounds of the layered
   ``model.forward(test_box)`` and the fused ``forward_bounds``; every point
-  that ``certify`` or the training-validation path (``FusedTrainer.certify``)
+  that ``certify`` or the training-validation path (``Certifier``)
   reports certified has the right class for every sampled member.
 
 Explicit examples pin the bugs this harness was written against (see below).
@@ -60,8 +60,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from oracle import Exact, FloatArith, forward, q, round_to, sgd
 
-from intervalnn.certify import certify
-from intervalnn.fused import FusedTrainer, forward_bounds
+from intervalnn.certify import Certifier, certify
+from intervalnn.engine.fused import FusedEngine, forward_bounds
 from intervalnn.interval import Interval
 from intervalnn.layers import Linear, ReLU, Sequential
 from intervalnn.threat import ThreatModel
@@ -808,7 +808,7 @@ def check_float_forward(run: Run, rng, final, nominal, bounds, modes, n_inputs) 
 
 def _library_certification(case: Case, model, xt, labels):
     """Logit bounds of both certification paths, and the certified flags of certify() and of
-    training validation (``FusedTrainer.certify``)."""
+    training validation (``Certifier``)."""
     box = case.threat.test_box(xt, case.dt)
     out = model.forward(box)
     bounds = {"layered model.forward": (out.lo, out.hi)}
@@ -820,10 +820,10 @@ def _library_certification(case: Case, model, xt, labels):
     certified = {"certify()": cert.certified}
     box_x = case.threat.train_box(case.x, case.dt)
     x = case.x.astype(case.dt)
-    trainer = FusedTrainer.create(model, case.spec.loss, box_x, x, case.y, 1)
+    trainer = FusedEngine.create(model, case.spec.loss, box_x, x, case.y, 1)
     if trainer is not None:
-        valid = trainer.certify(model, xt, labels, case.threat)
-        certified["FusedTrainer.certify (validation)"] = valid.certified
+        valid = Certifier(trainer, xt, labels, case.threat)()
+        certified["Certifier (validation)"] = valid.certified
     return bounds, certified, cert
 
 

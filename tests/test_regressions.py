@@ -11,7 +11,7 @@ import pytest
 
 import intervalnn as inn
 from intervalnn.certify import certify
-from intervalnn.fused import forward_bounds
+from intervalnn.engine.fused import forward_bounds
 from intervalnn.layers import Linear, ReLU, Sequential, mlp
 from intervalnn.threat import ThreatModel
 from intervalnn.train import TrainConfig, train

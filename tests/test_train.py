@@ -16,7 +16,7 @@ from intervalnn.certify import certify, margins
 from intervalnn.datasets import two_moons_splits
 from intervalnn.layers import Linear, mlp
 from intervalnn.threat import ThreatModel
-from intervalnn.train import TrainConfig, _batches, train
+from intervalnn.train import TrainConfig, batch_indices, train
 
 MPFR_BITS = 300
 
@@ -143,7 +143,7 @@ def test_float_sgd_on_poisoned_moons_stays_in_box(loss):
     cfg = TrainConfig(epochs=epochs, learning_rate=lr, batch_size=bs, seed=5, loss=loss)
     train(model, sp.train.x, sp.train.y, ThreatModel(eps), cfg, on_step=on_step)
     rng = np.random.default_rng(5)
-    batches = [b for _ in range(epochs) for b in _batches(len(sp.train.y), bs, rng)]
+    batches = [b for _ in range(epochs) for b in batch_indices(len(sp.train.y), bs, rng)]
     sample = np.random.default_rng(11)
     excursions = 0
     for trial in range(8):

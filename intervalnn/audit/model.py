@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import certify as _certify
+from ..engine import FusedEngine, clear_caches, make_engine
 from ..layers import Sequential
 from ..threat import ThreatModel
 from .falsification import falsify
@@ -41,23 +42,19 @@ def engine_bounds(model: Sequential, x, threat: ThreatModel, batch_size: int = 1
     bk = model.backend
     x = np.asarray(x)
     parts: dict[str, list] = {k: [] for k in ("lo", "hi", "llo", "lhi", "blo", "bhi")}
-    # ENGINE: rewire to intervalnn.engine (certify's optional private fast path, looked up by name)
-    fused_fn = getattr(_certify, "forward_bounds", None)  # certify's fast path, if it has one
-    used_fused = True
+    engine = make_engine(model)  # the engine certify() uses
     host = lambda a: np.asarray(bk.to_host(a), dtype=np.float64)  # noqa: E731
     for start in range(0, x.shape[0], batch_size):
         box = threat.test_box(bk.xp.asarray(x[start : start + batch_size]), model.dtype)
-        fast = fused_fn(model, box) if fused_fn is not None else None
+        fast = tuple(host(b) for b in engine.logit_bounds(engine.prepare(box)))
         out = model.forward(box)
         layered = host(out.lo), host(out.hi)
-        used_fused &= fast is not None
-        fast = layered if fast is None else (host(fast[0]), host(fast[1]))
         for key, value in zip(parts, (*fast, *layered, host(box.lo), host(box.hi)), strict=True):
             parts[key].append(value)
-    # ENGINE: rewire to intervalnn.engine (certify's private cache reset)
-    _certify._clear_caches(model)
+    clear_caches(model)
     joined = [np.concatenate(v) for v in parts.values()]
-    return EngineBounds(*joined, fused=bool(used_fused and x.shape[0] > 0))
+    fused = isinstance(engine, FusedEngine) and engine.declined == 0
+    return EngineBounds(*joined, fused=bool(fused and x.shape[0] > 0))
 
 
 # ---------------------------------------------------------------- audit_model

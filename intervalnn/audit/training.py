@@ -19,6 +19,7 @@ import numpy as np
 
 from ..layers import Linear, ReLU, Sequential
 from ..threat import ThreatModel
+from ..train import batch_indices, pretrain_nominal, train
 from .oracle import require_gmpy2
 
 EXACT_BITS = 300  # bits of sigmoid / softmax in the exact rational SGD
@@ -233,18 +234,6 @@ def _excursion(value, lo, hi, exact, tiny) -> tuple[float, int]:
     return float((d / width).max()) if d.size else -math.inf, outside
 
 
-# ENGINE: rewire to intervalnn.engine (guesses train's path from config.fused, fused.structure)
-def _fused_applies(model: Sequential, config) -> bool:
-    """Does ``train`` take the fused step for this model and configuration (where not declined)?"""
-    if not getattr(config, "fused", False):
-        return False
-    try:
-        from ..fused import structure
-    except ImportError:  # pragma: no cover - a library without the fused path
-        return False
-    return structure(model) is not None and config.loss in ("bce", "ce")
-
-
 def audit_training(
     model: Sequential,
     x,
@@ -274,9 +263,6 @@ def audit_training(
     Returns a JSON-ready dict; it passes when ``max_excursion <= 0`` and no
     parameter was ever outside (``passed``).
     """
-    # ENGINE: rewire to intervalnn.engine (train's private batch order)
-    from ..train import _batches, pretrain_nominal, train
-
     t0 = time.perf_counter()
     dtype = np.dtype(model.dtype)
     xd = np.asarray(x, dtype=dtype).astype(np.float64)  # the inputs the model trains on
@@ -293,7 +279,7 @@ def audit_training(
     init = _linear_params(start)
     kinds = _layer_kinds(model)
     batches = [
-        b for _ in range(config.epochs) for b in _batches(xd.shape[0], config.batch_size, rng)
+        b for _ in range(config.epochs) for b in batch_indices(xd.shape[0], config.batch_size, rng)
     ]
 
     def rate(step: int) -> Fraction:
@@ -396,7 +382,7 @@ def audit_training(
         "epsilon": eps,
         "train_size": int(xd.shape[0]),
         "dtype": str(dtype),
-        "fused": _fused_applies(model, config),
+        "fused": result.engine == "fused",
         "by_kind": by_kind,
         "stopped": result.stopped,
     }

@@ -1,0 +1,45 @@
+"""Engines: every way of computing bounds and SGD steps, behind one interface.
+
+:mod:`intervalnn.engine.layered` states the interface and holds the general
+engine (the model's layers, NumPy or CuPy); :mod:`intervalnn.engine.fused`
+the fused CPU kernel engine.  :func:`make_engine` picks the fastest engine
+that applies; ``train`` and ``certify`` use nothing else.
+"""
+
+from __future__ import annotations
+
+from ..layers import Sequential
+from .fused import FusedEngine, forward_bounds
+from .layered import Engine, LayeredEngine, StepResult, clear_caches
+
+__all__ = [
+    "Engine",
+    "FusedEngine",
+    "LayeredEngine",
+    "StepResult",
+    "clear_caches",
+    "forward_bounds",
+    "make_engine",
+]
+
+
+def make_engine(
+    model: Sequential,
+    loss: str | None = None,
+    box=None,
+    x=None,
+    y=None,
+    batch_size: int = 1,
+    fused: bool = True,
+) -> Engine:
+    """The engine for ``model``: fused where the kernel applies (and ``fused``), else layered.
+
+    For training give the loss name, the training data box ``box``, the
+    nominal model's inputs ``x`` (in the model's dtype), the labels ``y`` and
+    the largest batch size; for certification only the model.
+    """
+    if fused:
+        engine = FusedEngine.create(model, loss or "bce", box, x, y, batch_size)
+        if engine is not None:
+            return engine
+    return LayeredEngine(model, loss, box, x, y)
