@@ -7,9 +7,11 @@ add_ru, mul_rd, mul_ru, div_rd, div_ru`` take two arrays (broadcasting
 allowed) and return one; ``midrad``, ``mag_bound`` and ``gemm_enclose`` are
 the fused steps of the sound GEMM in :mod:`intervalnn.linalg`; ``exp_rd,
 exp_ru, log_rd, log_ru, log1p_rd, log1p_ru, expm1_rd, expm1_ru`` bound the
-transcendentals.  :mod:`intervalnn.backend` uses this module as the CuPy
-backend's kernel module; it gathers the parts, each documented in its own
-docstring:
+transcendentals, and so do ``tanh_rd, tanh_ru`` (the scalar kernels of
+:mod:`intervalnn.kernels.elementary`; :mod:`intervalnn.kernels.cpu` has no
+array kernel of that name yet).  :mod:`intervalnn.backend` uses this module
+as the CuPy backend's kernel module; it gathers the parts, each documented
+in its own docstring:
 
 * :mod:`intervalnn.kernels.gpu_elementwise`: the interval and point kernels,
   the fused GEMM steps, how every bound is rounded (CUDA's ``__d*_rd/_ru``
@@ -40,6 +42,8 @@ from .gpu_elementary import log1p_rd as log1p_rd
 from .gpu_elementary import log1p_ru as log1p_ru
 from .gpu_elementary import log_rd as log_rd
 from .gpu_elementary import log_ru as log_ru
+from .gpu_elementary import tanh_rd as tanh_rd
+from .gpu_elementary import tanh_ru as tanh_ru
 from .gpu_elementwise import _float_array as _float_array
 from .gpu_elementwise import _kernel as _kernel
 from .gpu_elementwise import add as add

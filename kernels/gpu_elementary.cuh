@@ -56,7 +56,7 @@ INN_EL double inn_el_pow2(int n) {
 // ldexp does).  One product by 2^n is exact then; for |n| > 1022 the two
 // halves: every caller's intermediate a 2^(n/2) is normal (elementary.py's
 // ldexp calls: |a| in [2^-62, 4] with n <= 1024 or n >= -1076 on an integer
-// a < 2^56, ml = al 2^-e with al = 0 or |ml| >= 2^-113, 2^-q).
+// a < 2^56, ml = al 2^-e with al = 0 or |ml| >= 2^-113, 2^-q; tanh: 0 <= n <= 56).
 INN_EL double inn_el_ldexp(double a, int n) {
     if (n >= -1022 && n <= 1023) return a * inn_el_pow2(n);
     int n1 = n / 2;
@@ -250,4 +250,24 @@ INN_EL void inn_el_log1p(double x, double &lo, double &hi) {
     inn_el_two_sum(1.0, x, ah, al);
     inn_el_log_dd(ah, al, h, l);
     inn_el_bracket(h, l, fabs(h) * INN_EL_LOG_TOL, lo, hi);
+}
+
+// ---- tanh (elementary.py _tanh_dd, _tanh_bounds)
+INN_EL void inn_el_tanh(double x, double &lo, double &hi) {
+    if (x != x || x == 0.0) { lo = hi = x; return; }
+    double t = fabs(x), a, b;
+    if (t < INN_EL_TANH_TINY) {
+        a = inn_el_prev(t); b = t;
+    } else if (t > INN_EL_TANH_SAT) {
+        a = (t == INN_EL_INF) ? 1.0 : inn_el_prev(1.0); b = 1.0;
+    } else {
+        double h, l, eh, el, dh, dl;
+        int q = inn_el_expm1_dd(2.0 * t, h, l);
+        eh = inn_el_ldexp(h, q);
+        el = inn_el_ldexp(l, q);
+        inn_el_dd_add(eh, el, 2.0, 0.0, dh, dl);
+        inn_el_dd_div(eh, el, dh, dl, h, l);
+        inn_el_bracket(h, l, h * INN_EL_TANH_TOL, a, b);
+    }
+    if (x > 0.0) { lo = a; hi = b; } else { lo = -b; hi = -a; }
 }

@@ -4,8 +4,8 @@ Part of :mod:`intervalnn.kernels.gpu` (import that module: it re-exports
 these kernels and runs the import-time checks).
 
 Transcendentals (``exp_rd, exp_ru, log_rd, log_ru, log1p_rd, log1p_ru,
-expm1_rd, expm1_ru``): CUDA's libm has no guaranteed error bound, so these
-kernels port :mod:`intervalnn.kernels.elementary` line by line to the GPU
+expm1_rd, expm1_ru, tanh_rd, tanh_ru``): CUDA's libm has no guaranteed error
+bound, so these kernels port :mod:`intervalnn.kernels.elementary` line by line to the GPU
 (double-double evaluation from ``+ - * /`` and ``fma`` with the same
 reduction, tables, polynomials, deltas and bracketing; the C constants and
 tables are generated from that module's values) and return the CPU kernels'
@@ -26,7 +26,7 @@ import numpy as np
 from .gpu_elementwise import _EXTRA_SOURCE, _OPS, _cuda_source, _float_array, _kernel
 
 # ------------------------------------------------- transcendentals
-# exp, log, log1p, expm1 rounded down / up: a line-by-line port of
+# exp, log, log1p, expm1, tanh rounded down / up: a line-by-line port of
 # kernels/elementary.py (same reduction, tables, polynomials, double-double
 # error accounting, deltas, bracketing and scaling), so the proofs in that
 # module's docstrings apply unchanged and the results equal the CPU kernels
@@ -65,6 +65,8 @@ _ELEMENTARY_NAMES = (
     "log1p_ru",
     "expm1_rd",
     "expm1_ru",
+    "tanh_rd",
+    "tanh_ru",
 )
 
 
@@ -122,6 +124,7 @@ def _elementary_source() -> str:
         "EXP_TOL": 2.0 * el.EXP_DELTA,
         "LOG_TOL": 2.0 * el.LOG_DELTA,
         "EXPM1_TOL": 2.0 * el.EXPM1_DELTA,
+        "TANH_TOL": 2.0 * el.TANH_DELTA,
         "TINY_ARG": el._TINY_ARG,
         "SQRT_HALF": el._SQRT_HALF,
         "SMALLEST": el._SMALLEST,
@@ -130,6 +133,8 @@ def _elementary_source() -> str:
         "EXP_HI": 709.79,  # the thresholds of _exp_bounds / _expm1_bounds
         "EXP_LO": -745.2,
         "EXPM1_LO": -40.0,
+        "TANH_TINY": el._TANH_TINY,  # the thresholds of _tanh_bounds
+        "TANH_SAT": el._TANH_SAT,
         "TWO54": 2.0**54,
     }
     defines = "\n".join(f"#define INN_EL_{k} {_c_double(v)}" for k, v in consts.items())
@@ -207,3 +212,5 @@ log1p_rd = _elementary_kernel("log1p_rd")
 log1p_ru = _elementary_kernel("log1p_ru")
 expm1_rd = _elementary_kernel("expm1_rd")
 expm1_ru = _elementary_kernel("expm1_ru")
+tanh_rd = _elementary_kernel("tanh_rd")
+tanh_ru = _elementary_kernel("tanh_ru")

@@ -17,6 +17,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from numba import njit
 
 cupy = pytest.importorskip("cupy", reason="the GPU backend needs CuPy (pip install cupy-cuda12x)")
 
@@ -35,6 +36,7 @@ from intervalnn import Interval, backend_of, matmul  # noqa: E402
 from intervalnn import sqr as interval_sqr  # noqa: E402
 from intervalnn import sqrt as interval_sqrt  # noqa: E402
 from intervalnn.kernels import cpu, gpu  # noqa: E402
+from intervalnn.kernels import elementary as el  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -776,6 +778,24 @@ ELEMENTARY = ["exp", "expm1", "log", "log1p"]
 N_ELEMENTARY = 100_000
 
 
+@njit
+def _tanh_loop(x, lo, hi):
+    for i in range(x.size):
+        lo[i] = el.tanh_rd(x[i])
+        hi[i] = el.tanh_ru(x[i])
+
+
+def cpu_tanh(x):
+    """The CPU tanh bounds: kernels/cpu.py's array kernels if it has them, else
+    kernels/elementary.py's scalar kernels (checked against MPFR) in a loop."""
+    if hasattr(cpu, "tanh_rd"):
+        return cpu.tanh_rd(x), cpu.tanh_ru(x)
+    flat = np.ascontiguousarray(x).ravel()
+    lo, hi = np.empty_like(flat), np.empty_like(flat)
+    _tanh_loop(flat, lo, hi)
+    return lo.reshape(np.shape(x)), hi.reshape(np.shape(x))
+
+
 def _neighbours(points, dt, k):
     """Each point and its ``k`` float neighbours on either side."""
     p = np.asarray(points, dtype=dt)
@@ -816,6 +836,17 @@ def _elementary_args(rng, dt, name, n):
         ranged = rng.uniform(lo, hi, n // 4)
         if name == "expm1":
             ranged[: n // 8] = rng.uniform(-45.0, 1.0, n // 8)
+    elif name == "tanh":
+        # the switches 2^-27 and 19.1, saturation (float64 ~19.06, float32 ~9.01),
+        # expm1's reduction cells at 2|x|, and the working range
+        edges = [
+            2.0**-27, -(2.0**-27), 19.1, -19.1, 19.06, -19.06, 9.01, -9.01,
+            0.5, 1.0, 0.0027076, 0.0054153,
+        ]  # fmt: skip
+        k = rng.integers(0, 3600, n // 8)
+        cells = (k + rng.choice([-0.5, 0.5], k.size)) * (np.log(2.0) / 128)
+        cells *= rng.choice([-1.0, 1.0], k.size)
+        ranged = rng.uniform(-25.0, 25.0, n // 4)
     else:
         one = 1.0 if name == "log" else 0.0  # log(one + t) near 0
         edges = [
@@ -848,17 +879,16 @@ def _elementary_args(rng, dt, name, n):
 def test_elementary_kernels_are_gpu_kernels_without_libm():
     import re
 
-    from intervalnn.kernels import elementary as el
-
-    for fn in ELEMENTARY:
+    for fn in ELEMENTARY + ["tanh"]:
         for side in ("rd", "ru"):
             name = f"{fn}_{side}"
-            assert callable(getattr(gpu, name)) and callable(getattr(cpu, name))
+            assert callable(getattr(gpu, name))
+            assert fn == "tanh" or callable(getattr(cpu, name))
             assert gpu._kernel(name).name == f"intervalnn_{name}"
     src = gpu._elementary_source()
     # no CUDA libm transcendental (no guaranteed error bound) outside comments
     code = re.sub(r"//[^\n]*", "", src)
-    libm = r"(?<![\w.])(exp|expm1|exp2|exp10|log|log1p|log2|log10|pow)f?\s*\("
+    libm = r"(?<![\w.])(exp|expm1|exp2|exp10|log|log1p|log2|log10|pow|tanh|sinh|cosh)f?\s*\("
     assert not re.search(libm, code), re.search(libm, code)
     assert re.search(r"(?<![\w.])fma\s*\(", code)  # TwoProd
     # the tables are elementary.py's, bit for bit
@@ -892,6 +922,29 @@ def test_elementary_kernels_match_cpu_bit_for_bit(dtype, name):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_tanh_kernels_match_cpu_bit_for_bit(dtype):
+    """As above for tanh, against the CPU scalar kernels (tests/test_elementary.py
+    checks those against MPFR: sound and within 1 ulp of the tightest bounds)."""
+    rng = np.random.default_rng(1788 + np.dtype(dtype).itemsize)
+    x = elementary_args(rng, dtype, "tanh", N_ELEMENTARY)
+    assert x.size == N_ELEMENTARY and x.dtype == np.dtype(dtype)
+    gx = cupy.asarray(x)
+    lo, hi = gpu.tanh_rd(gx), gpu.tanh_ru(gx)
+    assert lo.dtype == hi.dtype == np.dtype(dtype) and lo.shape == x.shape
+    want_lo, want_hi = cpu_tanh(x)
+    w = f"tanh {np.dtype(dtype).name}"
+    assert_same(lo, want_lo, x, what=f"{w} rd")
+    assert_same(hi, want_hi, x, what=f"{w} ru")
+    lo, hi = _host(lo), _host(hi)
+    ok = ~np.isnan(lo)
+    assert (lo[ok] <= hi[ok]).all() and (lo[ok] >= -1).all() and (hi[ok] <= 1).all()
+    # float32 subnormal arguments: tanh(t) in (prev(t), t), kept (no flush to zero)
+    if dtype == np.float32:
+        sub = (x > 0) & (x < np.finfo(F32).smallest_normal)
+        assert sub.sum() > 100 and (hi[sub] == x[sub]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_elementary_kernels_exact_and_edge_cases(dtype):
     fi = np.finfo(dtype)
     inf, big, eta = np.inf, fi.max, fi.smallest_subnormal
@@ -915,12 +968,21 @@ def test_elementary_kernels_exact_and_edge_cases(dtype):
         ("expm1", t, t, nxt(t, 1)), ("expm1", 1000.0, big, inf),
         ("log1p", 0.0, 0.0, 0.0), ("log1p", -0.0, 0.0, 0.0), ("log1p", -1.0, -inf, -inf),
         ("log1p", inf, inf, inf), ("log1p", t, nxt(t, 0), t), ("log1p", -t, nxt(-t, -1), -t),
+        ("tanh", 0.0, 0.0, 0.0), ("tanh", -0.0, 0.0, 0.0), ("tanh", inf, 1.0, 1.0),
+        ("tanh", -inf, -1.0, -1.0), ("tanh", 100.0, nxt(1, 0), 1.0),
+        ("tanh", -100.0, -1.0, nxt(-1, 0)), ("tanh", t, nxt(t, 0), t), ("tanh", -t, -t, nxt(-t, 0)),
     ]  # fmt: skip
     for name, x, want_lo, want_hi in cases:
         lo, hi = bounds(name, x)
         assert (lo, hi) == (want_lo, want_hi), (name, x, lo, hi)
         assert not any(v == 0 and np.signbit(v) for v in (lo, hi)), (name, x)  # +0 bounds
-    for name, x in (("log", -1.0), ("log", -eta), ("log1p", -2.0), ("exp", np.nan)):
+    for name, x in (
+        ("log", -1.0),
+        ("log", -eta),
+        ("log1p", -2.0),
+        ("exp", np.nan),
+        ("tanh", np.nan),
+    ):
         assert all(np.isnan(v) for v in bounds(name, x)), (name, x)
     # float subnormal results, directed: exp(-1000) in (0, eta], exp of float32 -100
     x = cupy.asarray(np.array([-100.0, -104.0], dtype=dtype))
