@@ -32,8 +32,7 @@ Only these modules (and :mod:`intervalnn.backend`) import CuPy.
 
 from __future__ import annotations
 
-# Names re-exported as ``name as name``; the private ones are what the GPU tests reach.
-from .gpu_elementary import _elementary_source as _elementary_source
+# Re-exported as ``name as name`` (explicit re-exports).
 from .gpu_elementary import exp_rd as exp_rd
 from .gpu_elementary import exp_ru as exp_ru
 from .gpu_elementary import expm1_rd as expm1_rd
@@ -44,8 +43,6 @@ from .gpu_elementary import log_rd as log_rd
 from .gpu_elementary import log_ru as log_ru
 from .gpu_elementary import tanh_rd as tanh_rd
 from .gpu_elementary import tanh_ru as tanh_ru
-from .gpu_elementwise import _float_array as _float_array
-from .gpu_elementwise import _kernel as _kernel
 from .gpu_elementwise import add as add
 from .gpu_elementwise import add_rd as add_rd
 from .gpu_elementwise import add_ru as add_ru
@@ -65,6 +62,4 @@ from .gpu_elementwise import sub as sub
 # Importing gpu_guards runs check_gemm_mode() and the subnormal probe (refusing
 # to load where the bounds could not be trusted) and sets the flag.
 from .gpu_guards import CUPY_FLUSHES_FLOAT32_SUBNORMALS as CUPY_FLUSHES_FLOAT32_SUBNORMALS
-from .gpu_guards import _check_subnormals as _check_subnormals
-from .gpu_guards import _linalg_module as _linalg_module
 from .gpu_guards import check_gemm_mode as check_gemm_mode

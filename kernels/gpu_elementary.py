@@ -23,7 +23,7 @@ import functools
 
 import numpy as np
 
-from .gpu_elementwise import _EXTRA_SOURCE, _OPS, _cuda_source, _float_array, _kernel
+from .gpu_elementwise import EXTRA_SOURCE, OPS, cuda_source, float_array, get_kernel
 
 # ------------------------------------------------- transcendentals
 # exp, log, log1p, expm1, tanh rounded down / up: a line-by-line port of
@@ -154,7 +154,7 @@ _ELEMENTARY_HEAD = r"""
 #define INN_EL __device__ __forceinline__
 #define INN_EL_D(b) __longlong_as_double((long long)(b))
 """
-_ELEMENTARY_BODY = _cuda_source("gpu_elementary.cuh")
+_ELEMENTARY_BODY = cuda_source("gpu_elementary.cuh")
 
 # Rounding the float64 bounds to the kernel's type, with a zero bound as +0.
 # float: cvt.rm / cvt.rp.f32.f64 without .ftz (see above).
@@ -179,7 +179,7 @@ def _elementary_op(name: str):
     return (("T x", "T out"), body + ("(lo, x);" if side == "rd" else "(hi, x);"))
 
 
-_OPS.update({name: _elementary_op(name) for name in _ELEMENTARY_NAMES})
+OPS.update({name: _elementary_op(name) for name in _ELEMENTARY_NAMES})
 
 
 def _elementary_preamble() -> str:
@@ -187,12 +187,12 @@ def _elementary_preamble() -> str:
     return _elementary_source() + _ELEMENTARY_OUT
 
 
-_EXTRA_SOURCE.update(dict.fromkeys(_ELEMENTARY_NAMES, _elementary_preamble))
+EXTRA_SOURCE.update(dict.fromkeys(_ELEMENTARY_NAMES, _elementary_preamble))
 
 
 def _elementary_kernel(name):
     def kernel(a):
-        return _kernel(name)(_float_array(a))
+        return get_kernel(name)(float_array(a))
 
     kernel.__name__ = kernel.__qualname__ = name
     fn, side = name.rsplit("_", 1)

@@ -67,7 +67,7 @@ import numpy as np
 _OPTIONS = ("--ftz=false", "--prec-div=true", "--prec-sqrt=true", "--fmad=false")
 
 
-def _cuda_source(name: str) -> str:
+def cuda_source(name: str) -> str:
     """The text of the CUDA source file ``name`` shipped next to this module."""
     return files(__package__).joinpath(name).read_text(encoding="utf-8")
 
@@ -82,7 +82,7 @@ def _cuda_source(name: str) -> str:
 # IEEE encoding (negation, absolute value); PTX is emitted verbatim and ptxas
 # has no FTZ switch.  double: FTZ exists only for f32 in PTX, so plain C and
 # the __d*_rd/_ru intrinsics are exact.
-_PREAMBLE = _cuda_source("gpu_preamble.cuh")
+_PREAMBLE = cuda_source("gpu_preamble.cuh")
 
 _INTERVAL_BINARY = ("T alo, T ahi, T blo, T bhi", "T lo, T hi")
 _INTERVAL_UNARY = ("T alo, T ahi", "T lo, T hi")
@@ -96,7 +96,7 @@ _GEMM_ENCLOSE_TAIL = r"""
         }
 """
 
-_OPS = {
+OPS = {
     "add": (
         _INTERVAL_BINARY,
         "lo = inn_z(inn_add_rd(alo, blo)); hi = inn_z(inn_add_ru(ahi, bhi));",
@@ -229,16 +229,16 @@ _OPS = {
 
 # Ops whose kernels need device code beyond _PREAMBLE: op -> a function giving
 # that source (appended to the preamble; kernels/gpu_elementary.py fills it in).
-_EXTRA_SOURCE = {}
+EXTRA_SOURCE = {}
 
 
 @functools.cache
-def _kernel(op: str) -> cupy.ElementwiseKernel:
+def get_kernel(op: str) -> cupy.ElementwiseKernel:
     """The ElementwiseKernel ``intervalnn_<op>`` (compiled per dtype on first call)."""
-    (in_params, out_params), body = _OPS[op]
+    (in_params, out_params), body = OPS[op]
     preamble = _PREAMBLE
-    if op in _EXTRA_SOURCE:
-        preamble += _EXTRA_SOURCE[op]()
+    if op in EXTRA_SOURCE:
+        preamble += EXTRA_SOURCE[op]()
     return cupy.ElementwiseKernel(
         in_params,
         out_params,
@@ -255,7 +255,7 @@ def _kernel(op: str) -> cupy.ElementwiseKernel:
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _float_array(a, dtype=None):
+def float_array(a, dtype=None):
     """``a`` as a CuPy float array, converted to ``dtype`` if given.
 
     Host values are converted on the host (as the CPU kernels do); a CuPy
@@ -266,7 +266,7 @@ def _float_array(a, dtype=None):
     if isinstance(a, cupy.ndarray):
         if dtype is not None and a.dtype != dtype:
             if a.dtype == np.float32 and dtype == np.float64:
-                a = _kernel("widen")(a)
+                a = get_kernel("widen")(a)
             elif a.dtype.kind in "biu":
                 a = a.astype(dtype)
             else:
@@ -286,11 +286,11 @@ def _result_dtype(*values) -> np.dtype:
 
 def _binary_interval(op):
     def kernel(alo, ahi, blo, bhi):
-        alo = _float_array(alo)
-        args = [alo] + [_float_array(x) for x in (ahi, blo, bhi)]
+        alo = float_array(alo)
+        args = [alo] + [float_array(x) for x in (ahi, blo, bhi)]
         if any(x.dtype != alo.dtype or x.shape != alo.shape for x in args):
             raise ValueError(f"{op}: all endpoints need one shape and dtype")
-        return _kernel(op)(*args)
+        return get_kernel(op)(*args)
 
     kernel.__name__ = kernel.__qualname__ = op
     kernel.__doc__ = f"Interval ``{op}`` of ``[alo, ahi]`` and ``[blo, bhi]``: ``(lo, hi)``."
@@ -299,10 +299,10 @@ def _binary_interval(op):
 
 def _unary_interval(op):
     def kernel(alo, ahi):
-        alo, ahi = _float_array(alo), _float_array(ahi)
+        alo, ahi = float_array(alo), float_array(ahi)
         if ahi.dtype != alo.dtype or ahi.shape != alo.shape:
             raise ValueError(f"{op}: both endpoints need one shape and dtype")
-        return _kernel(op)(alo, ahi)
+        return get_kernel(op)(alo, ahi)
 
     kernel.__name__ = kernel.__qualname__ = op
     kernel.__doc__ = f"Interval ``{op}`` of ``[alo, ahi]``: ``(lo, hi)``."
@@ -312,7 +312,7 @@ def _unary_interval(op):
 def _binary_point(op):
     def kernel(a, b):
         dtype = _result_dtype(a, b)
-        return _kernel(op)(_float_array(a, dtype), _float_array(b, dtype))
+        return get_kernel(op)(float_array(a, dtype), float_array(b, dtype))
 
     kernel.__name__ = kernel.__qualname__ = op
     direction = "down" if op.endswith("_rd") else "up"
@@ -340,8 +340,8 @@ div_ru = _binary_point("div_ru")
 
 def midrad(lo, hi):
     """``(mid, rad)`` with ``mid`` in ``[lo, hi]`` and ``[mid - rad, mid + rad] ⊇ [lo, hi]``."""
-    lo, hi = _float_array(lo), _float_array(hi)
-    return _kernel("midrad")(lo, hi)
+    lo, hi = float_array(lo), float_array(hi)
+    return get_kernel("midrad")(lo, hi)
 
 
 def mag_bound(m, g, rad=None):
@@ -349,11 +349,11 @@ def mag_bound(m, g, rad=None):
 
     ``g`` is converted to ``m``'s dtype, so it must be representable there.
     """
-    m = _float_array(m)
+    m = float_array(m)
     g = m.dtype.type(g)
     if rad is None:
-        return _kernel("mag_bound_norad")(m, g)
-    return _kernel("mag_bound")(m, _float_array(rad, m.dtype), g)
+        return get_kernel("mag_bound_norad")(m, g)
+    return get_kernel("mag_bound")(m, float_array(rad, m.dtype), g)
 
 
 def gemm_enclose(p, s1, s2, c, k_eta, two_k_eta):
@@ -362,9 +362,9 @@ def gemm_enclose(p, s1, s2, c, k_eta, two_k_eta):
     ``s2`` may be None (no second radius product); see intervalnn/linalg.py.
     Entries where ``P`` or ``rad`` is not finite become ``[-inf, +inf]``.
     """
-    p = _float_array(p)
+    p = float_array(p)
     t = p.dtype.type
-    s1 = _float_array(s1, p.dtype)
+    s1 = float_array(s1, p.dtype)
     if s2 is None:
-        return _kernel("gemm_enclose_nos2")(p, s1, t(c), t(k_eta), t(two_k_eta))
-    return _kernel("gemm_enclose")(p, s1, _float_array(s2, p.dtype), t(c), t(k_eta), t(two_k_eta))
+        return get_kernel("gemm_enclose_nos2")(p, s1, t(c), t(k_eta), t(two_k_eta))
+    return get_kernel("gemm_enclose")(p, s1, float_array(s2, p.dtype), t(c), t(k_eta), t(two_k_eta))

@@ -59,7 +59,7 @@ import os
 import cupy
 import numpy as np
 
-from .gpu_elementwise import _kernel
+from .gpu_elementwise import get_kernel
 
 # ------------------------------------------------- import-time checks
 
@@ -174,7 +174,7 @@ def _check_subnormals() -> None:
         a = cupy.asarray(np.array([c[0] for c in cases], dtype=dt))
         b = cupy.asarray(np.array([c[1] for c in cases], dtype=dt))
         op = cupy.asarray(np.array([c[2] for c in cases], dtype=np.int32))
-        got = cupy.asnumpy(_kernel("probe")(a, b, op))
+        got = cupy.asnumpy(get_kernel("probe")(a, b, op))
         for (x, y, code, want), g in zip(cases, got, strict=True):
             ok = g > 0 if want is None else (g == want and np.signbit(g) == np.signbit(want))
             if not ok:

@@ -35,7 +35,7 @@ if _device_count() == 0:
 from intervalnn import Interval, backend_of, matmul  # noqa: E402
 from intervalnn import sqr as interval_sqr  # noqa: E402
 from intervalnn import sqrt as interval_sqrt  # noqa: E402
-from intervalnn.kernels import cpu, gpu  # noqa: E402
+from intervalnn.kernels import cpu, gpu, gpu_elementary, gpu_elementwise, gpu_guards  # noqa: E402
 from intervalnn.kernels import elementary as el  # noqa: E402
 
 pytestmark = pytest.mark.gpu
@@ -197,11 +197,11 @@ def test_backend_maps_cupy_arrays_to_gpu_kernels():
 def test_kernels_have_cpu_names_and_are_named_elementwise_kernels():
     for name in ("add", "sub", "mul", "div", "sqr", "sqrt"):
         assert callable(getattr(gpu, name))
-        assert gpu._kernel(name).name == f"intervalnn_{name}"
+        assert gpu_elementwise.get_kernel(name).name == f"intervalnn_{name}"
     for name in ("add_rd", "add_ru", "mul_rd", "mul_ru", "div_rd", "div_ru", "midrad"):
         assert callable(getattr(gpu, name)) and callable(getattr(cpu, name))
-        assert gpu._kernel(name).name == f"intervalnn_{name}"
-    assert gpu._kernel("mul") is gpu._kernel("mul")  # cached
+        assert gpu_elementwise.get_kernel(name).name == f"intervalnn_{name}"
+    assert gpu_elementwise.get_kernel("mul") is gpu_elementwise.get_kernel("mul")  # cached
 
 
 def test_rejects_non_float_arrays():
@@ -399,7 +399,7 @@ def test_subnormals_are_not_flushed(dtype):
     lo, hi = gpu.sqrt(v([eta]), v([4 * eta]))
     lo, hi = Fraction(float(lo[0])), Fraction(float(hi[0]))
     assert 0 < lo and lo**2 <= Fraction(float(eta)) and Fraction(float(4 * eta)) <= hi**2
-    gpu._check_subnormals()  # the import-time probe passes
+    gpu_guards._check_subnormals()  # the import-time probe passes
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -715,7 +715,7 @@ def test_reduced_precision_environment_is_refused(monkeypatch, var, value):
 
 
 def test_tf32_compute_type_and_math_mode_are_refused():
-    linalg = gpu._linalg_module()
+    linalg = gpu_guards._linalg_module()
     if linalg is None:
         pytest.skip("this CuPy has no _routines_linalg compute types")
     saved = linalg.get_compute_type(np.float32)
@@ -884,8 +884,8 @@ def test_elementary_kernels_are_gpu_kernels_without_libm():
             name = f"{fn}_{side}"
             assert callable(getattr(gpu, name))
             assert fn == "tanh" or callable(getattr(cpu, name))
-            assert gpu._kernel(name).name == f"intervalnn_{name}"
-    src = gpu._elementary_source()
+            assert gpu_elementwise.get_kernel(name).name == f"intervalnn_{name}"
+    src = gpu_elementary._elementary_source()
     # no CUDA libm transcendental (no guaranteed error bound) outside comments
     code = re.sub(r"//[^\n]*", "", src)
     libm = r"(?<![\w.])(exp|expm1|exp2|exp10|log|log1p|log2|log10|pow|tanh|sinh|cosh)f?\s*\("
