@@ -100,3 +100,17 @@ def check_float_dtype(dtype) -> np.dtype:
     if dt not in FLOAT_DTYPES:
         raise TypeError(f"intervals hold float32 or float64 endpoints, not {dt}")
     return dt
+
+
+def cuda_device_count() -> int:
+    """How many CUDA devices CuPy can use (imports CuPy: ``ImportError`` without it).
+
+    A missing or broken CUDA driver or runtime raises ``RuntimeError`` naming
+    CUDA's own error, e.g. ``"CUDARuntimeError: cudaErrorNoDevice: ..."``.
+    """
+    import cupy
+
+    try:
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as exc:  # the driver or runtime is missing or broken
+        raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
