@@ -1,0 +1,84 @@
+"""The soundness audits of :mod:`intervalnn.audit` run on a saved model or on a run's spec."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from .run import prepare
+from .saved import load_model_and_data, saved_threat
+from .spec import RunSpec
+
+
+def audit_saved(
+    model_path,
+    *,
+    dataset=None,
+    data_dir=None,
+    epsilon: float | None = None,
+    split: str = "test",
+    seed: int | None = None,
+    device: str = "cpu",
+    audit_seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    **options,
+) -> dict:
+    """:func:`intervalnn.audit.audit_model` of a saved model on a data split.
+
+    ``dataset``/``seed`` default to the model's, ``epsilon`` to its test-time
+    radius; ``audit_seed`` seeds the audit's sampling; ``options`` are those
+    of ``audit_model`` (``precision``, ``max_points``, ``models``,
+    ``inputs``, ``pgd_steps``).
+    """
+    from intervalnn.audit import audit_model
+
+    model, meta, dataset, splits = load_model_and_data(model_path, dataset, data_dir, seed, device)
+    data = getattr(splits, split)
+    threat = saved_threat(meta, epsilon)
+    report = audit_model(
+        model, data.x, data.y, threat, seed=audit_seed, progress=progress, **options
+    )
+    return {"model": str(model_path), "dataset": dataset, "split": split, **report}
+
+
+def audit_run(
+    spec: RunSpec,
+    *,
+    train_size: int | None = None,
+    layered: bool = False,
+    audit_seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    **options,
+) -> dict:
+    """:func:`intervalnn.audit.audit_training` of the training that ``spec`` describes.
+
+    Trains on the first ``train_size`` training points only, if given;
+    ``layered`` audits the layered training step instead of the fused one.
+    ``options`` are those of ``audit_training`` (``vertices``, ``randoms``,
+    ``adversarial``, ``exact``).  Validation does not change training and
+    is skipped.
+    """
+    from intervalnn.audit import audit_training
+
+    # no validation data: validate (widths only) once an epoch, not at every step
+    spec = dataclasses.replace(
+        spec, training=dataclasses.replace(spec.training, validate_every="epoch")
+    )
+    run = prepare(spec, fused=not layered)
+    x, y = run.splits.train.x, run.splits.train.y
+    if train_size is not None:
+        x, y = x[:train_size], y[:train_size]
+    pre = run.splits.pretrain
+    report = audit_training(
+        run.model,
+        x,
+        y,
+        run.threat,
+        run.config,
+        pretrain_x=None if pre is None else pre.x,
+        pretrain_y=None if pre is None else pre.y,
+        seed=audit_seed,
+        progress=progress,
+        **options,
+    )
+    return {"dataset": spec.data.dataset, **report}

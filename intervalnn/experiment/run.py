@@ -1,0 +1,206 @@
+"""Running one :class:`~intervalnn.experiment.RunSpec`: data, model, certified training, test.
+
+:func:`prepare` turns a spec into everything training needs (backend, data
+splits, threat model, :class:`~intervalnn.train.TrainConfig`, initial
+model); :func:`train_and_certify` trains, certifies the test split and
+returns the summary ``intervalnn train`` prints with the model file's bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from intervalnn.backend import Backend, cuda_device_count, get_backend
+from intervalnn.certify import CertificationResult, certify
+from intervalnn.datasets import DataError, Splits, load_dataset
+from intervalnn.io import model_file_bytes
+from intervalnn.layers import Sequential, mlp
+from intervalnn.threat import ThreatModel
+from intervalnn.train import TrainConfig, TrainResult, train
+
+from .errors import SpecError, UnavailableError
+from .spec import DataSpec, RunSpec
+
+
+def device_backend(device: str) -> Backend:
+    """The backend for ``device`` (``"cpu"`` or ``"gpu"``); for the GPU, an
+    :class:`UnavailableError` saying what is missing when CuPy or a usable
+    CUDA device is not there."""
+    if device != "gpu":
+        return get_backend("numpy")
+    try:
+        count, reason = cuda_device_count(), "no CUDA device"
+    except ImportError:
+        raise UnavailableError(
+            "--device gpu needs CuPy, which is not installed: pip install 'intervalnn[gpu]' "
+            "(CUDA 12), or use --device cpu"
+        ) from None
+    except RuntimeError as exc:  # CUDA driver or runtime missing or broken
+        count, reason = 0, str(exc)
+    if count < 1:
+        raise UnavailableError(
+            f"--device gpu found CuPy but no usable CUDA GPU ({reason}); check the driver "
+            "with nvidia-smi, or use --device cpu"
+        )
+    return get_backend("cupy")
+
+
+def load_splits(data: DataSpec, seed: int) -> Splits:
+    """The train / validation / test (/ pretraining) splits of ``data`` for ``seed``.
+
+    A missing, unreadable or misplaced data directory is a
+    :class:`~intervalnn.datasets.DataError` saying how to fix it.
+    """
+    if data.data_dir is not None:
+        d = Path(data.data_dir)
+        if not d.exists():
+            raise DataError(f"data directory {d} does not exist: check --data-dir")
+        if not d.is_dir():
+            raise DataError(f"--data-dir {d} is a file, not a directory: pass its directory")
+        if not os.access(d, os.R_OK | os.X_OK):
+            raise DataError(
+                f"data directory {d} is not readable (permission denied): fix its "
+                "permissions or copy the files elsewhere"
+            )
+    elif data.dataset.strip().lower().startswith("mnist") and not os.environ.get(
+        "INTERVALNN_MNIST_DIR"
+    ):
+        raise DataError(
+            f"--dataset {data.dataset} needs --data-dir DIR, a directory with the four MNIST IDX "
+            "files (or set INTERVALNN_MNIST_DIR)"
+        )
+    kw = {"n_pretrain": data.pretrain_size} if data.pretrain_size else {}
+    return load_dataset(data.dataset, data_dir=data.data_dir, seed=seed, **kw)
+
+
+@dataclass
+class PreparedRun:
+    """A spec made ready to train: its backend, data, threat model, config and initial model."""
+
+    spec: RunSpec
+    backend: Backend
+    splits: Splits
+    threat: ThreatModel
+    config: TrainConfig
+    model: Sequential
+
+    @property
+    def validations(self) -> int:
+        """How many times training reports progress (once per validation) at most."""
+        config = self.config
+        if config.validate_every == "step":
+            return config.epochs * -(-len(self.splits.train) // config.batch_size) + 1
+        return config.epochs + 1
+
+
+def prepare(spec: RunSpec, *, fused: bool = True, splits: Splits | None = None) -> PreparedRun:
+    """Backend, data splits (``splits`` if given), threat model, config and initial model.
+
+    ``fused=False`` makes training take the layered step (audits compare both).
+    Data that does not fit the spec (a binary loss on more than two classes)
+    is a ``ValueError``.
+    """
+    backend = device_backend(spec.device)  # fails early and clearly without CuPy / a GPU
+    try:
+        backend.require_dtype(spec.dtype)
+    except TypeError as exc:  # the GPU refuses this dtype: the spec's fault, not a bug
+        raise SpecError("dtype", str(exc)) from None
+    if splits is None:
+        splits = load_splits(spec.data, spec.seed)
+    loss = spec.training.loss
+    if loss == "bce" and splits.num_classes != 2:
+        raise ValueError(
+            f"--loss bce needs 2 classes, the data has {splits.num_classes}; use --loss ce"
+        )
+    threat = ThreatModel(spec.threat.epsilon, spec.threat.inference_epsilon, splits.domain)
+    config = spec.train_config(fused=fused)
+    n_out = 1 if loss == "bce" else splits.num_classes
+    model = mlp(
+        splits.num_features,
+        n_out,
+        hidden=spec.model.hidden,
+        layers=spec.model.layers,
+        seed=spec.seed,
+        dtype=np.dtype(spec.dtype),
+        backend=backend.name,
+    )
+    return PreparedRun(spec, backend, splits, threat, config, model)
+
+
+@dataclass
+class RunOutcome:
+    """What :func:`train_and_certify` gives: the summary, the model file, and the raw results."""
+
+    summary: dict  # what `intervalnn train --json` prints (without the model path)
+    model_file: bytes  # the model file's bytes (see intervalnn.io.write_atomic)
+    training: TrainResult
+    test: CertificationResult  # the kept model on the test split
+
+
+def train_and_certify(
+    run: RunSpec | PreparedRun, *, progress: Callable[[dict], None] | None = None
+) -> RunOutcome:
+    """Certified training of ``run``, then certification of the test split.
+
+    ``progress(row)`` is called after every validation with the latest
+    history row (at most :attr:`PreparedRun.validations` times).
+    """
+    prepared = run if isinstance(run, PreparedRun) else prepare(run)
+    spec, backend, splits = prepared.spec, prepared.backend, prepared.splits
+    threat, config = prepared.threat, prepared.config
+    pretrain = (
+        (splits.pretrain.x, splits.pretrain.y) if splits.pretrain is not None else (None, None)
+    )
+    t0 = time.perf_counter()
+    result = train(
+        prepared.model,
+        splits.train.x,
+        splits.train.y,
+        threat,
+        config,
+        splits.val.x,
+        splits.val.y,
+        *pretrain,
+        progress=progress,
+    )
+    seconds = time.perf_counter() - t0
+    test = certify(result.model, splits.test.x, splits.test.y, threat)
+    params = result.model.named_params()
+    widths = np.concatenate([backend.to_host(p.width).ravel() for p in params.values()])
+    data = model_file_bytes(
+        result.model,
+        threat,
+        config=config.to_dict(),
+        dataset={
+            "name": spec.data.dataset,
+            "seed": config.seed,
+            "train": splits.train.fingerprint(),
+            "num_features": splits.num_features,
+            "num_classes": splits.num_classes,
+        },
+        history=result.history,
+        best=result.best,
+    )
+    summary = {
+        "dataset": spec.data.dataset,
+        "epsilon": threat.epsilon,
+        "inference_epsilon": threat.inference_epsilon,
+        "certified_accuracy": test.certified_accuracy,
+        "accuracy": test.nominal_accuracy,
+        "n": test.n,
+        "best_step": result.best.get("step"),
+        "val_certified_accuracy": result.best.get("val_certified_accuracy"),
+        "steps": result.history[-1]["step"] if result.history else 0,
+        "mean_parameter_width": float(widths.mean()),
+        "max_parameter_width": float(widths.max()),
+        "seconds": seconds,
+    }
+    if result.stopped:
+        summary["stopped"] = result.stopped
+    return RunOutcome(summary, data, result, test)

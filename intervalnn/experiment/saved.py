@@ -1,0 +1,171 @@
+"""Saved models: load one with matching data, certify it (serially or sharded), describe it."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+
+import numpy as np
+
+from intervalnn.certify import CertificationResult, certify
+from intervalnn.datasets import DataError, Splits
+from intervalnn.io import load_model
+from intervalnn.layers import Sequential
+from intervalnn.threat import ThreatModel
+
+from .errors import SpecError, UnavailableError
+from .run import device_backend, load_splits
+from .spec import DataSpec
+
+SPLITS = ("test", "val", "train")
+
+
+def model_classes(model: Sequential) -> int:
+    """How many classes ``model`` tells apart (one logit means two classes)."""
+    return 2 if model.out_features == 1 else model.out_features
+
+
+def load_model_and_data(
+    model_path, dataset=None, data_dir=None, seed=None, device="cpu"
+) -> tuple[Sequential, dict, str, Splits]:
+    """A saved model, its metadata, the data set's name and matching data :class:`Splits`.
+
+    ``dataset`` and ``seed`` default to the ones the model was trained with;
+    the data must have the model's number of features and no label the
+    model cannot predict (``DataError`` otherwise).
+    """
+    backend = device_backend(device)
+    try:
+        model, meta = load_model(model_path, backend=backend.name)
+    except TypeError as exc:  # Backend.require_dtype: the GPU refuses the model's dtype
+        if backend.name != "cupy":
+            raise
+        raise UnavailableError(f"{model_path}: {exc}") from None
+    trained_on = meta.get("dataset", {})
+    dataset = dataset or trained_on.get("name")
+    if dataset is None:
+        raise ValueError(f"{model_path} names no data set: pass --dataset")
+    seed = trained_on.get("seed", 0) if seed is None else seed
+    splits = load_splits(DataSpec(dataset, data_dir), seed)
+    if splits.num_features != model.in_features:
+        raise DataError(
+            f"the model was trained for inputs with {model.in_features} features, but "
+            f"{dataset} has {splits.num_features}: use the data set it was trained on "
+            f"({trained_on.get('name', 'see intervalnn info')})"
+        )
+    k = model_classes(model)
+    if splits.num_classes > k:
+        raise DataError(
+            f"{dataset} has labels 0..{splits.num_classes - 1}, but the model predicts "
+            f"{k} classes (labels 0..{k - 1}): use data with the model's labels"
+        )
+    return model, meta, dataset, splits
+
+
+def saved_threat(meta: dict, epsilon: float | None = None) -> ThreatModel:
+    """A saved model's threat model, with the test-time radius ``epsilon`` if given."""
+    stored = meta["threat_model"]
+    return ThreatModel(
+        stored.epsilon, stored.inference_epsilon if epsilon is None else epsilon, stored.domain
+    )
+
+
+@dataclass
+class SavedCertification:
+    """What :func:`certify_saved` gives: the summary ``intervalnn certify`` prints, and more."""
+
+    summary: dict
+    result: CertificationResult
+    labels: np.ndarray  # the labels of the certified split, in order
+
+
+def certify_saved(
+    model_path,
+    *,
+    dataset=None,
+    data_dir=None,
+    epsilon: float | None = None,
+    split: str = "test",
+    seed: int | None = None,
+    device: str = "cpu",
+    workers: int | None = None,
+    scheduler: str | None = None,
+) -> SavedCertification:
+    """Certify a saved model on a data split (``dataset``/``seed``: the model's by default).
+
+    With ``workers`` (a local Dask cluster) or ``scheduler`` (a running
+    one) the split is certified in shards on Dask workers
+    (:func:`~intervalnn.experiment.cluster.certify_on_dask`): identical results.
+    """
+    if split not in SPLITS:
+        raise SpecError("split", f"{split!r} is not one of {', '.join(map(repr, SPLITS))}.")
+    if workers and scheduler:
+        raise SpecError(
+            "workers", "use {workers} (a local cluster) or {scheduler}, not both", sentence=True
+        )
+    sharded = bool(workers or scheduler)
+    if sharded and device == "gpu":
+        raise SpecError(
+            "device",
+            "{workers}/{scheduler} shard across CPU workers: use {device} cpu",
+            sentence=True,
+        )
+    if sharded:
+        from .cluster import require_dask
+
+        require_dask("intervalnn certify --workers/--scheduler")
+    model, meta, dataset, splits = load_model_and_data(model_path, dataset, data_dir, seed, device)
+    data = getattr(splits, split)
+    threat = saved_threat(meta, epsilon)
+    if sharded:
+        from .cluster import certify_on_dask
+
+        result = certify_on_dask(
+            model, data.x, data.y, threat, workers=workers, scheduler=scheduler
+        )
+    else:
+        result = certify(model, data.x, data.y, threat)
+    summary = {
+        **result.summary(),
+        "split": split,
+        "dataset": dataset,
+        "model": str(model_path),
+        "training_epsilon": meta["threat_model"].epsilon,
+    }
+    return SavedCertification(summary, result, np.asarray(data.y))
+
+
+def write_per_sample(path, labels, result: CertificationResult) -> None:
+    """One CSV row per sample: ``index, label, certified, margin, nominal_correct``."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "label", "certified", "margin", "nominal_correct"])
+        rows = zip(labels, result.certified, result.margin, result.nominal_correct, strict=True)
+        for i, (yy, c, m, ok) in enumerate(rows):
+            writer.writerow([i, int(yy), int(c), repr(float(m)), int(ok)])
+
+
+def model_info(model_path) -> dict:
+    """What a model file holds, after checking it (architecture, threat model, training)."""
+    model, meta = load_model(model_path)
+    params = model.named_params()
+    widths = np.concatenate([p.width.ravel() for p in params.values()])
+    threat = meta["threat_model"]
+    return {
+        "model": str(model_path),
+        "architecture": repr(model),
+        "dtype": meta["dtype"],
+        "parameters": int(sum(p.size for p in params.values())),
+        "training_epsilon": threat.epsilon,
+        "inference_epsilon": threat.inference_epsilon,
+        "domain": threat.domain,
+        "dataset": meta.get("dataset", {}),
+        "config": meta.get("config", {}),
+        "best": meta.get("best", {}),
+        "history_rows": len(meta.get("history", [])),
+        "mean_parameter_width": float(widths.mean()),
+        "max_parameter_width": float(widths.max()),
+        "library_version": meta["library_version"],
+        "format_version": meta["format_version"],
+        "checks": "SHA-256 ok; shapes, ordering and nominal-inside-box ok",
+    }

@@ -1,0 +1,208 @@
+"""The options of one run: names, kinds, defaults, help and parsers, in one ordered schema.
+
+:data:`FIELDS` lists every option of a :class:`~intervalnn.experiment.RunSpec`
+in the order the command line shows them.  A grid of ``intervalnn sweep``
+may vary any of them, and the command line builds its training options from
+them (``cli/options.py``).  :meth:`Field.parse` checks and converts one value
+(a Python value, or the text a user typed) and raises a
+:class:`~intervalnn.experiment.SpecError` naming the option; its messages are
+the ones click gives for the same kinds, so that a grid and the command line
+word a bad value alike.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from .errors import SpecError
+
+#: The kinds of value an option takes.
+KINDS = ("text", "path", "radius", "rate", "count", "int", "choice")
+#: How a bad radius or rate is explained: (example, rule).
+_BOUNDS = {
+    "radius": ("a radius such as 0.01", "a radius must be a finite number >= 0"),
+    "rate": ("a rate such as 0.5", "a learning rate must be > 0 (e.g. 0.5)"),
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One option of a run: its name, what it takes, its default and its help.
+
+    ``kind`` is one of :data:`KINDS`: ``text`` and ``path`` (strings),
+    ``radius`` (a finite float >= 0), ``rate`` (a finite float > 0),
+    ``count`` (an integer >= ``minimum``), ``int`` (any integer) or
+    ``choice`` (one of ``choices``).  ``section`` is the part of
+    :class:`~intervalnn.experiment.RunSpec` that holds it (``""``: the spec
+    itself).
+    """
+
+    name: str
+    kind: str
+    section: str
+    default: object = None
+    help: str | None = None
+    minimum: int | None = None
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        """The command-line spelling: ``--learning-rate``."""
+        return flag(self.name)
+
+    @property
+    def is_int(self) -> bool:
+        return self.kind in ("count", "int")
+
+    def parse(self, value):
+        """``value`` checked and converted (``None`` only where the default is None)."""
+        if value is None:
+            if self.default is None:
+                return None
+            raise SpecError(self.name, "a value is required")
+        if isinstance(value, bool | list | tuple | dict | set) or (
+            self.is_int and isinstance(value, float)
+        ):
+            raise SpecError(
+                self.name, f"{value!r} is not {'an integer' if self.is_int else 'a single value'}"
+            )
+        if isinstance(value, bytes):
+            value = value.decode(errors="replace")
+        if self.is_int:
+            return self._integer(value)
+        if self.kind in _BOUNDS:
+            return self._bounded(value)
+        if self.kind == "choice":
+            for choice in self.choices:
+                if str(value) == choice:
+                    return choice
+            listed = ", ".join(map(repr, self.choices))
+            raise SpecError(self.name, f"{value!r} is not one of {listed}.")
+        if self.kind == "path":
+            try:
+                return os.fspath(value)
+            except TypeError:
+                raise SpecError(self.name, f"{value!r} is not a path") from None
+        return str(value)
+
+    def _integer(self, value) -> int:
+        try:
+            v = int(value)
+        except (TypeError, ValueError):
+            kind = "integer range" if self.minimum is not None else "integer"  # click's words
+            raise SpecError(self.name, f"{value!r} is not a valid {kind}.") from None
+        if self.minimum is not None and v < self.minimum:
+            raise SpecError(self.name, f"{v} is not in the range x>={self.minimum}.")
+        return v
+
+    def _bounded(self, value) -> float:
+        example, rule = _BOUNDS[self.kind]
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise SpecError(self.name, f"{value!r} is not a number; give {example}") from None
+        if not math.isfinite(v) or v < 0 or (self.kind == "rate" and v == 0):
+            raise SpecError(self.name, f"{value} is not allowed: {rule}")
+        return v
+
+
+def flag(name: str) -> str:
+    """The command-line flag of option ``name``: ``learning_rate`` -> ``--learning-rate``."""
+    return "--" + name.replace("_", "-")
+
+
+def _count(name, section, default, minimum, help=None):
+    return Field(name, "count", section, default, help, minimum=minimum)
+
+
+def _choice(name, section, choices, help=None):
+    return Field(name, "choice", section, choices[0], help, choices=tuple(choices))
+
+
+#: Every option of a run, in the order the command line lists them.
+FIELDS: dict[str, Field] = {
+    f.name: f
+    for f in (
+        Field(
+            "dataset",
+            "text",
+            "data",
+            help="Data set: Two-Moons, MNIST 1/7, or your own .npz with x and y.",
+            metavar="moons|mnist17|PATH.npz",
+        ),
+        Field(
+            "data_dir",
+            "path",
+            "data",
+            help="Directory with the MNIST IDX files (for --dataset mnist17).",
+            metavar="DIR",
+        ),
+        Field(
+            "epsilon",
+            "radius",
+            "threat",
+            1e-3,
+            "Poisoning radius: every training feature may move by this much.",
+        ),
+        Field(
+            "inference_epsilon",
+            "radius",
+            "threat",
+            None,
+            "Test-time radius for validation (default: --epsilon; 0: poisoning only).",
+        ),
+        _count("epochs", "training", 5, 1),
+        Field(
+            "learning_rate",
+            "rate",
+            "training",
+            0.5,
+            "SGD step size, mean-loss convention (BoundFlow's rate / batch size).",
+        ),
+        _choice("schedule", "training", ("constant", "1/t")),
+        _count("batch_size", "training", 100, 1),
+        _count("hidden", "model", 20, 1),
+        _count("layers", "model", 2, 1, "Number of Linear layers (2 = Linear-ReLU-Linear)."),
+        _choice("loss", "training", ("bce", "ce")),
+        Field("seed", "int", "", 0),
+        _choice(
+            "validate_every",
+            "training",
+            ("step", "epoch"),
+            "How often to certify the validation split.",
+        ),
+        _count(
+            "min_step",
+            "training",
+            0,
+            0,
+            "Keep only models after at least this many SGD steps (1: never the initial model).",
+        ),
+        _count(
+            "patience",
+            "training",
+            0,
+            0,
+            "Stop after this many validations in a row certify nothing (0: never).",
+        ),
+        _count("pretrain_epochs", "training", 0, 0),
+        _count(
+            "pretrain_size",
+            "data",
+            0,
+            0,
+            "Clean training points for pretraining the nominal model.",
+        ),
+        Field("pretrain_learning_rate", "rate", "training", 0.5),
+        _choice("dtype", "", ("float64", "float32")),
+        _choice("device", "", ("cpu", "gpu")),
+    )
+}
+
+
+def defaults() -> dict:
+    """Every option's default, in :data:`FIELDS` order."""
+    return {name: f.default for name, f in FIELDS.items()}
