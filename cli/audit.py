@@ -10,36 +10,43 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 
 import click
 
-from . import Failure, Radius, _dataset_options, _emit, _guard, _version, main, train_command
+from intervalnn.experiment import RunSpec, audit_run, audit_saved
+
+from .common import Failure, Progress, command, emit
+from .options import (
+    dataset_options,
+    device_option,
+    epsilon_option,
+    json_option,
+    model_argument,
+    seed_option,
+    split_option,
+    training_options,
+)
 
 
+@contextlib.contextmanager
 def _bar(label: str, quiet: bool):
-    """A progress callback ``(done, total)`` drawing a click progress bar on stderr."""
+    """A progress callback ``(done, total)`` drawing a progress bar on stderr (None: quiet)."""
     if quiet:
-        return contextlib.nullcontext(None)
+        yield None
+        return
+    state = {"bar": None, "done": 0}
 
-    @contextlib.contextmanager
-    def bar():
-        state = {"bar": None, "done": 0}
+    def update(done, total):
+        if state["bar"] is None:
+            state["bar"] = Progress(total, label).__enter__()
+        state["bar"].advance(steps=done - state["done"])
+        state["done"] = done
 
-        def update(done, total):
-            if state["bar"] is None:
-                state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
-                state["bar"].__enter__()
-            state["bar"].update(done - state["done"])
-            state["done"] = done
-
-        try:
-            yield update
-        finally:
-            if state["bar"] is not None:
-                state["bar"].__exit__(None, None, None)
-
-    return bar()
+    try:
+        yield update
+    finally:
+        if state["bar"] is not None:
+            state["bar"].__exit__(None, None, None)
 
 
 def _fmt(v, spec=".4g") -> str:
@@ -51,51 +58,6 @@ def _fmt(v, spec=".4g") -> str:
 
 
 # ---------------------------------------------------------------- audit MODEL
-
-
-def run_audit(
-    *,
-    model_path,
-    dataset,
-    data_dir,
-    epsilon,
-    split,
-    seed,
-    device,
-    precision,
-    max_points,
-    models,
-    inputs,
-    pgd_steps,
-    audit_seed,
-    quiet,
-) -> dict:
-    from intervalnn.audit import audit_model
-    from intervalnn.threat import ThreatModel
-
-    from .commands import load_model_and_data
-
-    model, meta, dataset, splits = load_model_and_data(model_path, dataset, data_dir, seed, device)
-    data = getattr(splits, split)
-    stored = meta["threat_model"]
-    threat = ThreatModel(
-        stored.epsilon, stored.inference_epsilon if epsilon is None else epsilon, stored.domain
-    )
-    with _bar("audit", quiet) as progress:
-        report = audit_model(
-            model,
-            data.x,
-            data.y,
-            threat,
-            precision=precision,
-            max_points=max_points,
-            models=models,
-            inputs=inputs,
-            pgd_steps=pgd_steps,
-            seed=audit_seed,
-            progress=progress,
-        )
-    return {"model": str(model_path), "dataset": dataset, "split": split, **report}
 
 
 def _print_audit(r: dict) -> None:
@@ -168,21 +130,13 @@ def _print_audit(r: dict) -> None:
     echo(f"({r['seconds']:.1f} s)")
 
 
-@main.command("audit", short_help="Check a model's certificates independently (exact oracle).")
-@_version
-@click.argument("model", type=click.Path(readable=False))
-@_dataset_options
-@click.option(
-    "--epsilon",
-    type=Radius(),
-    default=None,
-    help="Test-time radius (default: the model's inference epsilon).",
-)
-@click.option(
-    "--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True
-)
-@click.option("--seed", type=int, default=None, help="Data seed (default: the model's).")
-@click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+@command("audit", short_help="Check a model's certificates independently (exact oracle).")
+@model_argument
+@dataset_options
+@epsilon_option("Test-time radius (default: the model's inference epsilon).")
+@split_option
+@seed_option("Data seed (default: the model's).")
+@device_option
 @click.option(
     "--precision",
     type=click.IntRange(64, 100000),
@@ -216,23 +170,8 @@ def _print_audit(r: dict) -> None:
 @click.option(
     "--audit-seed", type=int, default=0, show_default=True, help="Seed of all audit sampling."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def audit_command(
-    model,
-    dataset,
-    data_dir,
-    epsilon,
-    split,
-    seed,
-    device,
-    precision,
-    max_points,
-    models,
-    inputs,
-    pgd_steps,
-    audit_seed,
-    as_json,
-):
+@json_option("Print the report as JSON.")
+def audit_command(model, as_json, **options):
     """Audit a saved model's certificates independently of the engine.
 
     \b
@@ -253,25 +192,10 @@ def audit_command(
       intervalnn audit moons.npz
       intervalnn audit mnist17.npz --data-dir ~/mnist --max-points 500 --json
     """
-    report = _guard(
-        run_audit,
-        model_path=model,
-        dataset=dataset,
-        data_dir=data_dir,
-        epsilon=epsilon,
-        split=split,
-        seed=seed,
-        device=device,
-        precision=precision,
-        max_points=max_points,
-        models=models,
-        inputs=inputs,
-        pgd_steps=pgd_steps,
-        audit_seed=audit_seed,
-        quiet=as_json,
-    )
+    with _bar("audit", as_json) as bar:
+        report = audit_saved(model, progress=bar, **options)
     if as_json:
-        _emit(report, True)
+        emit(report, True)
     else:
         _print_audit(report)
     if not report["passed"]:
@@ -286,40 +210,6 @@ def audit_command(
 
 
 # ---------------------------------------------------------------- audit-training
-
-
-def run_audit_training(
-    *, train_size, vertices, randoms, adversarial, exact, layered, audit_seed, quiet, **options
-) -> dict:
-    """``intervalnn audit-training``: ``options`` are the training options of ``setup_training``."""
-    from intervalnn.audit import audit_training
-
-    from .commands import setup_training
-
-    backend, splits, threat, config, model = setup_training(
-        **options, **({"fused": False} if layered else {})
-    )
-    x, y = splits.train.x, splits.train.y
-    if train_size is not None:
-        x, y = x[:train_size], y[:train_size]
-    pre = splits.pretrain
-    with _bar("training audit", quiet) as progress:
-        report = audit_training(
-            model,
-            x,
-            y,
-            threat,
-            config,
-            pretrain_x=None if pre is None else pre.x,
-            pretrain_y=None if pre is None else pre.y,
-            vertices=vertices,
-            randoms=randoms,
-            adversarial=adversarial,
-            exact=exact,
-            seed=audit_seed,
-            progress=progress,
-        )
-    return {"dataset": options["dataset"], **report}
 
 
 def _print_training(r: dict) -> None:
@@ -351,56 +241,47 @@ def _print_training(r: dict) -> None:
     echo(f"({r['seconds']:.1f} s)")
 
 
-_TRAINING_PARAMS = [p for p in train_command.params if p.name not in ("output",)]
-
-
-@click.command(
-    "audit-training",
-    short_help="Rerun training against concrete poisoned SGD runs.",
-    params=_TRAINING_PARAMS
-    + [
-        click.Option(
-            ["--train-size"],
-            type=click.IntRange(min=1),
-            default=None,
-            help="Train on the first N training points only (e.g. a tiny --exact run).",
-        ),
-        click.Option(
-            ["--vertices"],
-            type=click.IntRange(min=0),
-            default=2,
-            show_default=True,
-            help="Poisoned datasets at random vertices of the training box.",
-        ),
-        click.Option(
-            ["--randoms"],
-            type=click.IntRange(min=0),
-            default=2,
-            show_default=True,
-            help="Poisoned datasets at random points of the training box.",
-        ),
-        click.Option(
-            ["--adversarial/--no-adversarial"],
-            default=True,
-            show_default=True,
-            help="Poison along the sign of the loss gradient (at the start, and every step).",
-        ),
-        click.Option(
-            ["--exact"],
-            is_flag=True,
-            help="Also run exact rational SGD (tiny configurations: see --train-size).",
-        ),
-        click.Option(
-            ["--layered"],
-            is_flag=True,
-            help="Audit the layered training step instead of the fused one.",
-        ),
-        click.Option(
-            ["--audit-seed"], type=int, default=0, show_default=True, help="Seed of the poisoning."
-        ),
-    ],
+@command("audit-training", short_help="Rerun training against concrete poisoned SGD runs.")
+@training_options
+@json_option("Print the summary as JSON.")
+@click.option(
+    "--train-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Train on the first N training points only (e.g. a tiny --exact run).",
 )
-def audit_training_command(**kw):
+@click.option(
+    "--vertices",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Poisoned datasets at random vertices of the training box.",
+)
+@click.option(
+    "--randoms",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Poisoned datasets at random points of the training box.",
+)
+@click.option(
+    "--adversarial/--no-adversarial",
+    default=True,
+    show_default=True,
+    help="Poison along the sign of the loss gradient (at the start, and every step).",
+)
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Also run exact rational SGD (tiny configurations: see --train-size).",
+)
+@click.option(
+    "--layered", is_flag=True, help="Audit the layered training step instead of the fused one."
+)
+@click.option("--audit-seed", type=int, default=0, show_default=True, help="Seed of the poisoning.")
+def audit_training_command(
+    as_json, train_size, vertices, randoms, adversarial, exact, layered, audit_seed, **options
+):
     """Rerun certified training and check concrete poisoned SGD runs against the box.
 
     Trains with the same options as 'intervalnn train' (no model file is
@@ -421,17 +302,21 @@ def audit_training_command(**kw):
       intervalnn audit-training --dataset moons --epsilon 0.01 --train-size 40 \\
           --hidden 5 --epochs 2 --batch-size 20 --exact
     """
-    if kw["dataset"] is None:
-        raise click.UsageError("--dataset is required: moons, mnist17 or a path to a .npz file")
-    if kw["pretrain_epochs"] and not kw["pretrain_size"]:
-        raise click.UsageError(
-            "--pretrain-epochs needs clean pretraining data: add --pretrain-size N (e.g. 100)"
+    spec = RunSpec.from_options(options)
+    with _bar("training audit", as_json) as bar:
+        report = audit_run(
+            spec,
+            train_size=train_size,
+            layered=layered,
+            audit_seed=audit_seed,
+            progress=bar,
+            vertices=vertices,
+            randoms=randoms,
+            adversarial=adversarial,
+            exact=exact,
         )
-    as_json = kw.pop("as_json")
-    kw.pop("validate_every", None)
-    report = _guard(run_audit_training, quiet=as_json, **kw)
     if as_json:
-        _emit(report, True)
+        emit(report, True)
     else:
         _print_training(report)
     if not report["passed"]:
@@ -441,6 +326,3 @@ def audit_training_command(**kw):
         )
     if not as_json:
         click.echo("training audit passed: every concrete run stayed inside the parameter box")
-
-
-main.add_command(audit_training_command)

@@ -16,16 +16,22 @@ from pathlib import Path
 import numpy as np
 
 from intervalnn.certify import certify
+from intervalnn.experiment import (
+    UnavailableError,
+    load_model_and_data,
+    model_classes,
+    read_results,
+    saved_threat,
+    summarize,
+)
 from intervalnn.threat import ThreatModel
-
-from .commands import load_model_and_data, model_classes
 
 # colour-blind-safe class colours (Okabe-Ito)
 CLASS_COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442"]
 BARRIER = "#7f7f7f"
 
 
-class MissingMatplotlib(RuntimeError):
+class MissingMatplotlib(UnavailableError):
     pass
 
 
@@ -141,9 +147,7 @@ def plot_barriers(
     n_classes = max(model_classes(m) for _, m, *_ in loaded)
     for ax, (path, model, meta, _name, data, _) in zip(axes, loaded, strict=True):
         stored = meta["threat_model"]
-        threat = ThreatModel(
-            stored.epsilon, stored.inference_epsilon if epsilon is None else epsilon, stored.domain
-        )
+        threat = saved_threat(meta, epsilon)
         cls, nominal = barrier_maps(model, threat, xs, ys)
         k = model_classes(model)
         rgba = np.zeros((*cls.shape, 4))
@@ -288,7 +292,7 @@ def plot_epsilon(model_paths, *, dataset, data_dir, epsilons, split, seed, outpu
         stored = meta["threat_model"]
         accs, nominal = [], None
         for eps in epsilons:
-            res = certify(model, data.x, data.y, ThreatModel(stored.epsilon, eps, stored.domain))
+            res = certify(model, data.x, data.y, saved_threat(meta, eps))
             accs.append(res.certified_accuracy)
             nominal = res.nominal_accuracy
         results.append(
@@ -342,8 +346,6 @@ def plot_sweep(results_path, *, x, output, size, dpi) -> dict:
     One line per combination of the other swept options; the table is the
     one ``intervalnn sweep`` prints (with its validation-only search).
     """
-    from .sweep import read_results, summarize
-
     _require_matplotlib()
     if not Path(results_path).is_file():
         raise OSError(f"results file {results_path} does not exist")
