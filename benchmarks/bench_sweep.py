@@ -55,9 +55,9 @@ def _noop(i):
 def overheads(tasks: int) -> dict:
     import distributed
 
-    from intervalnn.cli import train_command
-    from intervalnn.cli.cluster import dask_client
-    from intervalnn.cli.sweep import Grid, register, run_cells
+    from intervalnn.experiment import Grid
+    from intervalnn.experiment.cluster import dask_client
+    from intervalnn.experiment.sweep import run_cells
 
     out = {}
     for workers in (1, 2):
@@ -76,7 +76,6 @@ def overheads(tasks: int) -> dict:
                 client.submit(_noop, i, key=f"trip-{i}").result()
                 trips.append(time.perf_counter() - t0)
             out[f"round_trip_ms_{workers}"] = 1e3 * statistics.median(trips)
-    register(train_command)
     cells = list(enumerate(Grid.from_toml(TABLE1).cells()))[1500:1516]  # one default task
     rows = run_cells(cells, ("learning_rate",), True)
     out["args_bytes"] = len(pickle.dumps((cells, ("learning_rate",), True)))
@@ -89,7 +88,7 @@ def certify_speed(points: int, repeat: int) -> dict:
     import numpy as np
 
     from intervalnn.certify import certify
-    from intervalnn.cli.cluster import certify_on_dask, dask_client
+    from intervalnn.experiment.cluster import certify_on_dask, dask_client
     from intervalnn.layers import mlp
     from intervalnn.threat import ThreatModel
 

@@ -21,14 +21,8 @@ import pytest
 from click.testing import CliRunner
 
 from intervalnn.cli import main
-from intervalnn.cli.sweep import (
-    VOLATILE,
-    Grid,
-    GridError,
-    default_cells_per_task,
-    read_results,
-    summarize,
-)
+from intervalnn.experiment import VOLATILE, Grid, GridError, read_results, summarize
+from intervalnn.experiment.sweep import default_cells_per_task
 
 distributed = pytest.importorskip("distributed", reason="needs the dask extra")
 
@@ -45,7 +39,7 @@ def run(*args, code: int = 0):
 @pytest.fixture(scope="module")
 def scheduler():
     """The address of a two-worker local cluster, as a user's 'dask scheduler' would give."""
-    from intervalnn.cli.cluster import ONE_THREAD
+    from intervalnn.experiment.cluster import ONE_THREAD
 
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", env=ONE_THREAD
@@ -196,7 +190,7 @@ def test_the_table_follows_the_current_grid_not_the_file(tmp_path):
 
 
 def test_tasks_are_named_by_everything_they_compute():
-    from intervalnn.cli.sweep import _task_key
+    from intervalnn.experiment.sweep import _task_key
 
     a, b, c = ({"seed": i} for i in range(3))
     keys = {
@@ -417,8 +411,8 @@ def test_without_dask_the_commands_say_how_to_install(monkeypatch, tmp_path):
 
 def test_certify_on_workers_is_identical_to_serial(tmp_path, scheduler):
     from intervalnn.certify import certify
-    from intervalnn.cli.cluster import certify_on_dask
     from intervalnn.datasets import two_moons
+    from intervalnn.experiment.cluster import certify_on_dask
     from intervalnn.io import load_model
 
     run("train", *SMALL, "--epsilon", "0.01", "-o", tmp_path / "m.npz", "--json")
@@ -446,7 +440,7 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path):
 
 
 def test_workers_run_one_thread_each():
-    from intervalnn.cli.cluster import ONE_THREAD, dask_client
+    from intervalnn.experiment.cluster import ONE_THREAD, dask_client
 
     def threads():
         from intervalnn.kernels import cpu

@@ -6,6 +6,11 @@ the paper's number and writes the raw runs as JSON lines next to itself
 mean-loss convention; the paper's (BoundFlow's) rates are ``m`` times larger
 (``m`` = batch size), see intervalnn/losses.py.
 
+Each run is a :class:`intervalnn.experiment.RunSpec` made ready by
+:func:`intervalnn.experiment.prepare` (data, threat model, initial model,
+training configuration, exactly as ``intervalnn train`` builds them); the
+paper's protocol of model selection (below) is this module's own.
+
 Hyper-parameters are chosen on the **validation** split only: within one run
 :func:`run` keeps the step (``>= 1``) with the best certified validation
 accuracy, and :func:`select` runs a grid of configurations and marks, per
@@ -32,11 +37,19 @@ import numpy as np
 
 import intervalnn as inn
 from intervalnn.certify import certify
-from intervalnn.datasets import mnist17_splits, two_moons_splits
+from intervalnn.experiment import (
+    DataSpec,
+    ModelSpec,
+    RunSpec,
+    ThreatSpec,
+    TrainingSpec,
+    load_splits,
+    prepare,
+)
 from intervalnn.interval import Interval
 from intervalnn.layers import mlp
 from intervalnn.threat import ThreatModel
-from intervalnn.train import TrainConfig, pretrain_nominal, train
+from intervalnn.train import pretrain_nominal, train
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -78,15 +91,21 @@ def mnist_available() -> bool:
     return all((MNIST_DIR / n).exists() or (MNIST_DIR / f"{n}.gz").exists() for n in names)
 
 
-def _splits(dataset: str, seed: int, pretrain_size: int):
-    if dataset == "moons":
-        return two_moons_splits(seed=seed, n_pretrain=pretrain_size)
-    if dataset != "mnist17":
+def _data(dataset: str, pretrain_size: int) -> DataSpec:
+    if dataset not in ("moons", "mnist17"):
         raise ValueError(f"unknown dataset {dataset!r}; use 'moons' or 'mnist17'")
+    data_dir = str(MNIST_DIR) if dataset == "mnist17" else None
+    return DataSpec(dataset, data_dir=data_dir, pretrain_size=pretrain_size)
+
+
+def _splits(dataset: str, seed: int, pretrain_size: int):
+    data = _data(dataset, pretrain_size)
+    if dataset == "moons":
+        return load_splits(data, seed)
     key = (seed, pretrain_size)
     if key not in _MNIST_CACHE:  # reading and checksumming MNIST takes ~1 s
         _MNIST_CACHE.clear()
-        _MNIST_CACHE[key] = mnist17_splits(MNIST_DIR, seed=seed, n_pretrain=pretrain_size)
+        _MNIST_CACHE[key] = load_splits(data, seed)
     return _MNIST_CACHE[key]
 
 
@@ -174,24 +193,34 @@ def run(
     tr_x, tr_y = sp.train.x[:max_train], sp.train.y[:max_train]
     va_x, va_y = sp.val.x[:max_eval], sp.val.y[:max_eval]
     te_x, te_y = sp.test.x[:max_eval], sp.test.y[:max_eval]
-    dom = sp.domain if domain == "data" else domain
-    threat = ThreatModel(epsilon, domain=dom)
-    k = 1 if loss == "bce" else sp.num_classes
-    init = seed if init_seed is None else init_seed
-    model = mlp(sp.num_features, k, hidden=hidden, layers=layers, seed=init)
     m = len(tr_y) if batch_size is None else batch_size
     if epochs is None:
         epochs = auto_epochs(len(tr_y), batch_size)
-    cfg = TrainConfig(
-        epochs=epochs,
-        learning_rate=learning_rate,
-        batch_size=m,
+    spec = RunSpec(
+        data=_data(dataset, pretrain_size),
+        threat=ThreatSpec(epsilon),
+        model=ModelSpec(hidden, layers),
+        # train() gets no validation data: the selection protocol is on_step's, below
+        training=TrainingSpec(
+            epochs=epochs,
+            learning_rate=learning_rate,
+            schedule=schedule,
+            batch_size=m,
+            loss=loss,
+            validate_every="epoch",
+            pretrain_epochs=pretrain_epochs,
+            pretrain_learning_rate=pretrain_learning_rate,
+        ),
         seed=seed,
-        loss=loss,
-        schedule=schedule,
-        pretrain_epochs=pretrain_epochs,
-        pretrain_learning_rate=pretrain_learning_rate,
     )
+    prepared = prepare(spec, splits=sp)
+    model, threat, cfg = prepared.model, prepared.threat, prepared.config
+    dom = sp.domain if domain == "data" else domain
+    if dom != sp.domain:
+        threat = ThreatModel(epsilon, domain=dom)
+    init = seed if init_seed is None else init_seed
+    if init != seed:
+        model = mlp(sp.num_features, model.out_features, hidden=hidden, layers=layers, seed=init)
     if pretrain_epochs and sp.pretrain is not None:
         # Clean SGD of the nominal model on the pretraining set; the box becomes
         # the point box at the pretrained model.  Deterministic, so cached
