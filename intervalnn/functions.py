@@ -7,7 +7,7 @@ rounding itself lives in :mod:`intervalnn.kernels`.
 
 from __future__ import annotations
 
-from .interval import Interval, _coerce, _first_bad_index
+from .interval import Interval, coerce, first_index
 
 __all__ = [
     "abs",
@@ -37,7 +37,7 @@ def _check_domain(x: Interval, lower: float, name: str, strict: bool = False):
     xp = x.backend.xp
     bad = (x.lo <= lower) if strict else (x.lo < lower)
     if bool(bad.any()):
-        idx = _first_bad_index(xp, bad)
+        idx = first_index(xp, bad)
         bound = f"> {lower}" if strict else f">= {lower}"
         raise ValueError(
             f"{name} needs x {bound}, but the interval at index {idx} reaches {float(x.lo[idx])}"
@@ -58,28 +58,22 @@ def sqrt(x: Interval) -> Interval:
 
 
 def abs(x: Interval) -> Interval:  # noqa: A001 - the public name mirrors numpy.abs
-    """``{|t| : t in x}`` (exact: no rounding needed)."""
-    x = _require(x)
-    xp = x.backend.xp
-    lo, hi = x.lo, x.hi
-    straddles = (lo < 0) & (hi > 0)
-    new_lo = xp.where(lo >= 0, lo, xp.where(hi <= 0, -hi, 0))
-    new_hi = xp.where(lo >= 0, hi, xp.where(straddles, xp.maximum(-lo, hi), -lo))
-    return Interval._new(new_lo.astype(x.dtype), new_hi.astype(x.dtype))
+    """``{|t| : t in x}`` (exact: no rounding needed); the operator ``Interval.__abs__``."""
+    return _require(x).__abs__()
 
 
 def minimum(a, b) -> Interval:
     """Elementwise ``min`` over all members (exact)."""
-    a = a if isinstance(a, Interval) else _coerce(_require(b), a)
-    b = _coerce(a, b)
+    a = a if isinstance(a, Interval) else coerce(_require(b), a)
+    b = coerce(a, b)
     xp = a.backend.xp
     return Interval._new(xp.minimum(a.lo, b.lo), xp.minimum(a.hi, b.hi))
 
 
 def maximum(a, b) -> Interval:
     """Elementwise ``max`` over all members (exact)."""
-    a = a if isinstance(a, Interval) else _coerce(_require(b), a)
-    b = _coerce(a, b)
+    a = a if isinstance(a, Interval) else coerce(_require(b), a)
+    b = coerce(a, b)
     xp = a.backend.xp
     return Interval._new(xp.maximum(a.lo, b.lo), xp.maximum(a.hi, b.hi))
 
@@ -102,7 +96,7 @@ def _check_reaches_above(x: Interval, lower: float, name: str):
     """``ValueError`` where an interval has no point above ``lower`` (empty result)."""
     bad = x.hi <= lower
     if bool(bad.any()):
-        idx = _first_bad_index(x.backend.xp, bad)
+        idx = first_index(x.backend.xp, bad)
         raise ValueError(
             f"{name} needs x > {lower} somewhere, but the interval at index {idx} is "
             f"[{float(x.lo[idx])}, {float(x.hi[idx])}]"

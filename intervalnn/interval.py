@@ -23,37 +23,20 @@ from numbers import Real
 import numpy as np
 
 from .backend import Backend, backend_of, check_float_dtype, is_cupy_array
+from .kernels import bounds
+from .kernels.gemm import matmul_bounds
 
 
-def _first_bad_index(xp, bad):
-    flat = int(xp.argmax(bad.reshape(-1)))
-    return tuple(int(i) for i in np.unravel_index(flat, bad.shape)) if bad.ndim else ()
+def first_index(xp, mask) -> tuple:
+    """The index of the first true entry of the boolean array ``mask`` (C order), for messages."""
+    flat = int(xp.argmax(mask.reshape(-1)))
+    return tuple(int(i) for i in np.unravel_index(flat, mask.shape)) if mask.ndim else ()
 
 
 def _freeze(a):
     if isinstance(a, np.ndarray):
         a.flags.writeable = False
     return a
-
-
-def _scalar_bounds(x, dtype: np.dtype) -> tuple:
-    """The tightest ``[RD(x), RU(x)]`` in ``dtype`` for an exact real ``x``.
-
-    ``float(Fraction)`` is correctly rounded, and a further rounding to float32
-    still lands on one of the two neighbours of ``x``, so one step fixes it.
-    """
-    if isinstance(x, float | np.floating) and not math.isfinite(x):
-        raise ValueError(f"{x} is not a real number: intervals combine only with finite scalars")
-    exact = x if isinstance(x, Fraction) else Fraction(float(x) if isinstance(x, np.generic) else x)
-    big = dtype.type(np.finfo(dtype).max)
-    if abs(exact) > Fraction(float(big)):
-        return (big, dtype.type(np.inf)) if exact > 0 else (dtype.type(-np.inf), -big)
-    lo = hi = dtype.type(float(exact))
-    if Fraction(float(lo)) > exact:
-        lo = np.nextafter(lo, dtype.type(-np.inf))
-    elif Fraction(float(hi)) < exact:
-        hi = np.nextafter(hi, dtype.type(np.inf))
-    return lo, hi
 
 
 class Interval:
@@ -126,8 +109,8 @@ class Interval:
         if not a <= b:
             raise ValueError(f"domain must satisfy lower <= upper, got {domain}")
         xp = box.backend.xp
-        lo_d, _ = _scalar_bounds(a, box.dtype)
-        _, hi_d = _scalar_bounds(b, box.dtype)
+        lo_d, _ = bounds.enclose_real(a, box.dtype)
+        _, hi_d = bounds.enclose_real(b, box.dtype)
         if bool(((center.lo < lo_d) | (center.lo > hi_d)).any()):
             raise ValueError(f"x lies outside the data domain {domain}")
         return cls._new(xp.maximum(box.lo, lo_d), xp.minimum(box.hi, hi_d))
@@ -203,23 +186,23 @@ class Interval:
 
     def subset(self, other: Interval):
         """Elementwise: is ``self`` a subset of ``other``?"""
-        other = _coerce(self, other)
+        other = coerce(self, other)
         return (other._lo <= self._lo) & (self._hi <= other._hi)
 
     def hull(self, other: Interval) -> Interval:
         """The smallest intervals containing both ``self`` and ``other``."""
-        other = _coerce(self, other)
+        other = coerce(self, other)
         xp = self.backend.xp
         return Interval._new(xp.minimum(self._lo, other._lo), xp.maximum(self._hi, other._hi))
 
     def intersect(self, other: Interval) -> Interval:
         """The intersection; ``ValueError`` where it is empty (no empty interval here)."""
-        other = _coerce(self, other)
+        other = coerce(self, other)
         xp = self.backend.xp
         lo, hi = xp.maximum(self._lo, other._lo), xp.minimum(self._hi, other._hi)
         empty = lo > hi
         if bool(empty.any()):
-            raise ValueError(f"intersection is empty at index {_first_bad_index(xp, empty)}")
+            raise ValueError(f"intersection is empty at index {first_index(xp, empty)}")
         return Interval._new(lo, hi)
 
     # ------------------------------------------------------ array manipulation
@@ -244,11 +227,9 @@ class Interval:
         if dt == self.dtype:
             return self
         xp = self.backend.xp
-        lo, hi = self._lo.astype(dt), self._hi.astype(dt)
-        if dt.itemsize < self.dtype.itemsize:  # narrowing: step outward where inexact
-            lo = xp.where(lo.astype(self.dtype) > self._lo, xp.nextafter(lo, dt.type(-np.inf)), lo)
-            hi = xp.where(hi.astype(self.dtype) < self._hi, xp.nextafter(hi, dt.type(np.inf)), hi)
-        return Interval._new(lo, hi)
+        return Interval._new(
+            bounds.narrow_down(xp, self._lo, dt), bounds.narrow_up(xp, self._hi, dt)
+        )
 
     def to_numpy(self) -> Interval:
         """The same intervals on the CPU (a copy if they live on the GPU)."""
@@ -265,12 +246,10 @@ class Interval:
         """Sum along ``axis`` (all axes if None), rounded outward.
 
         Uses the backend's own summation and bounds its rounding error for any
-        order: ``|fl(sum x) - sum x| <= gamma_{n-1} sum |x|`` (Higham, *Accuracy
-        and Stability of Numerical Algorithms*, 2nd ed., eq. 4.4); additions
-        that underflow are exact, so no subnormal term is needed.  With
-        ``A = fl(sum |x|)`` we have ``sum |x| <= A / (1 - gamma)``, hence an
-        error of at most ``RU(gamma / (1 - gamma)) * A``, rounded up.  That
-        error is taken twice, so that the bound also contains the float sum
+        order by ``RU(gamma / (1 - gamma)) * A``, rounded up, with ``A =
+        fl(sum |x|)`` and ``gamma = gamma_{n-1}`` (the factor and its proof:
+        :func:`intervalnn.kernels.bounds.sum_error_factor`).  That error is
+        taken twice, so that the bound also contains the float sum
         of members in any other order (``x' >= lo`` gives ``fl(sum x') >=
         sum lo - gamma sum |lo|``, and symmetrically for ``hi``).
         """
@@ -282,7 +261,7 @@ class Interval:
         )
         if n <= 1:
             return Interval._new(xp.sum(self._lo, axis=axis), xp.sum(self._hi, axis=axis))
-        g = 2 * _error_factor(n - 1, self.dtype)  # this sum's error and another order's
+        g = 2 * bounds.sum_error_factor(n - 1, self.dtype)  # this sum's error and another order's
 
         def bound(x, up):
             s, a = xp.sum(x, axis=axis), xp.sum(xp.abs(x), axis=axis)
@@ -306,21 +285,21 @@ class Interval:
 
     @staticmethod
     def _exact(x, like: Interval) -> Interval:
-        lo, hi = _scalar_bounds(x, like.dtype)
+        lo, hi = bounds.enclose_real(x, like.dtype)
         xp = like.backend.xp
         return Interval._new(xp.asarray(lo, dtype=like.dtype), xp.asarray(hi, dtype=like.dtype))
 
     # ------------------------------------------------------ arithmetic
 
     def _binary(self, other, kernel_name, reflected=False):
-        other = _coerce(self, other)
+        other = coerce(self, other)
         a, b = (other, self) if reflected else (self, other)
         bk = self.backend
         alo, ahi, blo, bhi = bk.xp.broadcast_arrays(a._lo, a._hi, b._lo, b._hi)
         if kernel_name == "div":
             straddles = (blo <= 0) & (bhi >= 0)
             if bool(straddles.any()):
-                idx = _first_bad_index(bk.xp, straddles)
+                idx = first_index(bk.xp, straddles)
                 raise ZeroDivisionError(
                     f"division by an interval containing 0 at index {idx}: "
                     f"[{float(blo[idx])}, {float(bhi[idx])}]; the quotient is unbounded"
@@ -358,19 +337,25 @@ class Interval:
         return self
 
     def __matmul__(self, other):
-        from .linalg import matmul
-
-        return matmul(self, other)
+        """Enclosure of ``{x @ y : x in self, y in other}`` (:mod:`intervalnn.kernels.gemm`)."""
+        return self._matmul(self, coerce(self, other))
 
     def __rmatmul__(self, other):
-        from .linalg import matmul
+        return self._matmul(coerce(self, other), self)
 
-        return matmul(other, self)
+    @staticmethod
+    def _matmul(a: Interval, b: Interval) -> Interval:
+        bk = a.backend
+        return Interval._new(*matmul_bounds(bk.xp, bk.kernels, a._lo, a._hi, b._lo, b._hi))
 
     def __abs__(self):
-        from .functions import abs as interval_abs
-
-        return interval_abs(self)
+        """``{|t| : t in self}`` (exact: no rounding needed)."""
+        xp = self.backend.xp
+        lo, hi = self._lo, self._hi
+        straddles = (lo < 0) & (hi > 0)
+        new_lo = xp.where(lo >= 0, lo, xp.where(hi <= 0, -hi, 0))
+        new_hi = xp.where(lo >= 0, hi, xp.where(straddles, xp.maximum(-lo, hi), -lo))
+        return Interval._new(new_lo.astype(self.dtype), new_hi.astype(self.dtype))
 
     # Comparisons of intervals are ambiguous (certainly/possibly); use the
     # explicit predicates instead of operators.
@@ -415,7 +400,7 @@ def _validate(xp, lo, hi):
     )
     for bad, what in checks:
         if bool(bad.any()):
-            idx = _first_bad_index(xp, bad)
+            idx = first_index(xp, bad)
             raise ValueError(
                 f"invalid interval at index {idx}: {what} ([{float(lo[idx])}, {float(hi[idx])}])"
             )
@@ -425,18 +410,20 @@ def _radius_up(xp, radius, dtype: np.dtype):
     """``radius`` in ``dtype`` rounded *up*: rounding to nearest could shrink a ball."""
     if isinstance(radius, Real) and not isinstance(radius, np.generic):
         if not (isinstance(radius, float) and not math.isfinite(radius)):
-            return xp.asarray(_scalar_bounds(radius, dtype)[1], dtype=dtype)
+            return xp.asarray(bounds.enclose_real(radius, dtype)[1], dtype=dtype)
     r = xp.asarray(radius)
     if r.dtype.kind in "biu":
         r = _as_float(xp, r)
-    out = r.astype(dtype)
-    if out.dtype.itemsize < r.dtype.itemsize:  # narrowing: step up where inexact
-        out = xp.where(out.astype(r.dtype) < r, xp.nextafter(out, dtype.type(np.inf)), out)
-    return out
+    return bounds.narrow_up(xp, r, dtype)
 
 
-def _coerce(like: Interval, other) -> Interval:
-    """``other`` as an Interval of ``like``'s backend and dtype, or ``TypeError``."""
+def coerce(like: Interval, other) -> Interval:
+    """``other`` as an operand of ``like``: an Interval of its backend and dtype, or ``TypeError``.
+
+    Intervals must match already; an exact real scalar is enclosed outward, an
+    integer array too (exact in float64 first), and a float array of
+    ``like``'s dtype becomes point intervals.
+    """
     if isinstance(other, Interval):
         backend_of(like._lo, other._lo)  # raises on mixed backends
         if other.dtype != like.dtype:
@@ -461,7 +448,7 @@ def _is_integer_array(x) -> bool:
 def _coerce_points(like: Interval, x):
     """``x`` as finite points in ``like``'s dtype; integer arrays as exact float64 (unrounded)."""
     if isinstance(x, Real) and not isinstance(x, np.generic):
-        lo, hi = _scalar_bounds(x, like.dtype)
+        lo, hi = bounds.enclose_real(x, like.dtype)
         if lo != hi:
             raise TypeError(f"{x!r} is not exactly representable in {like.dtype}")
         x = lo
@@ -481,22 +468,13 @@ def _coerce_points(like: Interval, x):
     return arr
 
 
-def _error_factor(n: int, dtype: np.dtype) -> float:
-    """``RU(gamma_n / (1 - gamma_n))`` with ``gamma_n = n u / (1 - n u)`` (Higham eq. 3.8)."""
-    u = Fraction(1, 2 ** (np.finfo(dtype).nmant + 1))
-    if n * u >= Fraction(1, 2):
-        raise ValueError(f"{n} terms are too many for a rounding-error bound in {dtype}")
-    gamma = n * u / (1 - n * u)
-    return _scalar_bounds(gamma / (1 - gamma), dtype)[1]
-
-
 def concatenate(intervals, axis=0) -> Interval:
     """Join intervals along an existing axis."""
     intervals = list(intervals)
     if not intervals:
         raise ValueError("need at least one interval to concatenate")
     first = intervals[0]
-    others = [_coerce(first, iv) for iv in intervals[1:]]
+    others = [coerce(first, iv) for iv in intervals[1:]]
     xp = first.backend.xp
     parts = [first, *others]
     return Interval._new(

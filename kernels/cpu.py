@@ -235,7 +235,7 @@ div_ru = _binary_point(_DIV_RU, "div_ru")
 
 
 # ------------------------------------------------ fused midpoint-radius steps
-# One pass each over the matrices of the sound GEMM (intervalnn/linalg.py).
+# One pass each over the matrices of the sound GEMM (kernels/gemm.py).
 
 
 @njit
@@ -298,7 +298,7 @@ def _gemm_enclose_loop(p, s1, s2, lo, hi, c, k_eta, two_k_eta, use_s2):
 def gemm_enclose(p, s1, s2, c, k_eta, two_k_eta):
     """``[RD(P - rad), RU(P + rad)]``, ``rad = RU(RU(RU(S1 + S2) + 2k eta) c + k eta)``.
 
-    ``s2`` may be None (no second radius product); see intervalnn/linalg.py.
+    ``s2`` may be None (no second radius product); see kernels/gemm.py.
     """
     shape = p.shape
     fp, f1, f2 = _flat(p, s1, s1 if s2 is None else s2)

@@ -35,7 +35,8 @@ import intervalnn.certify as certify_module
 import intervalnn.kernels.fused as kf
 from intervalnn.certify import certify
 from intervalnn.fused import FusedTrainer, forward_bounds
-from intervalnn.interval import Interval, _scalar_bounds
+from intervalnn.interval import Interval
+from intervalnn.kernels.bounds import enclose_real
 from intervalnn.layers import Linear, ReLU, Sequential, mlp
 from intervalnn.losses import get_loss
 from intervalnn.optim import SGD
@@ -703,7 +704,7 @@ def fused_loss_call(kernel, z_lo, z_hi, y, f32=False):
     z[3] = np.maximum(abs(z_lo), abs(z_hi))
     g = np.zeros((4, k, m))
     idx = np.arange(m, dtype=np.int64)
-    inv = [float(v) for v in _scalar_bounds(Fraction(1, m), np.dtype(np.float64))]
+    inv = [float(v) for v in enclose_real(Fraction(1, m), np.dtype(np.float64))]
     loss_lo, loss_hi, _ = kernel_call(kernel, z, np.asarray(y, np.int64), idx, g, *inv, f32=f32)
     return g, loss_lo, loss_hi
 
