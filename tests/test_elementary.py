@@ -406,6 +406,28 @@ def test_tanh_dd_within_proved_error():
     assert worst <= el.TANH_DELTA / 8 and worst <= 64 * U2, worst
 
 
+@pytest.mark.xfail(
+    not hasattr(cpu, "tanh_rd"),
+    reason="inn.tanh still composes expm1 and quotients (up to 4 ulps per side): wiring it "
+    "to the tanh kernels takes kernels/cpu.py tanh_rd/tanh_ru and intervalnn/functions.py",
+    strict=True,
+)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_interval_tanh_sound_and_within_2_ulps(dtype):
+    """``inn.tanh`` on point intervals: sound, and within 2 ulps of the tightest
+    bounds per side (the tanh kernels give 1)."""
+    rng = np.random.default_rng(2015 + (dtype == np.float32))
+    x = tanh_args(rng, 1500, dtype)
+    out = inn.tanh(inn.Interval(x))
+    t_lo, t_hi = tightest("tanh", x, dtype)
+    assert ((out.lo <= t_lo) & (out.hi >= t_hi)).all()
+    worst = (
+        int((ordinal(t_lo) - ordinal(out.lo)).max()),
+        int((ordinal(out.hi) - ordinal(t_hi)).max()),
+    )
+    assert max(worst) <= 2, worst
+
+
 @settings(max_examples=500, deadline=None)
 @given(x=st.floats(width=64), y=st.floats(width=32))
 def test_hypothesis_tanh(x, y):
