@@ -16,8 +16,6 @@ import time
 import click
 
 from intervalnn import __version__
-from intervalnn.experiment import SpecError, UnavailableError
-from intervalnn.experiment.schema import flag
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -29,8 +27,11 @@ class Failure(click.ClickException):
         click.echo(f"Error: {self.format_message()}", err=True)
 
 
-def usage_error(exc: SpecError, ctx=None) -> click.UsageError:
-    """A spec error as click's usage error (exit code 2), options spelled as flags."""
+def usage_error(exc, ctx=None) -> click.UsageError:
+    """A :class:`~intervalnn.experiment.SpecError` as click's usage error (exit code 2),
+    options spelled as flags."""
+    from intervalnn.experiment.schema import flag
+
     if exc.sentence:
         return click.UsageError(exc.render(flag), ctx)
     return click.BadParameter(exc.reason, ctx, param_hint=f"'{flag(exc.field)}'")
@@ -42,9 +43,14 @@ class Command(click.Command):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except SpecError as exc:
-            raise usage_error(exc, ctx) from None
-        except (UnavailableError, OSError, ValueError) as exc:
+        except (OSError, ValueError, RuntimeError) as exc:
+            # imported here: `intervalnn --version` need not load the library
+            from intervalnn.experiment.errors import SpecError, UnavailableError
+
+            if isinstance(exc, SpecError):
+                raise usage_error(exc, ctx) from None
+            if isinstance(exc, RuntimeError) and not isinstance(exc, UnavailableError):
+                raise  # a bug
             # ValueError covers DataError, ModelFileError, GridError and the library's
             # checks of its input (labels, shapes, a loss that does not fit the data)
             raise Failure(str(exc)) from None
