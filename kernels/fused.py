@@ -13,27 +13,18 @@ Everything is computed in float64 (float32 models: float32 values are exact
 in float64, and each step's parameter bounds are rounded outward to float32
 at its end, the nominal parameters to nearest).  ``fastmath`` stays off.
 Points 1-5 below are stated for float64 with one summation; point 6 says how
-the unit ``rn`` that every widening takes extends them to float SGD.
+the unit ``rn`` that every widening takes extends them to float SGD.  The
+widening rules and their units are :mod:`intervalnn.kernels.rounding`'s
+(section "one-flop widening", with the proofs); the layout of the ``meta``,
+``scal`` and ``out`` arrays is :mod:`intervalnn.kernels.fused_layout`'s.
 
 Soundness argument (u = 2^-53, eta = 2^-1074, RN = round to nearest):
 
-1. **One-flop widening** (Rump, Zimmermann, Boldo, Melquiond, "Computing
-   predecessor and successor in rounding to nearest", BIT 49 (2009) 419-431,
-   Algorithm 1 / Theorem 2.1): for finite ``c``, with ``phi = u (1 + 2u)``,
-   ``e = fl(fl(phi |c|) + eta)`` gives ``fl(c - e) <= pred(c)`` and
-   ``fl(c + e) >= succ(c)``.  Self-contained check for ``c > 0`` in
-   ``[2^E, 2^(E+1))``: for ``E >= -969``, ``phi c >= 2^(E-53)(1 + 2^-52)``,
-   a float, so ``e`` exceeds half the gap ``2^(E-53)`` above ``c`` and
-   ``c + e`` rounds to ``succ(c)`` or beyond; for smaller ``c``,
-   ``e >= 2^(E-53) + eta`` (or ``>= eta`` = the gap, below ``2^-1021``) does
-   the same; downwards and negative ``c`` are symmetric; the same holds if
-   ``e`` is computed with one FMA rounding.  If ``c = RN(x)`` for a real ``x``
-   then ``pred(c) < x < succ(c)``, so ``[fl(c - e), fl(c + e)]`` encloses
-   ``x`` (:func:`_dn`, :func:`_up`).  A zero ``c`` is not widened when it is
-   exact: ``fl(a + b) = 0`` only if ``a + b = 0`` (gradual underflow), a
-   product is exactly 0 only with a zero factor (``_dn_mul`` widens a nonzero
-   product that underflowed to 0), a quotient only with a zero dividend.
-   The rule needs ``c`` finite: see 4.
+1. **One-flop widening** (``rounding.widen_dn`` / ``widen_up`` and the
+   product and quotient forms; Rump, Zimmermann, Boldo, Melquiond, BIT 49
+   (2009), Algorithm 1, proved in ``rounding``): for finite ``c = RN(x)``,
+   ``[fl(c - e), fl(c + e)]`` with ``e = fl(fl(phi |c|) + eta)`` encloses the
+   real ``x``; exact zeros are kept.  The rule needs ``c`` finite: see 4.
 
 2. **Dot products** use an a-priori bound instead of widening every
    operation (three flops per term fewer, and no subnormals from widened
@@ -49,10 +40,9 @@ Soundness argument (u = 2^-53, eta = 2^-1074, RN = round to nearest):
    (additions that underflow are exact).  The magnitudes ``m_k >= |t_k|``
    (products of the operands' ``max(|lo|, |hi|)``) are summed alongside into
    ``A_comp >= (1 - gamma_K) sum m_k``, so the error is at most
-   ``gamma_K / (1 - gamma_K) A_comp <= K u (1 + 2^-21) A_comp`` (for
-   ``K <= 2^30``) ``<= fl(K C0 A_comp)`` with ``C0 = (1 + 2^-19) u``, a float
-   (``K C0`` is exact; the product rounds by at most ``u`` relative when it
-   is normal).  Products cannot underflow, and ``K C0 A_comp`` is normal or
+   ``gamma_K / (1 - gamma_K) A_comp <= fl(K C0 A_comp)`` with ``C0 =
+   rounding.C0_64 = (1 + 2^-19) u`` (for ``K <= 2^30``; proof with the unit
+   ``UNIT64_REAL`` in ``rounding``).  Products cannot underflow, and ``K C0 A_comp`` is normal or
    zero, when no nonzero operand endpoint is below ``TINY = 2^-400`` in
    magnitude (nonzero products are then ``>= 2^-800``); each tensor carries
    that *tiny* flag, and where it is set the error bound becomes
@@ -94,22 +84,13 @@ Soundness argument (u = 2^-53, eta = 2^-1074, RN = round to nearest):
    formulas of ``intervalnn.losses`` and ``layers`` evaluated on members of
    the boxes, every operation rounded to nearest, exp faithfully, sums and
    dot products in any order, with or without FMA).  Each widening takes the
-   unit ``rn = (phi, eta, c0, float32)`` of the model's dtype:
+   unit ``rn = (phi, eta, c0, float32)`` of the model's dtype,
+   ``rounding.widening_unit``: ``UNIT64`` (one float64 rounding; sum bounds
+   taken twice, ``c0 = 2 C0``, for a second summation in any other order) or
+   ``UNIT32`` (one float32 rounding, even faithful; ``c0 = C0_32`` per term
+   for ``K <= MAX_TERMS_32 = 2^14``: longer float32 sums decline), proved in
+   ``rounding``.
 
-   * float64 (``UNIT64``): a value ``c = RN(v)`` widened as in 1 lies below
-     ``pred(c)``, and ``RN`` is monotone, so a member's ``RN(v') >= RN(v) >
-     pred(c)`` for ``v' >= v``; an a-priori sum bound (2) is taken twice
-     (``c0 = 2 C0``): the kernel's own summation error and a second one in
-     any other order (``x' >= lo`` termwise gives ``fl(sum x') >= sum lo -
-     gamma sum |lo|``).  Underflowing member products need no term: where
-     no operand is tiny the ``2^-19`` slack of ``C0`` exceeds ``(2K + 1)
-     eta`` whenever ``A != 0``, and ``A = 0`` means every member product is 0.
-   * float32 (``UNIT32``): ``phi = 2^-23 (1 + 2^-20)`` and ``eta = 2^-148``
-     widen past a float32 rounding (even a faithful one, ``|fl32(v) - v| <
-     2^-23 |v| + 2^-149``) of a value the kernel holds to ``u``; sums use
-     ``c0 = (1 + 2^-8) 2^-24``, which bounds ``gamma32_K + gamma64_K`` over
-     ``1 - gamma64_K`` for ``K <= MAX_TERMS_32 = 2^14`` (longer sums
-     decline), plus ``(2K + 1) eta`` for float32 products that underflow.
    * exp bounds are widened by one unit (a faithful exp of the dtype), and
      the softmax sums of ``K - 1`` nonnegative terms by ``K c0`` relative
      (another order).  The nominal model itself stays float64 inside the
@@ -124,89 +105,64 @@ from numba import njit
 
 from . import elementary as _el
 from . import rounding as _r
-from .rounding import F64_MAX, INF, _bits_f64, _to32_rd, _to32_ru, two_sum_err
+from .fused_layout import (
+    META_FLOAT32,
+    META_LAYERS,
+    META_LOSS,
+    META_SIZES,
+    META_TINY,
+    OUT_FINITE,
+    OUT_LOSS_HI,
+    OUT_LOSS_LO,
+    OUT_OUTSIDE_BIAS,
+    OUT_OUTSIDE_INDEX,
+    OUT_OUTSIDE_LAYER,
+    OUT_STATUS,
+    SCAL_INV_M_HI,
+    SCAL_INV_M_LO,
+    SCAL_RATE_HI,
+    SCAL_RATE_LO,
+    SCAL_RATE_NOM,
+    SCAL_X_MAG,
+    meta_nonneg_pos,
+    meta_offset_pos,
+    meta_relu_pos,
+)
+from .rounding import (
+    F64_MAX,
+    MAX_TERMS_32,
+    bits_f64,
+    to32_rd,
+    to32_ru,
+    two_sum_err,
+    widen_dn,
+    widen_dn_div,
+    widen_dn_mul,
+    widen_dn_sum_pos,
+    widen_up,
+    widen_up_div,
+    widen_up_mul,
+    widening_unit,
+)
 
 _jit = partial(njit, cache=True, nogil=True, error_model="numpy")
 
-PHI = float.fromhex("0x1.0000000000001p-53")  # u (1 + 2u), the one-flop factor
-ETA = 5e-324  # smallest positive subnormal
-C0 = float.fromhex("0x1.00002p-53")  # (1 + 2^-19) u: K C0 bounds gamma_K / (1 - gamma_K)
-# float32 models: one float32 unit (point 6 of the module docstring)
-PHI32 = float.fromhex("0x1.00001p-23")  # 2^-23 (1 + 2^-20): a float32 rounding, even faithful
-ETA32 = 2.0**-148  # twice float32's smallest subnormal
-C0_32 = float.fromhex("0x1.01p-24")  # (1 + 2^-8) 2^-24: K C0_32 >= gamma32_K + gamma64_K
-MAX_TERMS_32 = 2**14  # the K for which C0_32 is proven; longer float32 sums decline
 TINY = 2.0**-400  # nonzero operands at least this large never make products underflow
 GUARD = 2.0**960  # a-priori magnitude bound that rules out overflow
 GUARD32 = 2.0**120  # the same for float32 models: no member's float32 value overflows either
 LO, HI, NOM, MAG = 0, 1, 2, 3  # planes of a tensor; accumulators use (S_lo, S_hi, N, A)
 BCE, CE = 0, 1
-DECLINED = 1.0
-# The rounding unit ``rn`` every widening takes: (phi, eta, per-term sum error, float32).
-# float64: one float64 rounding, and sums carry their own error and that of a second
-# summation in any other order (2 C0); float32: one float32 rounding, K C0_32 per sum.
-UNIT64 = (PHI, ETA, 2.0 * C0, False)
-UNIT32 = (PHI32, ETA32, C0_32, True)
+DECLINED = 1.0  # out[OUT_STATUS] of a declined step
 
 
-# ------------------------------------------------------------ one-flop widening
-
-
-@_jit
-def _unit(f32):
-    return UNIT32 if f32 else UNIT64
-
-
-@_jit
-def _dn(c, rn):
-    """A float <= ``x`` and <= its rounding to ``w``'s format, whenever ``c = RN(x)`` is finite.
-
-    Exact zeros are kept.
-    """
-    return c - (rn[0] * abs(c) + (rn[1] if c != 0.0 else 0.0))
-
-
-@_jit
-def _up(c, rn):
-    return c + (rn[0] * abs(c) + (rn[1] if c != 0.0 else 0.0))
-
-
-@_jit
-def _dn_mul(a, b, rn):
-    """A lower bound of the exact ``a * b`` (a product is exactly 0 only with a zero factor)."""
-    p = a * b
-    return p - (rn[0] * abs(p) + (rn[1] if (a != 0.0) & (b != 0.0) else 0.0))
-
-
-@_jit
-def _up_mul(a, b, rn):
-    p = a * b
-    return p + (rn[0] * abs(p) + (rn[1] if (a != 0.0) & (b != 0.0) else 0.0))
-
-
-@_jit
-def _dn_div(a, b, rn):
-    q = a / b
-    return q - (rn[0] * abs(q) + (rn[1] if a != 0.0 else 0.0))
-
-
-@_jit
-def _up_div(a, b, rn):
-    q = a / b
-    return q + (rn[0] * abs(q) + (rn[1] if a != 0.0 else 0.0))
-
-
-@_jit
-def _dn_sum_pos(s, rn):
-    """``_dn`` for a sum of lower bounds of positive reals that may have overflowed."""
-    return F64_MAX if s == INF else _dn(s, rn)
+# ------------------------------------------------------------ widened exp
 
 
 @_jit
 def _exp_widened(x, rn):
     """``(lo, hi)`` around ``exp(x)`` and its faithful rounding to ``rn``'s format (one exp)."""
     lo, hi = _exp_bounds(x)
-    return max(_dn(lo, rn), 0.0), _up(hi, rn)
+    return max(widen_dn(lo, rn), 0.0), widen_up(hi, rn)
 
 
 @_jit
@@ -270,7 +226,7 @@ def _exp_bounds(x):
     th = _el._TH[j]
     y = th + (th * e1 + _el._TL[j])
     d = y * _TWO_M48
-    s = _bits_f64(np.int64((k >> 6) + 1023) << 52)
+    s = bits_f64(np.int64((k >> 6) + 1023) << 52)
     return (y - d) * s, (y + d) * s
 
 
@@ -306,7 +262,7 @@ def _log1p_bounds(x):
     if f < _el._SQRT_HALF:
         f *= 2.0
         e -= 1
-    ml = yl * _bits_f64(np.int64(1023 - e) << 52)
+    ml = yl * bits_f64(np.int64(1023 - e) << 52)
     i = int(np.floor((f - 1.0) * 64.0 + 0.5))
     c = 1.0 + i * 0.015625
     s = ((f - c) + ml) / ((f + c) + ml)
@@ -325,18 +281,18 @@ def _sigmoid_lo(a, elo, ehi, rn):
     ``1 / (1 + E)`` (``a >= 0``, decreasing), as in ``functions._sigmoid_bound``.
     """
     if a < 0.0:
-        v = _dn_div(elo, _up(1.0 + elo, rn), rn)
+        v = widen_dn_div(elo, widen_up(1.0 + elo, rn), rn)
     else:
-        v = _dn_div(1.0, _up(1.0 + ehi, rn), rn)
+        v = widen_dn_div(1.0, widen_up(1.0 + ehi, rn), rn)
     return max(v, 0.0)
 
 
 @_jit
 def _sigmoid_hi(a, elo, ehi, rn):
     if a < 0.0:
-        v = _up_div(ehi, _dn(1.0 + ehi, rn), rn)
+        v = widen_up_div(ehi, widen_dn(1.0 + ehi, rn), rn)
     else:
-        v = _up_div(1.0, _dn(1.0 + elo, rn), rn)
+        v = widen_up_div(1.0, widen_dn(1.0 + elo, rn), rn)
     return min(v, 1.0)
 
 
@@ -464,15 +420,15 @@ def _finish(acc, nterms, tiny, rn):
     mag = acc[3].reshape(-1)
     if tiny:
         for t in range(mag.size):
-            mag[t] = _up(ck * mag[t] + extra, rn)
+            mag[t] = widen_up(ck * mag[t] + extra, rn)
     else:  # a zero magnitude sum: every product of members is exactly 0
         for t in range(mag.size):
             a = mag[t]
             mag[t] = ck * a + (extra if a != 0.0 else 0.0)
     for t in range(lo.size):
-        lo[t] = _dn(lo[t] - mag[t], rn)
+        lo[t] = widen_dn(lo[t] - mag[t], rn)
     for t in range(hi.size):
-        hi[t] = _up(hi[t] + mag[t], rn)
+        hi[t] = widen_up(hi[t] + mag[t], rn)
     flag = False
     for t in range(mag.size):
         mag[t] = max(abs(lo[t]), abs(hi[t]))
@@ -530,9 +486,9 @@ def _relu_mask(g, z):
 @_jit
 def _layer_views(th, meta, layer):
     """Views ``W (4, n, p)`` and ``b (4, p)`` of Linear layer ``layer`` (0-based) in ``th``."""
-    nl = meta[0]
-    n, p = meta[4 + layer], meta[5 + layer]
-    off = meta[5 + 2 * nl + layer]
+    nl = meta[META_LAYERS]
+    n, p = meta[META_SIZES + layer], meta[META_SIZES + layer + 1]
+    off = meta[meta_offset_pos(nl, layer)]
     w = th[off : off + 4 * n * p].reshape((4, n, p))
     b = th[off + 4 * n * p : off + 4 * n * p + 4 * p].reshape((4, p))
     return w, b
@@ -541,7 +497,7 @@ def _layer_views(th, meta, layer):
 @_jit
 def _prepare(th, meta):
     """``(max |parameter|, tiny flags of the weights)`` in one pass over the parameters."""
-    nl = meta[0]
+    nl = meta[META_LAYERS]
     big = 0.0
     tiny = np.zeros(nl, dtype=np.bool_)
     for layer in range(nl):
@@ -569,30 +525,30 @@ def _no_overflow(meta, m, big, x_mag, lam_hi):
     """
     if not (big <= F64_MAX and x_mag <= F64_MAX):  # inf or NaN anywhere: never fused
         return False
-    nl = meta[0]
+    nl = meta[META_LAYERS]
     zs = np.empty(nl + 1)
     zs[0] = x_mag
     worst = x_mag
     for layer in range(nl):
-        zs[layer + 1] = 2.0 * (meta[4 + layer] * zs[layer] * big + big)
+        zs[layer + 1] = 2.0 * (meta[META_SIZES + layer] * zs[layer] * big + big)
         worst = max(worst, zs[layer + 1])
     g = 2.0
     for layer in range(nl - 1, -1, -1):
         step = 2.0 * m * g * max(zs[layer], 1.0)
         worst = max(worst, step, 2.0 * (big + lam_hi * step))
-        g = 2.0 * meta[4 + layer + 1] * g * big
+        g = 2.0 * meta[META_SIZES + layer + 1] * g * big
         worst = max(worst, g)
-    return worst <= (GUARD32 if meta[2] != 0 else GUARD)
+    return worst <= (GUARD32 if meta[META_FLOAT32] != 0 else GUARD)
 
 
 @_jit
 def _sums_proven(meta, m):
     """True unless a float32 model has a sum longer than ``MAX_TERMS_32`` (batch or layer)."""
-    if meta[2] == 0:
+    if meta[META_FLOAT32] == 0:
         return True
     longest = m
-    for layer in range(meta[0] + 1):
-        longest = max(longest, meta[4 + layer] + 1)
+    for layer in range(meta[META_LAYERS] + 1):
+        longest = max(longest, meta[META_SIZES + layer] + 1)
     return longest <= MAX_TERMS_32
 
 
@@ -648,7 +604,7 @@ def _forward(x0, x_tiny, th, meta, wtiny, ws, rn):
     itself) at ``ws[aoff[l]:]``, both ``(4, n_l, m)``; ``atiny[l]`` is the
     tiny flag of layer ``l``'s input.
     """
-    nl = meta[0]
+    nl = meta[META_LAYERS]
     m = x0.shape[2]
     zoff = np.empty(nl, dtype=np.int64)
     aoff = np.empty(nl, dtype=np.int64)
@@ -657,7 +613,7 @@ def _forward(x0, x_tiny, th, meta, wtiny, ws, rn):
     o = 0
     src = x0
     for layer in range(nl):
-        n, p = meta[4 + layer], meta[5 + layer]
+        n, p = meta[META_SIZES + layer], meta[META_SIZES + layer + 1]
         w, b = _layer_views(th, meta, layer)
         z = ws[o : o + 4 * p * m].reshape((4, p, m))
         zoff[layer] = o
@@ -665,7 +621,7 @@ def _forward(x0, x_tiny, th, meta, wtiny, ws, rn):
         _fill_rows(z, b)
         _mm_weights(z, w, True, src)
         t = _finish(z, n + 1, atiny[layer] | wtiny[layer], rn)
-        if meta[5 + nl + layer] != 0:  # a ReLU follows this Linear
+        if meta[meta_relu_pos(nl, layer)] != 0:  # a ReLU follows this Linear
             a = ws[o : o + 4 * p * m].reshape((4, p, m))
             aoff[layer] = o
             o += 4 * p * m
@@ -698,13 +654,13 @@ def _bce_grad(z, y, idx, g, inv_lo, inv_hi, rn):
         yb = float(y[idx[r]])
         el_l, eh_l = _exp_widened(-abs(zl), rn)
         el_h, eh_h = _exp_widened(-abs(zh), rn)
-        d_lo = _dn(_sigmoid_lo(zl, el_l, eh_l, rn) - yb, rn)
-        d_hi = _up(_sigmoid_hi(zh, el_h, eh_h, rn) - yb, rn)
-        g_lo = _dn_mul(d_lo, inv_lo if d_lo >= 0.0 else inv_hi, rn)
-        g_hi = _up_mul(d_hi, inv_hi if d_hi >= 0.0 else inv_lo, rn)
+        d_lo = widen_dn(_sigmoid_lo(zl, el_l, eh_l, rn) - yb, rn)
+        d_hi = widen_up(_sigmoid_hi(zh, el_h, eh_h, rn) - yb, rn)
+        g_lo = widen_dn_mul(d_lo, inv_lo if d_lo >= 0.0 else inv_hi, rn)
+        g_hi = widen_up_mul(d_hi, inv_hi if d_hi >= 0.0 else inv_lo, rn)
         en_l, en_h = _exp_widened(-abs(zn), rn)
-        d_n = _dn(_sigmoid_lo(zn, en_l, en_h, rn) - yb, rn)
-        g_n = _dn_mul(d_n, inv_lo if d_n >= 0.0 else inv_hi, rn)
+        d_n = widen_dn(_sigmoid_lo(zn, en_l, en_h, rn) - yb, rn)
+        g_n = widen_dn_mul(d_n, inv_lo if d_n >= 0.0 else inv_hi, rn)
         g[0, 0, r] = g_lo
         g[1, 0, r] = g_hi
         g[2, 0, r] = min(max(g_n, g_lo), g_hi)
@@ -715,12 +671,12 @@ def _bce_grad(z, y, idx, g, inv_lo, inv_hi, rn):
             f_lo, e_lo, f_hi, e_hi = -zh, el_h, -zl, eh_l
         else:
             f_lo, e_lo, f_hi, e_hi = zl, el_l, zh, eh_h
-        v_lo = _dn(max(f_lo, 0.0) + _log1p_bounds(e_lo)[0], rn)
-        v_hi = _up(max(f_hi, 0.0) + _log1p_bounds(e_hi)[1], rn)
-        tot_lo = _dn(tot_lo + v_lo, rn)
-        tot_hi = _up(tot_hi + v_hi, rn)
-    loss_lo = _dn_mul(tot_lo, inv_lo if tot_lo >= 0.0 else inv_hi, rn)
-    loss_hi = _up_mul(tot_hi, inv_hi if tot_hi >= 0.0 else inv_lo, rn)
+        v_lo = widen_dn(max(f_lo, 0.0) + _log1p_bounds(e_lo)[0], rn)
+        v_hi = widen_up(max(f_hi, 0.0) + _log1p_bounds(e_hi)[1], rn)
+        tot_lo = widen_dn(tot_lo + v_lo, rn)
+        tot_hi = widen_up(tot_hi + v_hi, rn)
+    loss_lo = widen_dn_mul(tot_lo, inv_lo if tot_lo >= 0.0 else inv_hi, rn)
+    loss_hi = widen_up_mul(tot_hi, inv_hi if tot_hi >= 0.0 else inv_lo, rn)
     return loss_lo, loss_hi, tiny
 
 
@@ -746,32 +702,34 @@ def _ce_grad(z, y, idx, g, inv_lo, inv_hi, rn):
             for j in range(k):
                 if j == i:
                     continue
-                s_hi = _up(s_hi + _exp_hi(_up(z[1, j, r] - z[0, i, r], rn), rn), rn)
-                s_lo = _dn_sum_pos(s_lo + _exp_lo(_dn(z[0, j, r] - z[1, i, r], rn), rn), rn)
-                s_n = _up(s_n + _exp_bounds(_up(z[2, j, r] - z[2, i, r], rn))[1], rn)
+                s_hi = widen_up(s_hi + _exp_hi(widen_up(z[1, j, r] - z[0, i, r], rn), rn), rn)
+                s_lo = widen_dn_sum_pos(
+                    s_lo + _exp_lo(widen_dn(z[0, j, r] - z[1, i, r], rn), rn), rn
+                )
+                s_n = widen_up(s_n + _exp_bounds(widen_up(z[2, j, r] - z[2, i, r], rn))[1], rn)
             # any other order of the k - 1 nonnegative terms: relative error <= k rn[2]
-            s_hi = _up(s_hi * (1.0 + k * rn[2]), rn)
-            s_lo = max(_dn(s_lo * (1.0 - k * rn[2]), rn), 0.0)
-            p_lo = max(_dn_div(1.0, _up(1.0 + s_hi, rn), rn), 0.0)
-            p_hi = min(_up_div(1.0, _dn(1.0 + s_lo, rn), rn), 1.0)
-            p_n = max(_dn_div(1.0, _up(1.0 + s_n, rn), rn), 0.0)
+            s_hi = widen_up(s_hi * (1.0 + k * rn[2]), rn)
+            s_lo = max(widen_dn(s_lo * (1.0 - k * rn[2]), rn), 0.0)
+            p_lo = max(widen_dn_div(1.0, widen_up(1.0 + s_hi, rn), rn), 0.0)
+            p_hi = min(widen_up_div(1.0, widen_dn(1.0 + s_lo, rn), rn), 1.0)
+            p_n = max(widen_dn_div(1.0, widen_up(1.0 + s_n, rn), rn), 0.0)
             oh = 1.0 if i == yr else 0.0
-            d_lo = _dn(p_lo - oh, rn)
-            d_hi = _up(p_hi - oh, rn)
-            d_n = _dn(p_n - oh, rn)
-            g_lo = _dn_mul(d_lo, inv_lo if d_lo >= 0.0 else inv_hi, rn)
-            g_hi = _up_mul(d_hi, inv_hi if d_hi >= 0.0 else inv_lo, rn)
-            g_n = _dn_mul(d_n, inv_lo if d_n >= 0.0 else inv_hi, rn)
+            d_lo = widen_dn(p_lo - oh, rn)
+            d_hi = widen_up(p_hi - oh, rn)
+            d_n = widen_dn(p_n - oh, rn)
+            g_lo = widen_dn_mul(d_lo, inv_lo if d_lo >= 0.0 else inv_hi, rn)
+            g_hi = widen_up_mul(d_hi, inv_hi if d_hi >= 0.0 else inv_lo, rn)
+            g_n = widen_dn_mul(d_n, inv_lo if d_n >= 0.0 else inv_hi, rn)
             g[0, i, r] = g_lo
             g[1, i, r] = g_hi
             g[2, i, r] = min(max(g_n, g_lo), g_hi)
             g[3, i, r] = max(abs(g_lo), abs(g_hi))
             tiny |= _is_tiny(g_lo) | _is_tiny(g_hi)
             if i == yr:
-                tot_lo = _dn(tot_lo + _log1p_bounds(s_lo)[0], rn)
-                tot_hi = _up(tot_hi + _log1p_bounds(s_hi)[1], rn)
-    loss_lo = _dn_mul(tot_lo, inv_lo if tot_lo >= 0.0 else inv_hi, rn)
-    loss_hi = _up_mul(tot_hi, inv_hi if tot_hi >= 0.0 else inv_lo, rn)
+                tot_lo = widen_dn(tot_lo + _log1p_bounds(s_lo)[0], rn)
+                tot_hi = widen_up(tot_hi + _log1p_bounds(s_hi)[1], rn)
+    loss_lo = widen_dn_mul(tot_lo, inv_lo if tot_lo >= 0.0 else inv_hi, rn)
+    loss_hi = widen_up_mul(tot_hi, inv_hi if tot_hi >= 0.0 else inv_lo, rn)
     return loss_lo, loss_hi, tiny
 
 
@@ -793,14 +751,14 @@ def _update(theta, grad, lam_lo, lam_hi, lam_n, rn):
     gl_, gh_, gn_ = grad[0], grad[1], grad[2]
     for t in range(tl.size):
         gl, gh = gl_[t], gh_[t]
-        step_lo = _dn_mul(gl, lam_lo if gl >= 0.0 else lam_hi, rn)
-        step_hi = _up_mul(gh, lam_hi if gh >= 0.0 else lam_lo, rn)
-        lo = _dn(tl[t] - step_hi, rn)
-        hi = _up(th[t] - step_lo, rn)
+        step_lo = widen_dn_mul(gl, lam_lo if gl >= 0.0 else lam_hi, rn)
+        step_hi = widen_up_mul(gh, lam_hi if gh >= 0.0 else lam_lo, rn)
+        lo = widen_dn(tl[t] - step_hi, rn)
+        hi = widen_up(th[t] - step_lo, rn)
         nom = tn[t] - lam_n * gn_[t]
         if rn[3]:
-            lo = _to32_rd(lo, 0.0)
-            hi = _to32_ru(hi, 0.0)
+            lo = to32_rd(lo, 0.0)
+            hi = to32_ru(hi, 0.0)
             nom = np.float64(np.float32(nom))
         tl[t] = lo
         th[t] = hi
@@ -825,28 +783,29 @@ def train_step(x_lo, x_hi, x_nom, y, idx, th, ws, meta, scal, out):
     (int64): ``[L, loss, float32, x_tiny, n_0..n_L, relu_1..relu_L,
     offsets_1..L, x_nonneg]``.  ``scal``: ``[lam_lo, lam_hi, lam_nominal,
     1/m lo, 1/m hi, max |x|]``.  ``out``: ``[status, loss_lo, loss_hi,
-    finite, outside layer, outside element, outside is bias]``; status 1 =
-    declined (nothing changed: take the layered path).
+    finite, outside layer, outside element, outside is bias]``; status
+    ``DECLINED`` = 1: nothing changed, take the layered path.  The positions
+    by name: :mod:`intervalnn.kernels.fused_layout`.
     """
-    nl = meta[0]
+    nl = meta[META_LAYERS]
     m = idx.size
-    lam_lo, lam_hi, lam_n = scal[0], scal[1], scal[2]
-    rn = _unit(meta[2] != 0)
+    lam_lo, lam_hi, lam_n = scal[SCAL_RATE_LO], scal[SCAL_RATE_HI], scal[SCAL_RATE_NOM]
+    rn = widening_unit(meta[META_FLOAT32] != 0)
     big, wtiny = _prepare(th, meta)
-    if not (_no_overflow(meta, m, big, scal[5], lam_hi) and _sums_proven(meta, m)):
-        out[0] = DECLINED
+    if not (_no_overflow(meta, m, big, scal[SCAL_X_MAG], lam_hi) and _sums_proven(meta, m)):
+        out[OUT_STATUS] = DECLINED
         return
-    n0 = meta[4]
+    n0 = meta[META_SIZES]
     x0 = ws[0 : 4 * n0 * m].reshape((4, n0, m))
     rows = ws[4 * n0 * m : 8 * n0 * m].reshape((4, m, n0))
     _gather(rows, x0, x_lo, x_hi, x_nom, idx)
     base = 8 * n0 * m
-    o, zoff, aoff, atiny = _forward(x0, meta[3] != 0, th, meta, wtiny, ws[base:], rn)
+    o, zoff, aoff, atiny = _forward(x0, meta[META_TINY] != 0, th, meta, wtiny, ws[base:], rn)
     o += base
     nmax = 0
     for layer in range(nl + 1):
-        nmax = max(nmax, meta[4 + layer])
-    nk = meta[4 + nl]
+        nmax = max(nmax, meta[META_SIZES + layer])
+    nk = meta[META_SIZES + nl]
     gbuf = (o, o + 4 * nmax * m)
     o += 8 * nmax * m
     tmp = ws[o : o + 4 * m].reshape((4, m))
@@ -854,25 +813,26 @@ def train_step(x_lo, x_hi, x_nom, y, idx, th, ws, meta, scal, out):
     g = ws[gbuf[0] : gbuf[0] + 4 * nk * m].reshape((4, nk, m))
     oz = base + aoff[nl - 1]
     logits = ws[oz : oz + 4 * nk * m].reshape((4, nk, m))
-    if meta[1] == BCE:
-        loss_lo, loss_hi, gtiny = _bce_grad(logits, y, idx, g, scal[3], scal[4], rn)
+    inv_lo, inv_hi = scal[SCAL_INV_M_LO], scal[SCAL_INV_M_HI]
+    if meta[META_LOSS] == BCE:
+        loss_lo, loss_hi, gtiny = _bce_grad(logits, y, idx, g, inv_lo, inv_hi, rn)
     else:
-        loss_lo, loss_hi, gtiny = _ce_grad(logits, y, idx, g, scal[3], scal[4], rn)
-    if meta[5 + nl + nl - 1] != 0:  # a ReLU after the last Linear: through its derivative
+        loss_lo, loss_hi, gtiny = _ce_grad(logits, y, idx, g, inv_lo, inv_hi, rn)
+    if meta[meta_relu_pos(nl, nl - 1)] != 0:  # a ReLU after the last Linear: through its derivative
         oz = base + zoff[nl - 1]
         _relu_mask(g, ws[oz : oz + 4 * nk * m].reshape((4, nk, m)))
     finite = True
-    out[4] = -1.0
+    out[OUT_OUTSIDE_LAYER] = -1.0
     cur = 0
     for layer in range(nl - 1, -1, -1):
-        n, p = meta[4 + layer], meta[5 + layer]
+        n, p = meta[META_SIZES + layer], meta[META_SIZES + layer + 1]
         w, b = _layer_views(th, meta, layer)
         if layer == 0:
-            a, a_tiny, a_nonneg = x0, meta[3] != 0, meta[5 + 3 * nl] != 0
+            a, a_tiny, a_nonneg = x0, meta[META_TINY] != 0, meta[meta_nonneg_pos(nl)] != 0
         else:
             oa = base + aoff[layer - 1]
             a = ws[oa : oa + 4 * n * m].reshape((4, n, m))
-            a_tiny, a_nonneg = atiny[layer], meta[5 + nl + layer - 1] != 0
+            a_tiny, a_nonneg = atiny[layer], meta[meta_relu_pos(nl, layer - 1)] != 0
         # weight and bias gradients: sums over the batch
         dw = ws[o : o + 4 * n * p].reshape((4, n, p))
         if layer == 0 and n >= 32 and n > p:  # many inputs: vectorise over them
@@ -898,18 +858,18 @@ def train_step(x_lo, x_hi, x_nom, y, idx, th, ws, meta, scal, out):
         f_b, bad_b = _update(b, db.reshape((4, p)), lam_lo, lam_hi, lam_n, rn)
         finite &= f_w & f_b
         if bad_w >= 0 or bad_b >= 0:
-            out[4] = layer
-            out[5] = bad_w if bad_w >= 0 else bad_b
-            out[6] = 0.0 if bad_w >= 0 else 1.0
+            out[OUT_OUTSIDE_LAYER] = layer
+            out[OUT_OUTSIDE_INDEX] = bad_w if bad_w >= 0 else bad_b
+            out[OUT_OUTSIDE_BIAS] = 0.0 if bad_w >= 0 else 1.0
         if layer > 0:
-            if meta[5 + nl + layer - 1] != 0:
+            if meta[meta_relu_pos(nl, layer - 1)] != 0:
                 oz = base + zoff[layer - 1]
                 _relu_mask(gx, ws[oz : oz + 4 * n * m].reshape((4, n, m)))
             g, gtiny, cur = gx, gtiny_next, 1 - cur
-    out[0] = 0.0
-    out[1] = loss_lo
-    out[2] = loss_hi
-    out[3] = 1.0 if finite else 0.0
+    out[OUT_STATUS] = 0.0
+    out[OUT_LOSS_LO] = loss_lo
+    out[OUT_LOSS_HI] = loss_hi
+    out[OUT_FINITE] = 1.0 if finite else 0.0
 
 
 @_jit
@@ -918,14 +878,14 @@ def forward(xs, th, meta, x_mag, ws, out):
 
     Returns False (``out`` untouched) where the overflow guard declines.
     """
-    nl = meta[0]
-    rn = _unit(meta[2] != 0)
+    nl = meta[META_LAYERS]
+    rn = widening_unit(meta[META_FLOAT32] != 0)
     big, wtiny = _prepare(th, meta)
     m = xs.shape[2]
     if not (_no_overflow(meta, m, big, x_mag, 0.0) and _sums_proven(meta, 1)):
         return False
-    o, zoff, aoff, atiny = _forward(xs, meta[3] != 0, th, meta, wtiny, ws, rn)
-    k = meta[4 + nl]
+    o, zoff, aoff, atiny = _forward(xs, meta[META_TINY] != 0, th, meta, wtiny, ws, rn)
+    k = meta[META_SIZES + nl]
     out[:] = ws[aoff[nl - 1] : aoff[nl - 1] + 4 * k * m].reshape((4, k, m))
     return True
 
@@ -952,8 +912,8 @@ def widths(th, meta, out):
 
     Per layer the weight (row-major) then the bias, like ``Interval.width``.
     """
-    nl = meta[0]
-    f32 = meta[2] != 0
+    nl = meta[META_LAYERS]
+    f32 = meta[META_FLOAT32] != 0
     t = 0
     for layer in range(nl):
         w, b = _layer_views(th, meta, layer)

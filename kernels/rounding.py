@@ -1,9 +1,24 @@
 """Directed rounding of + - * / sqrt from round-to-nearest arithmetic.
 
 This module is the one owner of rounding in the CPU engine: every other
-kernel rounds through these scalar ``@njit`` functions.  Each function returns
-``RD(exact)`` (``*_rd``) or ``RU(exact)`` (``*_ru``), the IEEE 754 / IEEE 1788
-*tightest* result, for the real operation on its floating-point arguments.
+kernel rounds through these scalar ``@njit`` functions.  Two strategies:
+
+* **tightest** (``add_rd`` ... ``sqrt_ru``, ``mul_bounds``): each function
+  returns ``RD(exact)`` (``*_rd``) or ``RU(exact)`` (``*_ru``), the IEEE 754 /
+  IEEE 1788 *tightest* result, for the real operation on its floating-point
+  arguments (the elementwise and layered kernels; proof below);
+* **one-flop widening** (``widen_dn`` / ``widen_up`` and their product and
+  quotient forms, with a rounding *unit*; section "one-flop widening" at the
+  end): from a round-to-nearest result, one multiply-add gives a float beyond
+  its predecessor / successor -- at most two ulps wide, branch-free, no
+  error-free transformation -- for the fused kernels (``fused.py``).  The
+  unit ``UNIT64_REAL`` encloses exact real results (the tightest this rule
+  gives: exactly the neighbours for normal values); ``UNIT64`` / ``UNIT32``
+  also contain the same computation done in float64 / float32 by a user
+  (float SGD of the box's members, sums in any order).  ``above`` is the
+  one-ulp upper bound the GEMM error terms take.
+
+The tightest strategy:
 
 How: the round-to-nearest result ``r`` is computed, then the sign of the exact
 error ``exact - r`` decides whether ``r`` is already on the right side or must
@@ -28,6 +43,7 @@ breaks ties.  ``fastmath`` must stay off: with it TwoSum's error term is 0.
 """
 
 import math
+from functools import partial
 
 import numpy as np
 from llvmlite import ir
@@ -76,7 +92,7 @@ def _bitcast(src, dst):
 
 
 _f64_bits = _bitcast(types.float64, types.int64)
-_bits_f64 = _bitcast(types.int64, types.float64)
+bits_f64 = _bitcast(types.int64, types.float64)  # public: fused.py builds powers of two with it
 _f32_bits = _bitcast(types.float32, types.int32)
 _bits_f32 = _bitcast(types.int32, types.float32)
 _SIGN64 = np.int64(-(2**63))
@@ -93,7 +109,7 @@ def prev64(x):
     """The largest float64 below ``x`` (``-inf`` stays ``-inf``)."""
     i = _SIGN64 if x == 0.0 else _f64_bits(x)
     i = i + 1 if i < 0 else i - 1
-    return x if x == -INF else _bits_f64(i)
+    return x if x == -INF else bits_f64(i)
 
 
 @njit(cache=True)
@@ -101,7 +117,7 @@ def next64(x):
     """The smallest float64 above ``x`` (``+inf`` stays ``+inf``)."""
     i = np.int64(0) if x == 0.0 else _f64_bits(x)
     i = i - 1 if i < 0 else i + 1
-    return x if x == INF else _bits_f64(i)
+    return x if x == INF else bits_f64(i)
 
 
 @njit(cache=True)
@@ -126,14 +142,14 @@ def _down64(x, step):
     Branch-free: one integer add on the bit pattern (hot loops only).
     """
     d = (np.int64(-1) if x > 0 else np.int64(1)) if step else np.int64(0)
-    return _bits_f64(_f64_bits(x) + d)
+    return bits_f64(_f64_bits(x) + d)
 
 
 @njit(cache=True)
 def _up64(x, step):
     """``next64(x)`` if ``step`` else ``x``, for ``x != 0`` and ``x != +inf`` when stepping."""
     d = (np.int64(1) if x > 0 else np.int64(-1)) if step else np.int64(0)
-    return _bits_f64(_f64_bits(x) + d)
+    return bits_f64(_f64_bits(x) + d)
 
 
 @njit(cache=True)
@@ -314,7 +330,7 @@ def sqrt_ru64(x):
 
 
 @njit(cache=True)
-def _to32_rd(x, err):
+def to32_rd(x, err):
     """RD32 of the real ``x + err`` where x is float64 and |err| <= ulp64(x)/2.
 
     Overflow needs no special case: a finite x beyond the float32 range
@@ -325,7 +341,7 @@ def _to32_rd(x, err):
 
 
 @njit(cache=True)
-def _to32_ru(x, err):
+def to32_ru(x, err):
     f = np.float64(np.float32(x))
     return next32(f) if (f < x) | ((f == x) & (err > 0)) else f
 
@@ -333,13 +349,13 @@ def _to32_ru(x, err):
 @njit(cache=True)
 def add_rd32(a, b):
     s = a + b  # float64 sum of float32 values: never overflows
-    return _to32_rd(s, two_sum_err(a, b, s))
+    return to32_rd(s, two_sum_err(a, b, s))
 
 
 @njit(cache=True)
 def add_ru32(a, b):
     s = a + b
-    return _to32_ru(s, two_sum_err(a, b, s))
+    return to32_ru(s, two_sum_err(a, b, s))
 
 
 @njit(cache=True)
@@ -354,12 +370,12 @@ def _mul32(a, b):
 
 @njit(cache=True)
 def mul_rd32(a, b):
-    return _to32_rd(_mul32(a, b), 0.0)
+    return to32_rd(_mul32(a, b), 0.0)
 
 
 @njit(cache=True)
 def mul_ru32(a, b):
-    return _to32_ru(_mul32(a, b), 0.0)
+    return to32_ru(_mul32(a, b), 0.0)
 
 
 @njit(cache=True)
@@ -372,9 +388,9 @@ def div_rd32(a, b):
         return a if b > 0 else -a
     q = a / b
     # a - q*b is exact in float64 with a, b float32: the true quotient is
-    # q + r/b with |r/b| << ulp64(q), which _to32_rd uses only as a tie-breaker.
+    # q + r/b with |r/b| << ulp64(q), which to32_rd uses only as a tie-breaker.
     r = fma(-q, b, a)
-    return _to32_rd(q, r if b > 0 else -r)
+    return to32_rd(q, r if b > 0 else -r)
 
 
 @njit(cache=True)
@@ -387,7 +403,7 @@ def div_ru32(a, b):
         return a if b > 0 else -a
     q = a / b
     r = fma(-q, b, a)
-    return _to32_ru(q, r if b > 0 else -r)
+    return to32_ru(q, r if b > 0 else -r)
 
 
 @njit(cache=True)
@@ -395,7 +411,7 @@ def sqrt_rd32(x):
     if x == 0.0 or math.isinf(x):
         return abs(x)
     s = math.sqrt(x)
-    return _to32_rd(s, fma(-s, s, x))
+    return to32_rd(s, fma(-s, s, x))
 
 
 @njit(cache=True)
@@ -403,7 +419,7 @@ def sqrt_ru32(x):
     if x == 0.0 or math.isinf(x):
         return abs(x)
     s = math.sqrt(x)
-    return _to32_ru(s, fma(-s, s, x))
+    return to32_ru(s, fma(-s, s, x))
 
 
 # ------------------------------------------ native float32 fast paths
@@ -441,7 +457,13 @@ def add_ru32f(a, b):
 # float64 implementation at compile time from the argument type.
 
 
-def _generic(f64_impl, f32_impl, arity, f32_native=None):
+def dtype_generic(f64_impl, f32_impl, arity, f32_native=None):
+    """One name for a float64 and a float32 scalar kernel, chosen by Numba from the argument type.
+
+    ``f32_impl`` takes and returns float32 values held in float64; ``f32_native``
+    (binary only) works in float32 arithmetic.
+    """
+
     def stub(*args):  # pragma: no cover - only its overload is ever called
         raise TypeError("call from Numba-compiled code only")
 
@@ -466,14 +488,17 @@ def _generic(f64_impl, f32_impl, arity, f32_native=None):
     return stub
 
 
-add_rd = _generic(add_rd64, add_rd32, 2, add_rd32f)
-add_ru = _generic(add_ru64, add_ru32, 2, add_ru32f)
-mul_rd = _generic(mul_rd64, mul_rd32, 2)
-mul_ru = _generic(mul_ru64, mul_ru32, 2)
-div_rd = _generic(div_rd64, div_rd32, 2)
-div_ru = _generic(div_ru64, div_ru32, 2)
-sqrt_rd = _generic(sqrt_rd64, sqrt_rd32, 1)
-sqrt_ru = _generic(sqrt_ru64, sqrt_ru32, 1)
+add_rd = dtype_generic(add_rd64, add_rd32, 2, add_rd32f)
+add_ru = dtype_generic(add_ru64, add_ru32, 2, add_ru32f)
+mul_rd = dtype_generic(mul_rd64, mul_rd32, 2)
+mul_ru = dtype_generic(mul_ru64, mul_ru32, 2)
+div_rd = dtype_generic(div_rd64, div_rd32, 2)
+div_ru = dtype_generic(div_ru64, div_ru32, 2)
+sqrt_rd = dtype_generic(sqrt_rd64, sqrt_rd32, 1)
+sqrt_ru = dtype_generic(sqrt_ru64, sqrt_ru32, 1)
+
+# The old private names that elementary.py imports (until it imports the public ones).
+_generic, _to32_rd, _to32_ru = dtype_generic, to32_rd, to32_ru
 
 
 # ------------------------------------------- fused product for array loops
@@ -537,3 +562,125 @@ def _above_ol(x):
     if x == types.float32:
         return lambda x: _next32f(x)
     return lambda x: next64(x)
+
+
+# ------------------------------------------------ one-flop widening (a priori)
+# The second strategy of the module docstring.  u = 2^-53, eta = 2^-1074,
+# RN = round to nearest, pred / succ = the float64 neighbours.
+#
+# The rule (Rump, Zimmermann, Boldo, Melquiond, "Computing predecessor and
+# successor in rounding to nearest", BIT 49 (2009) 419-431, Algorithm 1 /
+# Theorem 2.1): for finite c, with phi = u (1 + 2u), e = fl(fl(phi |c|) + eta)
+# gives fl(c - e) <= pred(c) and fl(c + e) >= succ(c).  Self-contained check
+# for c > 0 in [2^E, 2^(E+1)): for E >= -969, phi c >= 2^(E-53) (1 + 2^-52),
+# a float, so e exceeds half the gap 2^(E-53) above c and c + e rounds to
+# succ(c) or beyond; for smaller c, e >= 2^(E-53) + eta (or >= eta = the gap,
+# below 2^-1021) does the same; downwards and negative c are symmetric; the
+# same holds if e is computed with one FMA rounding.  If c = RN(x) for a real
+# x then pred(c) < x < succ(c), so [fl(c - e), fl(c + e)] encloses x.  It is
+# also the tightest enclosure of x this can give: for |c| >= 2^-969, e lies in
+# (g/2, g + eta] for the gap g above |c|, so fl(c + e) = succ(c) and fl(c - e)
+# = pred(c) exactly (below a power of two the gap is g/2, and e exceeds it by
+# at most 2^-53 g + eta there); nearer the underflow range the bound may reach
+# the second neighbour.  A zero c is not widened when it is exact: fl(a + b) = 0 only if
+# a + b = 0 (gradual underflow), a product is exactly 0 only with a zero
+# factor (widen_dn_mul widens a nonzero product that underflowed to 0), a
+# quotient only with a zero dividend.  c must be finite (the fused kernels'
+# overflow guard ensures it).
+#
+# A unit is (phi, eta, c0, float32): the widening factor and absolute term,
+# the per-term factor of an a-priori sum bound (a K-term sum of exact terms
+# with magnitudes summed into A errs by at most fl(K c0 A), see
+# fused._finish), and whether results are rounded to float32.
+#
+# * UNIT64_REAL = (PHI64, ETA64, C0_64): encloses the exact real result of
+#   each float64 operation (above) and of a sum in the kernel's own order:
+#   in any order |S_comp - S| <= gamma_K sum |t_k| (Higham, Accuracy and
+#   Stability of Numerical Algorithms, 2nd ed., Lemma 3.1, eq. 3.5), and with
+#   A_comp >= (1 - gamma_K) sum |t_k| the error is at most gamma_K / (1 -
+#   gamma_K) A_comp <= K u (1 + 2^-21) A_comp (K <= 2^30) <= fl(K C0_64
+#   A_comp): C0_64 = (1 + 2^-19) u is a float, K C0_64 is exact and the
+#   product rounds by at most u relative when it is normal.
+# * UNIT64 = (PHI64, ETA64, 2 C0_64): also contains float64 SGD of members
+#   (every operation rounded to nearest, sums in any order, with or without
+#   FMA).  A value c = RN(v) widened as above lies below pred(c), and RN is
+#   monotone, so a member's RN(v') >= RN(v) > pred(c) for v' >= v; a sum bound
+#   is taken twice (c0 = 2 C0_64): the kernel's own summation error and a
+#   second one in any other order (x' >= lo termwise gives fl(sum x') >= sum
+#   lo - gamma sum |lo|).  Underflowing member products need no term: where no
+#   operand is tiny the 2^-19 slack of C0_64 exceeds (2K + 1) eta whenever
+#   A != 0, and A = 0 means every member product is 0.
+# * UNIT32 = (PHI32, ETA32, C0_32): contains float32 SGD of members.
+#   phi = 2^-23 (1 + 2^-20) and eta = 2^-148 widen past a float32 rounding
+#   (even a faithful one, |fl32(v) - v| < 2^-23 |v| + 2^-149) of a value the
+#   kernel holds to u; sums use c0 = (1 + 2^-8) 2^-24, which bounds gamma32_K
+#   + gamma64_K over 1 - gamma64_K for K <= MAX_TERMS_32 = 2^14 (longer sums
+#   must be declined), plus (2K + 1) eta for float32 products that underflow.
+
+PHI64 = float.fromhex("0x1.0000000000001p-53")  # u (1 + 2u), the one-flop factor
+ETA64 = 5e-324  # smallest positive subnormal
+C0_64 = float.fromhex("0x1.00002p-53")  # (1 + 2^-19) u: K C0 bounds gamma_K / (1 - gamma_K)
+PHI32 = float.fromhex("0x1.00001p-23")  # 2^-23 (1 + 2^-20): a float32 rounding, even faithful
+ETA32 = 2.0**-148  # twice float32's smallest subnormal
+C0_32 = float.fromhex("0x1.01p-24")  # (1 + 2^-8) 2^-24: K C0_32 >= gamma32_K + gamma64_K
+MAX_TERMS_32 = 2**14  # the K for which C0_32 is proven
+UNIT64_REAL = (PHI64, ETA64, C0_64, False)  # exact real results only: the tightest
+UNIT64 = (PHI64, ETA64, 2.0 * C0_64, False)  # also float64 SGD, sums in any order
+UNIT32 = (PHI32, ETA32, C0_32, True)  # also float32 SGD, sums in any order
+
+_widen_jit = partial(njit, cache=True, nogil=True, error_model="numpy")
+
+
+@_widen_jit
+def widening_unit(f32):
+    """The unit that also contains float SGD in the model's dtype: ``UNIT32`` or ``UNIT64``."""
+    return UNIT32 if f32 else UNIT64
+
+
+@_widen_jit
+def widen_dn(c, unit):
+    """A float below ``x`` and below its rounding to ``unit``'s format, for finite ``c = RN(x)``.
+
+    Exact zeros are kept.
+    """
+    return c - (unit[0] * abs(c) + (unit[1] if c != 0.0 else 0.0))
+
+
+@_widen_jit
+def widen_up(c, unit):
+    """A float above ``x`` and above its rounding to ``unit``'s format (see :func:`widen_dn`)."""
+    return c + (unit[0] * abs(c) + (unit[1] if c != 0.0 else 0.0))
+
+
+@_widen_jit
+def widen_dn_mul(a, b, unit):
+    """A lower bound of the exact ``a * b`` (a product is exactly 0 only with a zero factor)."""
+    p = a * b
+    return p - (unit[0] * abs(p) + (unit[1] if (a != 0.0) & (b != 0.0) else 0.0))
+
+
+@_widen_jit
+def widen_up_mul(a, b, unit):
+    """An upper bound of the exact ``a * b``."""
+    p = a * b
+    return p + (unit[0] * abs(p) + (unit[1] if (a != 0.0) & (b != 0.0) else 0.0))
+
+
+@_widen_jit
+def widen_dn_div(a, b, unit):
+    """A lower bound of the exact ``a / b`` (a quotient is exactly 0 only with ``a = 0``)."""
+    q = a / b
+    return q - (unit[0] * abs(q) + (unit[1] if a != 0.0 else 0.0))
+
+
+@_widen_jit
+def widen_up_div(a, b, unit):
+    """An upper bound of the exact ``a / b``."""
+    q = a / b
+    return q + (unit[0] * abs(q) + (unit[1] if a != 0.0 else 0.0))
+
+
+@_widen_jit
+def widen_dn_sum_pos(s, unit):
+    """:func:`widen_dn` for a sum of lower bounds of positive reals that may have overflowed."""
+    return F64_MAX if s == INF else widen_dn(s, unit)

@@ -117,8 +117,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "fused-update-lam-hi-for-lam-lo",
         "kernels/fused.py",
-        "step_lo = _dn_mul(gl, lam_lo if gl >= 0.0 else lam_hi",
-        "step_lo = _dn_mul(gl, lam_hi if gl >= 0.0 else lam_hi",
+        "step_lo = widen_dn_mul(gl, lam_lo if gl >= 0.0 else lam_hi",
+        "step_lo = widen_dn_mul(gl, lam_hi if gl >= 0.0 else lam_hi",
         t(
             "test_fused_update_uses_the_lower_rate_for_the_upper_bound",
             "test_training_at_eps0_encloses_exact_sgd",
@@ -128,7 +128,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "fused-update-hi-not-rounded-up",
         "kernels/fused.py",
-        "hi = _up(th[t] - step_lo, rn)",
+        "hi = widen_up(th[t] - step_lo, rn)",
         "hi = th[t] - step_lo",
         t(
             "test_fused_update_rounds_both_bounds_outward",
@@ -212,8 +212,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "fused-finish-drops-error",
         "kernels/fused.py",
-        "lo[t] = _dn(lo[t] - mag[t]",
-        "lo[t] = _dn(lo[t]",
+        "lo[t] = widen_dn(lo[t] - mag[t]",
+        "lo[t] = widen_dn(lo[t]",
         t("test_fused_forward_dot_product_rounding_error_bound"),
         "fused dot products: lower bound without the summation error term",
     ),
@@ -271,8 +271,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "fused-ce-lower-sum-pairing",
         "kernels/fused.py",
-        "_exp_lo(_dn(z[0, j, r] - z[1, i, r]",
-        "_exp_lo(_dn(z[1, j, r] - z[0, i, r]",
+        "_exp_lo(widen_dn(z[0, j, r] - z[1, i, r]",
+        "_exp_lo(widen_dn(z[1, j, r] - z[0, i, r]",
         t("test_fused_ce_gradient_and_loss_bounds_against_mpfr"),
         "fused softmax: lower sum pairs upper z_j with lower z_i",
     ),
@@ -298,7 +298,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "fused-trailing-relu-ignored",
         "kernels/fused.py",
-        "if meta[5 + nl + nl - 1] != 0:  # a ReLU after the last Linear",
+        "if meta[meta_relu_pos(nl, nl - 1)] != 0:  # a ReLU after the last Linear",
         "if False:  # a ReLU after the last Linear",
         (
             f"{H}::test_exact_sgd_from_box_members_stays_in_the_box",
@@ -308,7 +308,7 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "float32-unit-is-float64",
-        "kernels/fused.py",
+        "kernels/rounding.py",
         "return UNIT32 if f32 else UNIT64",
         "return UNIT64",
         (f"{H}::test_float_sgd_in_any_summation_order_stays_in_the_box",),
@@ -380,8 +380,8 @@ KNOWN_SURVIVORS: list[Mutant] = [
     Mutant(
         "fused-ce-sum-not-rounded-up",
         "kernels/fused.py",
-        "s_hi = _up(s_hi + _exp_hi(_up(z[1, j, r] - z[0, i, r], rn), rn), rn)",
-        "s_hi = s_hi + _exp_hi(_up(z[1, j, r] - z[0, i, r], rn), rn)",
+        "s_hi = widen_up(s_hi + _exp_hi(widen_up(z[1, j, r] - z[0, i, r], rn), rn), rn)",
+        "s_hi = s_hi + _exp_hi(widen_up(z[1, j, r] - z[0, i, r], rn), rn)",
         t(
             "test_fused_ce_gradient_one_step_k3_to_10",
             "test_fused_ce_gradient_and_loss_bounds_against_mpfr",

@@ -37,6 +37,7 @@ from intervalnn.certify import certify
 from intervalnn.fused import FusedTrainer, forward_bounds
 from intervalnn.interval import Interval
 from intervalnn.kernels.bounds import enclose_real
+from intervalnn.kernels.rounding import widening_unit
 from intervalnn.layers import Linear, ReLU, Sequential, mlp
 from intervalnn.losses import get_loss
 from intervalnn.optim import SGD
@@ -124,11 +125,11 @@ def kernel_call(fn, *args, f32=False):
     """Call a fused-kernel helper, appending the rounding argument its signature takes.
 
     ``kernels/fused.py`` helpers end in ``rn`` (the rounding unit of the
-    model's dtype, ``_unit(f32)``) or, in older versions, ``f32``.
+    model's dtype, ``rounding.widening_unit(f32)``) or, in older versions, ``f32``.
     """
     rest = list(inspect.signature(fn.py_func).parameters)[len(args) :]
     if rest == ["rn"]:
-        return fn(*args, kf._unit(f32))
+        return fn(*args, widening_unit(f32))
     if rest == ["f32"]:
         return fn(*args, f32)
     if not rest:
