@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from intervalnn.experiment import FIELDS, Field, SpecError
+from intervalnn.experiment.saved import SPLITS
 
 
 class _Parsed:
@@ -71,24 +72,14 @@ def param_type(field: Field) -> click.ParamType:
     return _Text(field)
 
 
-def Radius() -> click.ParamType:  # noqa: N802  (a type, as click's are)
-    """A finite number >= 0 (an l-infinity radius)."""
-    return param_type(FIELDS["epsilon"])
-
-
-def Rate() -> click.ParamType:  # noqa: N802
-    """A finite number > 0 (a learning rate)."""
-    return param_type(FIELDS["learning_rate"])
-
-
-def field_option(name: str, *, flags=(), **overrides):
+def field_option(name: str, **overrides):
     """The option of schema field ``name`` (``overrides``: click.option's keywords)."""
     f = FIELDS[name]
     kw = {"type": param_type(f), "default": f.default, "help": f.help, "metavar": f.metavar}
     if f.default is not None:
         kw["show_default"] = True
     kw.update(overrides)
-    return click.option(f.flag, *flags, name, **kw)
+    return click.option(f.flag, name, **kw)
 
 
 def options(*decorators):
@@ -115,7 +106,7 @@ def json_option(help: str):
 
 
 split_option = click.option(
-    "--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True
+    "--split", type=click.Choice(list(SPLITS)), default=SPLITS[0], show_default=True
 )
 
 
@@ -140,7 +131,8 @@ class Radii(click.ParamType):
         parts = [p.strip() for p in str(value).split(",") if p.strip()]
         if not parts:
             self.fail("give at least one radius, e.g. 0,1e-3,1e-2", param, ctx)
-        return sorted({Radius().convert(p, param, ctx) for p in parts})
+        radius = param_type(FIELDS["epsilon"])
+        return sorted({radius.convert(p, param, ctx) for p in parts})
 
 
 class Size(click.ParamType):
