@@ -22,6 +22,7 @@ import numpy as np
 
 from ..interval import Interval
 from ..kernels import fused as _k
+from ..kernels import fused_layout as layout
 from ..kernels.bounds import enclose_real
 from ..layers import Linear, ReLU, Sequential
 from .layered import LayeredEngine, StepResult, clear_caches
@@ -82,14 +83,8 @@ class FusedMLP:
         for n, p in zip(self.sizes[:-1], self.sizes[1:], strict=True):
             offsets.append(off)
             off += 4 * n * p + 4 * p
-        nl = len(lin)
-        self.meta = np.array(
-            [nl, _LOSSES[loss], self.dtype == np.float32, 0]
-            + self.sizes
-            + [int(r) for r in self.relu_after]
-            + offsets
-            + [0],  # the data's lower bounds are all >= 0 (set with the data)
-            dtype=np.int64,
+        self.meta = layout.make_meta(
+            _LOSSES[loss], self.dtype == np.float32, self.sizes, self.relu_after, offsets
         )
         self.th = np.empty(off)
         self.pull(model)
@@ -97,7 +92,7 @@ class FusedMLP:
     def views(self, layer: int):
         nl = len(self.linears)
         n, p = self.sizes[layer], self.sizes[layer + 1]
-        off = int(self.meta[5 + 2 * nl + layer])
+        off = int(self.meta[layout.meta_offset_pos(nl, layer)])
         w = self.th[off : off + 4 * n * p].reshape(4, n, p)
         b = self.th[off + 4 * n * p : off + 4 * n * p + 4 * p].reshape(4, p)
         return w, b
@@ -131,8 +126,8 @@ class FusedMLP:
                 np.copyto(nominal[name], view[2], casting="same_kind")  # RN, as astype
 
     def set_data_flags(self, tiny: bool, nonneg: bool) -> None:
-        self.meta[3] = tiny
-        self.meta[-1] = nonneg
+        self.meta[layout.META_TINY] = tiny
+        self.meta[layout.meta_nonneg_pos(len(self.linears))] = nonneg
 
     def name_of(self, layer: int, is_bias: bool) -> str:
         return f"{self.linears[layer]}.{'bias' if is_bias else 'weight'}"
@@ -182,9 +177,9 @@ class FusedEngine(LayeredEngine):
             self.ws = np.empty(
                 _k.workspace_size(self.net.sizes, self.net.relu_after, max(batch_size, 1))
             )
-            self.scal = np.zeros(6)
-            self.scal[5] = self.x_mag
-            self.out = np.zeros(8)
+            self.scal = np.zeros(layout.SCAL_LENGTH)
+            self.scal[layout.SCAL_X_MAG] = self.x_mag
+            self.out = np.zeros(layout.OUT_LENGTH)
 
     @classmethod
     def create(cls, model, loss: str = "bce", box=None, x=None, y=None, batch_size: int = 1):
@@ -213,7 +208,7 @@ class FusedEngine(LayeredEngine):
             return _Prepared(box, None, 0.0, self.net.meta, np.empty(0), np.empty(0))
         planes, x_mag, tiny, nonneg = _data_planes(box.lo, box.hi, box.lo)
         meta = self.net.meta.copy()
-        meta[3], meta[-1] = tiny, nonneg
+        meta[layout.META_TINY], meta[layout.meta_nonneg_pos(len(self.net.linears))] = tiny, nonneg
         m = box.shape[0]
         ws = np.empty(_k.workspace_size(self.net.sizes, self.net.relu_after, max(m, 1)))
         out = np.empty((4, self.net.sizes[-1], m))
@@ -258,17 +253,20 @@ class FusedEngine(LayeredEngine):
             bounds = self._rate_bounds(rate)
             if len(self._constant) < 2:  # a constant schedule asks for one rate again and again
                 self._constant[rate] = bounds
-        s[0], s[1], s[2] = bounds
-        s[3], s[4] = self._inv_bounds(len(idx))
+        s[layout.SCAL_RATE_LO], s[layout.SCAL_RATE_HI], s[layout.SCAL_RATE_NOM] = bounds
+        s[layout.SCAL_INV_M_LO], s[layout.SCAL_INV_M_HI] = self._inv_bounds(len(idx))
         out = self.out
         _k.train_step(*self.data, self.labels, idx, self.net.th, self.ws, self.net.meta, s, out)
-        if out[0] == _k.DECLINED:
+        if out[layout.OUT_STATUS] == _k.DECLINED:
             return None
         self.nominal_fresh = False
         outside = None
-        if out[4] >= 0:
-            outside = self.net.name_of(int(out[4]), bool(out[6]))
-        return StepResult((float(out[1]), float(out[2])), bool(out[3]), True, outside)
+        if out[layout.OUT_OUTSIDE_LAYER] >= 0:
+            outside = self.net.name_of(
+                int(out[layout.OUT_OUTSIDE_LAYER]), bool(out[layout.OUT_OUTSIDE_BIAS])
+            )
+        loss = (float(out[layout.OUT_LOSS_LO]), float(out[layout.OUT_LOSS_HI]))
+        return StepResult(loss, bool(out[layout.OUT_FINITE]), True, outside)
 
     def step(self, idx, rate: Fraction) -> StepResult:
         done = self.fused_step(idx, rate)
