@@ -29,13 +29,14 @@ class CertificationResult:
     def n(self) -> int:
         return int(self.certified.size)
 
+    # count / n: exactly the mean of the flags, rounded once (as ndarray.mean rounds it)
     @cached_property
     def certified_accuracy(self) -> float:
-        return float(self.certified.mean()) if self.n else 0.0
+        return np.count_nonzero(self.certified) / self.n if self.n else 0.0
 
     @cached_property
     def nominal_accuracy(self) -> float:
-        return float(self.nominal_correct.mean()) if self.n else 0.0
+        return np.count_nonzero(self.nominal_correct) / self.n if self.n else 0.0
 
     def summary(self) -> dict:
         return {
