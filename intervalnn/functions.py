@@ -196,42 +196,12 @@ def softplus(x: Interval) -> Interval:
     return Interval._new(_softplus_bound(x, x.lo, False), _softplus_bound(x, x.hi, True))
 
 
-def _tanh_pos(x: Interval, b, up: bool):
-    """A lower or upper bound of ``tanh`` at each point of ``b >= 0``.
-
-    ``tanh(b) = g(E)`` with ``E = expm1(2b) >= 0`` (``2b`` is exact) and
-    ``g(E) = E / (E + 2) = 1 - 2 / (E + 2)``, increasing in ``E``: a lower
-    bound uses ``E`` rounded down, an upper bound ``E`` rounded up, and every
-    later step rounds to keep its side.  The first form serves ``b < 1/2``
-    (relative accuracy near 0), the second ``b >= 1/2`` (no ``inf / inf``
-    when ``E`` overflows; ``1 - 2/(E + 2) >= 0.46`` cancels harmlessly).
-    """
-    xp, k = x.backend.xp, x.backend.kernels
-    one = xp.ones_like(b)
-    two = one + one
-    # Beyond 1e4 both bounds are already final (expm1 overflows to MAX / inf,
-    # giving prev(1) / 1), so clamping avoids an overflowing ``2b`` harmlessly.
-    b2 = xp.minimum(b, 1e4) * 2
-    if up:
-        e = k.expm1_ru(b2)
-        v_small = k.div_ru(e, k.add_rd(e, two))
-        v_large = k.add_ru(one, -k.div_rd(two, k.add_ru(e, two)))
-    else:
-        e = k.expm1_rd(b2)
-        v_small = k.div_rd(e, k.add_ru(e, two))
-        v_large = k.add_rd(one, -k.div_ru(two, k.add_rd(e, two)))
-    return xp.clip(xp.where(b < 0.5, v_small, v_large), 0, 1).astype(x.dtype)
-
-
-def _tanh_bound(x: Interval, a, up: bool):
-    """Bound of ``tanh`` at ``a`` by odd symmetry: ``tanh(a) = -tanh(-a)`` for ``a < 0``."""
-    xp = x.backend.xp
-    return _by_mask(
-        xp, a >= 0, a, lambda v: _tanh_pos(x, v, up), lambda v: -_tanh_pos(x, -v, not up)
-    )
-
-
 def tanh(x: Interval) -> Interval:
-    """Hyperbolic tangent via ``expm1`` (monotone), clamped to ``[-1, 1]``; within a few ulps."""
+    """Hyperbolic tangent (monotone): ``[RD tanh(lo), RU tanh(hi)]``, within 1 ulp of the tightest.
+
+    The kernels evaluate ``tanh`` in double-double with a proven error bound
+    (kernels/elementary.py), not by composing rounded exp/division steps.
+    """
     x = _require(x)
-    return Interval._new(_tanh_bound(x, x.lo, False), _tanh_bound(x, x.hi, True))
+    k = x.backend.kernels
+    return Interval._new(k.tanh_rd(x.lo), k.tanh_ru(x.hi))

@@ -311,13 +311,14 @@ def gemm_enclose(p, s1, s2, c, k_eta, two_k_eta):
 
 
 # ------------------------------------------------------------ transcendentals
-# exp, log, log1p, expm1 rounded down / up (kernels/elementary.py, no libm).
+# exp, log, log1p, expm1, tanh rounded down / up (kernels/elementary.py, no libm).
 # One loop keyed by an op code, like _point_loop (closures made by a factory
 # collide in Numba's on-disk cache).
 
 from . import elementary as _el  # noqa: E402
 
 _EXP_RD, _EXP_RU, _LOG_RD, _LOG_RU, _LOG1P_RD, _LOG1P_RU, _EXPM1_RD, _EXPM1_RU = range(8)
+_TANH_RD, _TANH_RU = 8, 9
 
 
 @njit
@@ -338,8 +339,12 @@ def _elementary_loop(a, out, op):
             out[i] = _el.log1p_ru(x)
         elif op == _EXPM1_RD:
             out[i] = _el.expm1_rd(x)
-        else:
+        elif op == _EXPM1_RU:
             out[i] = _el.expm1_ru(x)
+        elif op == _TANH_RD:
+            out[i] = _el.tanh_rd(x)
+        else:
+            out[i] = _el.tanh_ru(x)
 
 
 def _elementary(op, name):
@@ -365,3 +370,5 @@ log1p_rd = _elementary(_LOG1P_RD, "log1p_rd")
 log1p_ru = _elementary(_LOG1P_RU, "log1p_ru")
 expm1_rd = _elementary(_EXPM1_RD, "expm1_rd")
 expm1_ru = _elementary(_EXPM1_RU, "expm1_ru")
+tanh_rd = _elementary(_TANH_RD, "tanh_rd")
+tanh_ru = _elementary(_TANH_RU, "tanh_ru")

@@ -17,7 +17,6 @@ import pytest
 from gmpy2 import mpfr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from numba import njit
 
 import intervalnn as inn
 from intervalnn.kernels import cpu
@@ -58,20 +57,8 @@ def ordinal(a):
     return np.where(bits < 0, -(bits & mask), bits)
 
 
-@njit
-def _tanh_loop(x, lo, hi):
-    for i in range(x.size):
-        lo[i] = el.tanh_rd(x[i])
-        hi[i] = el.tanh_ru(x[i])
-
-
 def bounds(name, xs, dtype):
     xs = np.asarray(xs, dtype=dtype)
-    if name == "tanh" and not hasattr(cpu, "tanh_rd"):  # the scalar kernels, in a loop
-        x = np.ascontiguousarray(xs).ravel()
-        lo, hi = np.empty_like(x), np.empty_like(x)
-        _tanh_loop(x, lo, hi)
-        return lo.reshape(xs.shape), hi.reshape(xs.shape)
     return getattr(cpu, name + "_rd")(xs), getattr(cpu, name + "_ru")(xs)
 
 
@@ -406,12 +393,6 @@ def test_tanh_dd_within_proved_error():
     assert worst <= el.TANH_DELTA / 8 and worst <= 64 * U2, worst
 
 
-@pytest.mark.xfail(
-    not hasattr(cpu, "tanh_rd"),
-    reason="inn.tanh still composes expm1 and quotients (up to 4 ulps per side): wiring it "
-    "to the tanh kernels takes kernels/cpu.py tanh_rd/tanh_ru and intervalnn/functions.py",
-    strict=True,
-)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_interval_tanh_sound_and_within_2_ulps(dtype):
     """``inn.tanh`` on point intervals: sound, and within 2 ulps of the tightest
