@@ -10,6 +10,7 @@ circle, it does not remove it).
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,11 @@ def test_directed_rounding_lives_only_in_kernels(folder):
             if name in ROUNDING:
                 offences.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
     assert offences == []
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists its packages by name: a new subpackage must be listed too."""
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    assert {name for name in MODULES if _is_package(name)} == listed
