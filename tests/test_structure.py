@@ -10,10 +10,14 @@ circle, it does not remove it).
 from __future__ import annotations
 
 import ast
-import tomllib
 from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"intervalnn": "intervalnn", "kernels": "intervalnn.kernels", "cli": "intervalnn.cli"}
