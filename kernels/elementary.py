@@ -70,7 +70,17 @@ import math
 import numpy as np
 from numba import njit
 
-from .rounding import F64_MAX, INF, _generic, _to32_rd, _to32_ru, fma, next64, prev64, two_sum_err
+from .rounding import (
+    F64_MAX,
+    INF,
+    dtype_generic,
+    fma,
+    next64,
+    prev64,
+    to32_rd,
+    to32_ru,
+    two_sum_err,
+)
 
 _NAN = math.nan
 _TINY_ARG = 2.0**-60  # below this, closed-form brackets (see the functions)
@@ -668,63 +678,63 @@ def tanh_ru64(x):
 
 @njit(cache=True)
 def exp_rd32(x):
-    return _to32_rd(exp_rd64(x), 0.0)
+    return to32_rd(exp_rd64(x), 0.0)
 
 
 @njit(cache=True)
 def exp_ru32(x):
-    return _to32_ru(exp_ru64(x), 0.0)
+    return to32_ru(exp_ru64(x), 0.0)
 
 
 @njit(cache=True)
 def expm1_rd32(x):
-    return _to32_rd(expm1_rd64(x), 0.0)
+    return to32_rd(expm1_rd64(x), 0.0)
 
 
 @njit(cache=True)
 def expm1_ru32(x):
-    return _to32_ru(expm1_ru64(x), 0.0)
+    return to32_ru(expm1_ru64(x), 0.0)
 
 
 @njit(cache=True)
 def log_rd32(x):
-    return _to32_rd(log_rd64(x), 0.0)
+    return to32_rd(log_rd64(x), 0.0)
 
 
 @njit(cache=True)
 def log_ru32(x):
-    return _to32_ru(log_ru64(x), 0.0)
+    return to32_ru(log_ru64(x), 0.0)
 
 
 @njit(cache=True)
 def log1p_rd32(x):
-    return _to32_rd(log1p_rd64(x), 0.0)
+    return to32_rd(log1p_rd64(x), 0.0)
 
 
 @njit(cache=True)
 def log1p_ru32(x):
-    return _to32_ru(log1p_ru64(x), 0.0)
+    return to32_ru(log1p_ru64(x), 0.0)
 
 
 @njit(cache=True)
 def tanh_rd32(x):
-    return _to32_rd(tanh_rd64(x), 0.0)
+    return to32_rd(tanh_rd64(x), 0.0)
 
 
 @njit(cache=True)
 def tanh_ru32(x):
-    return _to32_ru(tanh_ru64(x), 0.0)
+    return to32_ru(tanh_ru64(x), 0.0)
 
 
 # ------------------------------------------------- dtype-generic dispatch
 
-exp_rd = _generic(exp_rd64, exp_rd32, 1)
-exp_ru = _generic(exp_ru64, exp_ru32, 1)
-expm1_rd = _generic(expm1_rd64, expm1_rd32, 1)
-expm1_ru = _generic(expm1_ru64, expm1_ru32, 1)
-log_rd = _generic(log_rd64, log_rd32, 1)
-log_ru = _generic(log_ru64, log_ru32, 1)
-log1p_rd = _generic(log1p_rd64, log1p_rd32, 1)
-log1p_ru = _generic(log1p_ru64, log1p_ru32, 1)
-tanh_rd = _generic(tanh_rd64, tanh_rd32, 1)
-tanh_ru = _generic(tanh_ru64, tanh_ru32, 1)
+exp_rd = dtype_generic(exp_rd64, exp_rd32, 1)
+exp_ru = dtype_generic(exp_ru64, exp_ru32, 1)
+expm1_rd = dtype_generic(expm1_rd64, expm1_rd32, 1)
+expm1_ru = dtype_generic(expm1_ru64, expm1_ru32, 1)
+log_rd = dtype_generic(log_rd64, log_rd32, 1)
+log_ru = dtype_generic(log_ru64, log_ru32, 1)
+log1p_rd = dtype_generic(log1p_rd64, log1p_rd32, 1)
+log1p_ru = dtype_generic(log1p_ru64, log1p_ru32, 1)
+tanh_rd = dtype_generic(tanh_rd64, tanh_rd32, 1)
+tanh_ru = dtype_generic(tanh_ru64, tanh_ru32, 1)

@@ -52,7 +52,7 @@ from .gpu_elementwise import EXTRA_SOURCE, OPS, cuda_source, float_array, get_ke
 # float: the argument is widened exactly (PTX ``cvt.f64.f32``), the float64
 # bounds are computed as above and rounded outward with PTX ``cvt.rm`` /
 # ``cvt.rp.f32.f64`` (no ``.ftz``: subnormal results kept).  That is
-# elementary.py's ``_to32_rd(v, 0)`` / ``_to32_ru(v, 0)`` exactly: both are
+# elementary.py's ``to32_rd(v, 0)`` / ``to32_ru(v, 0)`` exactly: both are
 # the largest float32 <= v / smallest >= v (overflow to +-MAX or +-inf as
 # directed rounding does), up to the sign of a zero, which is +0 here.
 

@@ -497,9 +497,6 @@ div_ru = dtype_generic(div_ru64, div_ru32, 2)
 sqrt_rd = dtype_generic(sqrt_rd64, sqrt_rd32, 1)
 sqrt_ru = dtype_generic(sqrt_ru64, sqrt_ru32, 1)
 
-# The old private names that elementary.py imports (until it imports the public ones).
-_generic, _to32_rd, _to32_ru = dtype_generic, to32_rd, to32_ru
-
 
 # ------------------------------------------- fused product for array loops
 
