@@ -105,7 +105,7 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "fused-rate-bounds-nearest",
-        "intervalnn/fused.py",
+        "intervalnn/engine/fused.py",
         "lo, hi = enclose_real(rate, dt)",
         "lo = hi = dt.type(float(rate))",
         t(
