@@ -15,10 +15,9 @@ from itertools import product
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-import intervalnn.interval as interval_module
-import intervalnn.linalg as linalg_module
+import intervalnn.kernels.bounds as bounds_module
+import intervalnn.kernels.gemm as gemm_module
 from intervalnn.audit import (
     Dense,
     audit_model,
@@ -28,7 +27,6 @@ from intervalnn.audit import (
 )
 from intervalnn.audit.falsification import _exact_forward, _forward, _input_grad
 from intervalnn.audit.training import _layer_kinds, _linear_params, _Reference
-from intervalnn.cli import main
 from intervalnn.datasets import two_moons_splits
 from intervalnn.engine import FusedEngine
 from intervalnn.interval import Interval
@@ -177,8 +175,8 @@ def _round_to_nearest(monkeypatch):
         assert hasattr(cpu, name), name
         monkeypatch.setattr(cpu, name, fn)
     zero = np.float64(0.0)
-    monkeypatch.setattr(linalg_module, "_gemm_constants", lambda k, dt: (zero, 1.0, zero, zero))
-    monkeypatch.setattr(interval_module, "_error_factor", lambda n, dt: 0.0)
+    monkeypatch.setattr(gemm_module, "gemm_constants", lambda k, dt: (zero, 1.0, zero, zero))
+    monkeypatch.setattr(bounds_module, "sum_error_factor", lambda n, dt: 0.0)
     monkeypatch.setattr(FusedEngine, "create", classmethod(lambda cls, *a, **k: None))
 
 
@@ -474,45 +472,41 @@ def test_audit_training_exact_any_relu_placement(arch, fused):
 # ---------------------------------------------------------------- the commands
 
 
-def _invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def test_cli_audit_json_and_table(moons, tmp_path):
+def test_cli_audit_json_and_table(moons, tmp_path, invoke):
     sp, threat, model = moons
     path = save_model(tmp_path / "m.npz", model, threat, dataset={"name": "moons", "seed": 0})
     args = ["audit", path, "--models", 1, "--inputs", 1, "--pgd-steps", 2, "--max-points", 20]
-    res = _invoke(*args, "--json")
+    res = invoke(*args, "--json")
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     for key in ("checked", "refuted", "violations", "naive_violations", "max_slack_ulps"):
         assert key in report
     assert report["refuted"] == report["violations"] == 0 and report["passed"]
     assert res.stderr == ""  # no progress bar with --json
-    res = _invoke(*args)
+    res = invoke(*args)
     assert res.exit_code == 0, res.output
     assert "refuted" in res.stdout and "audit passed" in res.stdout
 
 
-def test_cli_audit_exits_1_when_the_engine_is_broken(moons, tmp_path, monkeypatch):
+def test_cli_audit_exits_1_when_the_engine_is_broken(moons, tmp_path, monkeypatch, invoke):
     sp, threat, model = moons
     path = save_model(tmp_path / "m.npz", model, threat, dataset={"name": "moons", "seed": 0})
     monkeypatch.setattr(FusedEngine, "logit_bounds", _claim_nominal_outputs)
-    res = _invoke("audit", path, "--epsilon", 0.1, "--models", 1, "--inputs", 1, "--json")
+    res = invoke("audit", path, "--epsilon", 0.1, "--models", 1, "--inputs", 1, "--json")
     assert res.exit_code == 1
     assert "audit FAILED" in res.stderr and "Traceback" not in res.output
     assert json.loads(res.stdout)["refuted"] > 0
 
 
-def test_cli_audit_training(tmp_path):
+def test_cli_audit_training(tmp_path, invoke):
     args = ["audit-training", "--dataset", "moons", "--epsilon", 0.01, "--train-size", 20]
     args += ["--hidden", 3, "--epochs", 1, "--batch-size", 10, "--exact", "--vertices", 1]
-    res = _invoke(*args, "--json")
+    res = invoke(*args, "--json")
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert report["passed"] and report["exact_runs"] > 0 and report["steps"] == 2
-    res = _invoke(*args[:-3])
+    res = invoke(*args[:-3])
     assert res.exit_code == 0, res.output
     assert "max excursion" in res.stdout and "passed" in res.stdout
-    bad = _invoke("audit-training", "--dataset", "moons", "--output", "x.npz")
+    bad = invoke("audit-training", "--dataset", "moons", "--output", "x.npz")
     assert bad.exit_code == 2  # usage error: audit-training writes no model
