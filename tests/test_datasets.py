@@ -336,20 +336,14 @@ class _Trap:
         return (_record, ("unpickled!",))
 
 
-def _npz(tmp_path, name="d.npz", **arrays):
-    p = tmp_path / name
-    np.savez(p, **arrays)
-    return p
-
-
 def _xy(n=100, d=3, k=3, seed=0):
     rng = np.random.default_rng(seed)
     return rng.normal(size=(n, d)), np.arange(n) % k
 
 
-def test_npz_default_split_70_15_15(tmp_path):
+def test_npz_default_split_70_15_15(tmp_path, npz):
     x, y = _xy()
-    p = _npz(tmp_path, x=x, y=y)
+    p = npz(x=x, y=y)
     s = load_npz(p, seed=3)
     assert (len(s.train), len(s.val), len(s.test)) == (70, 15, 15)
     assert s.num_classes == 3 and s.domain is None and s.name == "d" and s.pretrain is None
@@ -361,44 +355,44 @@ def test_npz_default_split_70_15_15(tmp_path):
     assert (len(s2.train), len(s2.val), len(s2.test), len(s2.pretrain)) == (65, 10, 20, 5)
 
 
-def test_npz_flattens_converts_and_domain(tmp_path):
+def test_npz_flattens_converts_and_domain(tmp_path, npz):
     x = np.random.default_rng(1).integers(0, 256, size=(40, 2, 3), dtype=np.uint8)
     y = np.arange(40, dtype=np.uint8) % 2
-    s = load_npz(_npz(tmp_path, x=x, y=y.astype(float), domain=np.array([0.0, 255.0])))
+    s = load_npz(npz(x=x, y=y.astype(float), domain=np.array([0.0, 255.0])))
     assert s.train.x.shape[1] == 6 and s.train.x.dtype == np.float64 and s.domain == (0.0, 255.0)
     with pytest.raises(DataError, match="domain"):
-        load_npz(_npz(tmp_path, "o.npz", x=x, y=y, domain=np.array([0.0, 100.0])))
+        load_npz(npz("o.npz", x=x, y=y, domain=np.array([0.0, 100.0])))
     with pytest.raises(DataError, match="domain"):
-        load_npz(_npz(tmp_path, "b.npz", x=x, y=y, domain=np.array([1.0])))
+        load_npz(npz("b.npz", x=x, y=y, domain=np.array([1.0])))
 
 
-def test_npz_predefined_splits(tmp_path):
+def test_npz_predefined_splits(tmp_path, npz):
     x, y = _xy(60, k=2)
-    p = _npz(tmp_path, x_train=x[:40], y_train=y[:40], x_val=x[40:50], y_val=y[40:50],
+    p = npz(x_train=x[:40], y_train=y[:40], x_val=x[40:50], y_val=y[40:50],
              x_test=x[50:], y_test=y[50:])  # fmt: skip
     s = load_npz(p)
     np.testing.assert_array_equal(s.train.x, x[:40])
     np.testing.assert_array_equal(s.val.y, y[40:50])
     np.testing.assert_array_equal(s.test.x, x[50:])
-    p2 = _npz(tmp_path, "nv.npz", x_train=x[:40], y_train=y[:40], x_test=x[50:], y_test=y[50:])
+    p2 = npz("nv.npz", x_train=x[:40], y_train=y[:40], x_test=x[50:], y_test=y[50:])
     s2 = load_npz(p2, n_val=8)
     assert (len(s2.train), len(s2.val), len(s2.test)) == (32, 8, 10)
-    p3 = _npz(tmp_path, "bad.npz", x_train=x[:40], y_train=y[:40], x_val=x[40:50])
+    p3 = npz("bad.npz", x_train=x[:40], y_train=y[:40], x_val=x[40:50])
     with pytest.raises(DataError, match="missing"):
         load_npz(p3)
-    p4 = _npz(tmp_path, "dim.npz", x_train=x[:40], y_train=y[:40], x_test=x[50:, :2],
+    p4 = npz("dim.npz", x_train=x[:40], y_train=y[:40], x_test=x[50:, :2],
               y_test=y[50:])  # fmt: skip
     with pytest.raises(DataError, match="features"):
         load_npz(p4)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_npz_non_finite_names_first_bad_row(tmp_path, bad):
+def test_npz_non_finite_names_first_bad_row(tmp_path, bad, npz):
     x, y = _xy()
     x[17, 1] = bad
     x[42, 0] = bad
     with pytest.raises(DataError, match="row 17"):
-        load_npz(_npz(tmp_path, x=x, y=y))
+        load_npz(npz(x=x, y=y))
 
 
 @pytest.mark.parametrize(
@@ -413,31 +407,31 @@ def test_npz_non_finite_names_first_bad_row(tmp_path, bad):
         (np.zeros((100, 2), int), "shape"),
     ],
 )
-def test_npz_bad_labels(tmp_path, y, match):
+def test_npz_bad_labels(tmp_path, y, match, npz):
     x, _ = _xy()
     with pytest.raises(DataError, match=match):
-        load_npz(_npz(tmp_path, x=x, y=y))
+        load_npz(npz(x=x, y=y))
 
 
-def test_npz_num_classes_key_bounds_labels(tmp_path):
+def test_npz_num_classes_key_bounds_labels(tmp_path, npz):
     x, y = _xy(k=3)
     with pytest.raises(DataError, match="out of range"):
-        load_npz(_npz(tmp_path, x=x, y=y, num_classes=np.array(2)))
-    assert load_npz(_npz(tmp_path, "k.npz", x=x, y=y, num_classes=np.array(5))).num_classes == 5
+        load_npz(npz(x=x, y=y, num_classes=np.array(2)))
+    assert load_npz(npz("k.npz", x=x, y=y, num_classes=np.array(5))).num_classes == 5
 
 
-def test_npz_shape_and_content_errors(tmp_path):
+def test_npz_shape_and_content_errors(tmp_path, npz):
     x, y = _xy()
     with pytest.raises(DataError, match="shape"):
-        load_npz(_npz(tmp_path, "1d.npz", x=x[:, 0], y=y))
+        load_npz(npz("1d.npz", x=x[:, 0], y=y))
     with pytest.raises(DataError, match="no examples"):
-        load_npz(_npz(tmp_path, "e.npz", x=np.zeros((0, 3)), y=np.zeros(0, int)))
+        load_npz(npz("e.npz", x=np.zeros((0, 3)), y=np.zeros(0, int)))
     with pytest.raises(DataError, match="missing y"):
-        load_npz(_npz(tmp_path, "noy.npz", x=x))
+        load_npz(npz("noy.npz", x=x))
     with pytest.raises(DataError, match="real numbers"):
-        load_npz(_npz(tmp_path, "c.npz", x=x + 1j, y=y))
+        load_npz(npz("c.npz", x=x + 1j, y=y))
     with pytest.raises(DataError, match="cannot be split"):
-        load_npz(_npz(tmp_path, "small.npz", x=x[:3], y=y[:3]))
+        load_npz(npz("small.npz", x=x[:3], y=y[:3]))
     (tmp_path / "junk.npz").write_bytes(b"this is not a zip file at all")
     with pytest.raises(DataError):
         load_npz(tmp_path / "junk.npz")
@@ -465,13 +459,13 @@ def test_npz_object_array_is_refused_not_unpickled(tmp_path):
 # ------------------------------------------------------------------ dispatch
 
 
-def test_load_dataset_dispatch(tmp_path, monkeypatch):
+def test_load_dataset_dispatch(tmp_path, monkeypatch, npz):
     assert load_dataset("moons", seed=2).train.fingerprint() == (
         two_moons_splits(seed=2).train.fingerprint()
     )
     assert len(load_dataset("MOONS", n_train=10).train) == 10
     x, y = _xy()
-    p = _npz(tmp_path, x=x, y=y)
+    p = npz(x=x, y=y)
     assert load_dataset(p, seed=1).val.fingerprint() == load_npz(p, seed=1).val.fingerprint()
     assert len(load_dataset(str(p), n_test=30).test) == 30
     with pytest.raises(DataError, match="unknown data set 'cifar'"):

@@ -8,6 +8,7 @@ certification, and the message without Dask.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -18,9 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from intervalnn.cli import main
 from intervalnn.experiment import VOLATILE, Grid, GridError, read_results, summarize
 from intervalnn.experiment.sweep import default_cells_per_task
 
@@ -29,11 +28,10 @@ distributed = pytest.importorskip("distributed", reason="needs the dask extra")
 SMALL = ["--dataset", "moons", "--epochs", "1", "--batch-size", "250", "--hidden", "4"]
 
 
-def run(*args, code: int = 0):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == code, (result.output, result.exception)
-    assert "Traceback" not in result.output
-    return result
+@pytest.fixture(scope="session")
+def run(run):
+    """conftest's ``run`` without its check that a failing exit is a ``SystemExit``."""
+    return functools.partial(run, system_exit=False)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +119,7 @@ def test_toml_grid_gives_every_cell_with_defaults(tmp_path):
         ('[grid]\ndataset = "moons"\nseed = "0,1"', "seed: '0,1' is not a valid integer"),
     ],
 )
-def test_bad_grids_are_usage_errors_naming_the_problem(tmp_path, text, message):
+def test_bad_grids_are_usage_errors_naming_the_problem(tmp_path, text, message, run):
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(GridError) as info:
@@ -142,11 +140,11 @@ def test_bad_grids_are_usage_errors_naming_the_problem(tmp_path, text, message):
         (["--search", "seed", "--seeds", "0-1"], "must not include seed"),
     ],
 )
-def test_conflicting_sweep_options_are_usage_errors(tmp_path, args, message):
+def test_conflicting_sweep_options_are_usage_errors(tmp_path, args, message, run):
     assert message in run("sweep", *SMALL, *args, code=2).stderr
 
 
-def test_unwritable_models_or_results_fail_before_any_cell_runs(tmp_path):
+def test_unwritable_models_or_results_fail_before_any_cell_runs(tmp_path, run):
     (tmp_path / "r-models").write_text("a file where the models should go")
     out = run("sweep", *SMALL, "--serial", "--results", tmp_path / "r.jsonl", code=1).stderr
     assert "is a file, not a directory" in out and not (tmp_path / "r.jsonl").exists()
@@ -158,7 +156,7 @@ def test_unwritable_models_or_results_fail_before_any_cell_runs(tmp_path):
     assert "does not exist" in run("plot", "sweep", tmp_path / "none.jsonl", code=1).stderr
 
 
-def test_paths_are_absolute_and_one_sweep_writes_a_results_file(tmp_path, monkeypatch):
+def test_paths_are_absolute_and_one_sweep_writes_a_results_file(tmp_path, monkeypatch, run):
     import fcntl
 
     sub = tmp_path / "sub"
@@ -178,7 +176,7 @@ def test_paths_are_absolute_and_one_sweep_writes_a_results_file(tmp_path, monkey
     assert "being written by another sweep" in msg.stderr and results.read_text() == ""
 
 
-def test_the_table_follows_the_current_grid_not_the_file(tmp_path):
+def test_the_table_follows_the_current_grid_not_the_file(tmp_path, run):
     args = ["sweep", *SMALL, "--serial", "-q", "--results", tmp_path / "t.jsonl", "--json"]
     run(*args, "--epsilon", "0.01", "--loss", "bce,ce", "--seeds", "0-1")
     table = json.loads(run(*args, "--epsilon", "0.001,0.01", "--loss", "bce,ce", "--seeds",
@@ -203,7 +201,7 @@ def test_tasks_are_named_by_everything_they_compute():
     assert _task_key([(0, a)], (), True) == _task_key([(0, dict(a))], (), True)
 
 
-def test_command_line_lists_override_the_file(tmp_path):
+def test_command_line_lists_override_the_file(tmp_path, run):
     path = tmp_path / "g.toml"
     path.write_text(TOML)
     out = run("sweep", path, "--seeds", "4", "--epsilon", "0,0.1", "--dry-run").stdout
@@ -218,7 +216,7 @@ def test_command_line_lists_override_the_file(tmp_path):
 # ------------------------------------------------------------------ running
 
 
-def test_serial_and_dask_results_are_identical_and_equal_train(tmp_path):
+def test_serial_and_dask_results_are_identical_and_equal_train(tmp_path, run):
     grid = [*SMALL, "--epsilon", "1e-3,0.01", "--seeds", "0-1", "--learning-rate", "0.5,2"]
     run("sweep", *grid, "--serial", "--results", tmp_path / "serial.jsonl", "-q")
     run("sweep", *grid, "--workers", "2", "--results", tmp_path / "dask.jsonl", "-q")
@@ -245,7 +243,7 @@ def test_serial_and_dask_results_are_identical_and_equal_train(tmp_path):
     assert info["certified_accuracy"] == row["metrics"]["certified_accuracy"]
 
 
-def test_resume_skips_finished_cells_and_survives_a_cut_line(tmp_path, scheduler):
+def test_resume_skips_finished_cells_and_survives_a_cut_line(tmp_path, scheduler, run):
     results = tmp_path / "r.jsonl"
     base = ["sweep", *SMALL, "--results", results, "--scheduler", scheduler, "-q"]
     run(*base, "--seeds", "0-1")
@@ -271,7 +269,7 @@ def test_resume_skips_finished_cells_and_survives_a_cut_line(tmp_path, scheduler
     assert len(again) == 4 and stable(again) == stable(rows)  # the rerun cell: bit-identical
 
 
-def test_a_failing_cell_is_recorded_and_the_rest_complete(tmp_path, scheduler):
+def test_a_failing_cell_is_recorded_and_the_rest_complete(tmp_path, scheduler, run):
     results = tmp_path / "f.jsonl"
     missing = tmp_path / "missing.npz"
     args = ["sweep", *SMALL[2:], "--dataset", f"moons,{missing}", "--seeds", "0-1"]
@@ -385,7 +383,7 @@ def test_table_selects_on_validation_per_seed_first_on_ties():
     assert entry["failed"] == 1 and entry["certified_accuracy"]["mean"] == pytest.approx(0.2)
 
 
-def test_plot_sweep_draws_the_swept_option(tmp_path, scheduler):
+def test_plot_sweep_draws_the_swept_option(tmp_path, scheduler, run):
     results = tmp_path / "p.jsonl"
     run("sweep", *SMALL, "--epsilon", "1e-3,0.1", "--seeds", "0-1", "--no-models",
         "--results", results, "--scheduler", scheduler, "-q")  # fmt: skip
@@ -395,7 +393,7 @@ def test_plot_sweep_draws_the_swept_option(tmp_path, scheduler):
     assert "choose --x from what" in msg.stderr and "epsilon" in msg.stderr
 
 
-def test_without_dask_the_commands_say_how_to_install(monkeypatch, tmp_path):
+def test_without_dask_the_commands_say_how_to_install(monkeypatch, tmp_path, run):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import fails
     msg = run("sweep", *SMALL, "--results", tmp_path / "x.jsonl", code=1).stderr
     assert "pip install 'intervalnn[dask]'" in msg
@@ -409,7 +407,7 @@ def test_without_dask_the_commands_say_how_to_install(monkeypatch, tmp_path):
 # ------------------------------------------------------------------ sharded certification
 
 
-def test_certify_on_workers_is_identical_to_serial(tmp_path, scheduler):
+def test_certify_on_workers_is_identical_to_serial(tmp_path, scheduler, run):
     from intervalnn.certify import certify
     from intervalnn.datasets import two_moons
     from intervalnn.experiment.cluster import certify_on_dask
@@ -433,7 +431,7 @@ def test_certify_on_workers_is_identical_to_serial(tmp_path, scheduler):
     assert "not both" in both.stderr
 
 
-def test_unreachable_scheduler_is_a_clear_error(tmp_path):
+def test_unreachable_scheduler_is_a_clear_error(tmp_path, run):
     msg = run("sweep", *SMALL, "--scheduler", "tcp://127.0.0.1:9", "--results",
               tmp_path / "u.jsonl", code=1).stderr  # fmt: skip
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in msg
