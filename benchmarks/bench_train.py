@@ -269,7 +269,7 @@ def main():
         train_epochs=0,
         **common,
     )
-    if Path(args.data_dir).is_dir():
+    if args.mnist_repeat and Path(args.data_dir).is_dir():
         mnist = mnist17_splits(args.data_dir)
         rows += workload(
             "MNIST 1/7 3x10 BCE f64",
@@ -285,7 +285,7 @@ def main():
             2,
         )
     else:
-        print(f"MNIST skipped: no IDX files in {args.data_dir}\n")
+        print(f"MNIST skipped: --mnist-repeat 0 or no IDX files in {args.data_dir}\n")
 
     cpu = platform.processor() or platform.machine()
     print(

@@ -5,7 +5,7 @@ Same names and semantics as :mod:`intervalnn.kernels.cpu`: interval kernels
 shape and float dtype and return ``(lo, hi)``; point kernels ``add_rd,
 add_ru, mul_rd, mul_ru, div_rd, div_ru`` take two arrays (broadcasting
 allowed) and return one; ``midrad``, ``mag_bound`` and ``gemm_enclose`` are
-the fused steps of the sound GEMM in :mod:`intervalnn.linalg`; ``exp_rd,
+the fused steps of the sound GEMM in :mod:`intervalnn.kernels.gemm`; ``exp_rd,
 exp_ru, log_rd, log_ru, log1p_rd, log1p_ru, expm1_rd, expm1_ru`` bound the
 transcendentals, and so do ``tanh_rd, tanh_ru`` (the scalar kernels of
 :mod:`intervalnn.kernels.elementary`; :mod:`intervalnn.kernels.cpu` has no

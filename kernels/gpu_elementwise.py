@@ -8,7 +8,7 @@ these kernels and runs the import-time checks of
 shape and float dtype and return ``(lo, hi)``; point kernels ``add_rd,
 add_ru, mul_rd, mul_ru, div_rd, div_ru`` take two arrays (broadcasting
 allowed) and return one; ``midrad``, ``mag_bound`` and ``gemm_enclose`` are
-the fused steps of the sound GEMM in :mod:`intervalnn.linalg`.  The interval
+the fused steps of the sound GEMM in :mod:`intervalnn.kernels.gemm`.  The interval
 formulas are the IEEE 1788-2015
 tightest ones (10.5.3 - 10.5.4): sign-case tables for ``*`` and ``/``
 (``div`` only for divisors that exclude 0; the caller checks), endpoint rules
@@ -169,7 +169,7 @@ OPS = {
     "mul_ru": (_POINT, "out = inn_z(inn_mul_ru(a, b));"),
     "div_rd": (_POINT, "out = inn_z(inn_div_rd(a, b));"),
     "div_ru": (_POINT, "out = inn_z(inn_div_ru(a, b));"),
-    # Fused midpoint-radius steps of the sound GEMM (intervalnn/linalg.py).
+    # Fused midpoint-radius steps of the sound GEMM (kernels/gemm.py).
     "midrad": (
         ("T lo, T hi", "T mid, T rad"),
         # The midpoint is formed in double (exact halves, one rounding), clamped
@@ -359,7 +359,7 @@ def mag_bound(m, g, rad=None):
 def gemm_enclose(p, s1, s2, c, k_eta, two_k_eta):
     """``[RD(P - rad), RU(P + rad)]``, ``rad = RU(RU(RU(S1 + S2) + 2k eta) c + k eta)``.
 
-    ``s2`` may be None (no second radius product); see intervalnn/linalg.py.
+    ``s2`` may be None (no second radius product); see kernels/gemm.py.
     Entries where ``P`` or ``rad`` is not finite become ``[-inf, +inf]``.
     """
     p = float_array(p)

@@ -11,7 +11,7 @@ both dtypes and refuses (``RuntimeError``) if any is flushed.
 :data:`CUPY_FLUSHES_FLOAT32_SUBNORMALS` records whether CuPy's *own*
 float32 kernels flush subnormals in this process.
 
-Matrix products.  :mod:`intervalnn.linalg` calls ``cupy.matmul``, i.e.
+Matrix products.  :mod:`intervalnn.kernels.gemm` calls ``cupy.matmul``, i.e.
 cuBLAS, and bounds its rounding error for any summation order, blocking and
 FMA use (Higham eq. 3.5, plus ``eta/2`` per product for gradual underflow).
 That argument needs every product and sum to be an IEEE operation in the
@@ -92,7 +92,7 @@ def _refuse(what: str):
     raise RuntimeError(
         f"intervalnn's GPU matrix product is sound only with full-precision cuBLAS, but {what}. "
         "TF32, FP16/BF16 inputs and floating-point emulation round more than the error bound "
-        "of intervalnn.linalg allows; turn it off to use the GPU backend."
+        "of intervalnn.kernels.gemm allows; turn it off to use the GPU backend."
     )
 
 

@@ -83,14 +83,15 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "certify-margin-ge-0",
         "intervalnn/certify.py",
-        "CertificationResult(margin > 0,",
-        "CertificationResult(margin >= 0,",
+        "CertificationResult(margin[0] > 0,",
+        "CertificationResult(margin[0] >= 0,",
         t(
             "test_certify_never_certifies_a_zero_margin",
             "test_certify_never_certifies_two_tied_logits",
             "test_certify_margin_exactly_zero_on_the_layered_path",
+            "test_fused_trainer_certify_never_certifies_a_zero_margin",
         ),
-        "certify() certifies a margin of exactly 0",
+        "certify() and training validation (one code path) certify a margin of exactly 0",
     ),
     Mutant(
         "optim-rate-nearest",
@@ -159,14 +160,6 @@ MUTANTS: list[Mutant] = [
         "np.where(y == 1, hi[:, 0], -lo[:, 0])",
         t("test_certify_binary_margin_uses_the_certain_endpoint"),
         "binary certification reads the possible instead of the certain logit bound",
-    ),
-    Mutant(
-        "fused-certify-margin-ge-0",
-        "intervalnn/fused.py",
-        "return CertificationResult(margin > 0,",
-        "return CertificationResult(margin >= 0,",
-        t("test_fused_trainer_certify_never_certifies_a_zero_margin"),
-        "validation during fused training certifies a margin of exactly 0",
     ),
     # ------------------------------------------------ further soundness-critical decisions
     Mutant(

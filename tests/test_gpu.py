@@ -340,14 +340,14 @@ def test_mag_bound_and_gemm_enclose_are_sound_and_no_looser_than_cpu(dtype):
     Both must be sound upper bounds of the exact expressions, and the GPU's
     can only be tighter.
     """
-    from intervalnn.linalg import _gemm_constants
+    from intervalnn.kernels.gemm import gemm_constants
 
     rng = np.random.default_rng(15)
     m = random_values(rng, dtype, N)
     m = np.where(np.isfinite(m), m, dtype(1)).astype(dtype)
     rad = np.abs(random_values(rng, dtype, m.size))
     rad = np.where(np.isfinite(rad), rad, dtype(1)).astype(dtype)
-    g, c, k_eta, two_k_eta = _gemm_constants(300, np.dtype(dtype))
+    g, c, k_eta, two_k_eta = gemm_constants(300, np.dtype(dtype))
     sample = rng.choice(m.size, 500, replace=False)
     for gg in (g, 1.0):
         got = _host(gpu.mag_bound(*to_gpu(m), gg, cupy.asarray(rad)))
