@@ -1,6 +1,19 @@
-"""Independent reference SGD for ``tests/test_harness.py``: exact rationals and float SGD.
+"""The tests' exact oracles (one module; tests/ is not a package: ``from oracle import ...``).
 
-Nothing here imports ``intervalnn``.  A network is a list of layers
+Nothing here imports ``intervalnn``.  Two parts:
+
+* the independent reference SGD of ``tests/test_harness.py`` (exact rationals and
+  float SGD, below);
+* after it, exact helpers shared by the other test files: exact Fractions of floats
+  (:func:`fraction`, :func:`fraction_array`), MPFR at 300 bits (:func:`mpfr_fraction`,
+  :func:`tightest` directed bounds), exact interval dot products and matrix products
+  (:func:`dot_hull`, :func:`hull_matmul`, the scaled-integer :func:`exact_matmul` /
+  :func:`exact_hull` with :func:`enclosure_failures`), exact IBP (:func:`exact_ibp`),
+  forward-mode AD (:func:`dual_forward`), and reference SGDs on NumPy data: exact
+  full-batch (:func:`fraction_sgd`) and plain float64 (:func:`float64_sgd`) on poisoned
+  data (:func:`poisoned`).
+
+The harness's reference SGD: a network is a list of layers
 ``("linear", "0")`` / ``("relu", None)`` whose parameters live in a dict
 ``"0.weight" -> n x p nested list``, ``"0.bias" -> p list`` (``y = x W + b``,
 rows are samples).  :func:`forward` and :func:`backward` are one generic
@@ -331,3 +344,350 @@ class FloatArith:
                     row.append(self._seen((p - (self.one if i == yr else self.zero)) / m))
                 out.append(row)
         return out
+
+
+# ================================================================== helpers of the other tests
+# Shared by the test files (``from oracle import ...``; tests/ is not a package).  Like the
+# rest of this module they import nothing of intervalnn: models, layers and boxes are read
+# through their attributes.
+
+# ------------------------------------------------------------------ exact numbers
+
+
+def fraction(v) -> Fraction:
+    """An exact ``Fraction`` for a float (Python or NumPy, any width), int, Fraction or mpq."""
+    if isinstance(v, (float, np.floating)):
+        return Fraction(float(v))
+    return Fraction(int(v.numerator), int(v.denominator))
+
+
+def fraction_array(a) -> np.ndarray:
+    """An array of floats (or mpq) as an object array of exact ``Fraction``, same shape."""
+    return np.vectorize(fraction, otypes=[object])(np.asarray(a))
+
+
+# ------------------------------------------------------------------ MPFR at MPFR_BITS bits
+
+
+def mpfr_fraction(f, z: Fraction) -> Fraction:
+    """``f(z)`` in MPFR at :data:`MPFR_BITS` bits (``z`` rounded to them first), as a Fraction.
+
+    For the irrational values of exp, log1p, ...: off by about 2^-300 relative, far below any
+    float gap; rational inputs where ``f`` is exact (``exp(0) = 1``) come out exact.
+    """
+    with gmpy2.context(precision=MPFR_BITS):
+        v = f(mpfr(mpq(z.numerator, z.denominator)))
+    return Fraction(*v.as_integer_ratio())
+
+
+def mpfr_sigmoid(t: Fraction) -> Fraction:
+    """``1 / (1 + exp(-t))`` with ``exp`` from :func:`mpfr_fraction`, the rest exact."""
+    return 1 / (1 + mpfr_fraction(gmpy2.exp, -t))
+
+
+def mpfr_softplus(t: Fraction) -> Fraction:
+    """``log1p(exp(t))`` in MPFR (:func:`mpfr_fraction`)."""
+    return mpfr_fraction(lambda v: gmpy2.log1p(gmpy2.exp(v)), t)
+
+
+def mpfr_softmax(z_i: Fraction, others: list[Fraction]) -> Fraction:
+    """``1 / (1 + sum_j exp(z_j - z_i))`` (softmax of logit i given the other logits)."""
+    return 1 / (1 + sum(mpfr_fraction(gmpy2.exp, zj - z_i) for zj in others))
+
+
+def tightest(f, xs, dtype=np.float64):
+    """``(RD f(x), RU f(x))`` arrays in ``dtype`` from MPFR (NaN outside the domain).
+
+    ``f`` is a gmpy2 function (``gmpy2.exp``, ...); ``gmpy2.ieee(64)`` / ``ieee(32)`` are the
+    exact float formats (subnormals included) and MPFR rounds correctly in every mode.
+    """
+    ctx = gmpy2.ieee(64 if dtype == np.float64 else 32)
+    out = []
+    for rnd in (gmpy2.RoundDown, gmpy2.RoundUp):
+        ctx.round = rnd
+        with gmpy2.context(ctx):
+            # mpfr(x) is exact: x is a value of the context's format.
+            out.append(np.array([float(f(mpfr(float(x)))) for x in xs], dtype=dtype))
+    return out
+
+
+# ------------------------------------------------------------------ exact interval products
+
+
+def dot_hull(a_lo, a_hi, b_lo, b_hi, c_lo=0, c_hi=0) -> tuple[Fraction, Fraction]:
+    """Exact ``[min, max]`` of ``c + sum_k a_k b_k`` over the boxes, as Fractions.
+
+    The terms involve distinct variables, so each takes its own extremes: the least and
+    the greatest of its four corner products.
+    """
+    lo, hi = fraction(c_lo), fraction(c_hi)
+    for a0, a1, b0, b1 in zip(a_lo, a_hi, b_lo, b_hi, strict=True):
+        ps = [fraction(a) * fraction(b) for a in (a0, a1) for b in (b0, b1)]
+        lo += min(ps)
+        hi += max(ps)
+    return lo, hi
+
+
+def hull_matmul(alo, ahi, blo, bhi) -> tuple[list, list]:
+    """Exact interval hull of ``A @ B`` (1-D operands as rows) as nested lists of Fractions."""
+    alo, ahi, blo, bhi = (np.atleast_2d(np.asarray(x)) for x in (alo, ahi, blo, bhi))
+    out_lo, out_hi = [], []
+    for i in range(alo.shape[0]):
+        row = [dot_hull(alo[i], ahi[i], blo[:, j], bhi[:, j]) for j in range(blo.shape[1])]
+        out_lo.append([lo for lo, _ in row])
+        out_hi.append([hi for _, hi in row])
+    return out_lo, out_hi
+
+
+# Whole arrays at once (products of any size and magnitude, 1e-300 .. 1e300, subnormals): every
+# float is ``n * 2**-s`` for integers ``n``, ``s``; an array is scaled to one ``s`` and
+# multiplied as Python integers in an object array.
+
+
+def scaled(*arrays):
+    """Object arrays of ints ``N`` and one shift ``s`` with ``array == N * 2**-s`` exactly."""
+    ratios = [[float(v).as_integer_ratio() for v in np.asarray(a).reshape(-1)] for a in arrays]
+    s = max((d.bit_length() - 1 for r in ratios for _, d in r), default=0)
+    out = []
+    for a, r in zip(arrays, ratios, strict=True):
+        ints = [n << (s - (d.bit_length() - 1)) for n, d in r]
+        out.append(np.array(ints + [0], dtype=object)[:-1].reshape(np.shape(a)))
+    return out, s
+
+
+def exact_matmul(x, y):
+    """Exact ``x @ y`` as ``(E, S)``: integer object array ``E`` and shift ``S``."""
+    (nx,), sx = scaled(x)
+    (ny,), sy = scaled(y)
+    return np.asarray(np.matmul(nx, ny), dtype=object), sx + sy
+
+
+def exact_hull(alo, ahi, blo, bhi):
+    """The exact interval hull of ``A @ B`` (2-D, finite) as ``(L, H, S)``."""
+    (al, ah), sa = scaled(alo, ahi)
+    (bl, bh), sb = scaled(blo, bhi)
+    corners = [p[:, :, None] * q[None, :, :] for p in (al, ah) for q in (bl, bh)]
+    lo = np.minimum.reduce(corners).sum(axis=1)
+    hi = np.maximum.reduce(corners).sum(axis=1)
+    return lo, hi, sa + sb
+
+
+def _le(f: float, e: int, s: int) -> bool:
+    """``f <= e * 2**-s`` exactly, for a float ``f`` (possibly infinite)."""
+    f = float(f)
+    if f != f:
+        return False
+    if f in (np.inf, -np.inf):
+        return f < 0
+    n, d = f.as_integer_ratio()
+    return n << s <= e * d
+
+
+def _ge(f: float, e: int, s: int) -> bool:
+    f = float(f)
+    if f != f:
+        return False
+    if f in (np.inf, -np.inf):
+        return f > 0
+    n, d = f.as_integer_ratio()
+    return n << s >= e * d
+
+
+def enclosure_failures(res, lo_e, hi_e, s) -> list[str]:
+    """Entries where ``[res.lo, res.hi]`` does not contain ``[lo_e, hi_e] * 2**-s``."""
+    bad = []
+    for idx in np.ndindex(*res.shape):
+        lo, hi = res.lo[idx], res.hi[idx]
+        if not (_le(lo, lo_e[idx], s) and _ge(hi, hi_e[idx], s)):
+            bad.append(
+                f"{idx}: [{float(lo)!r}, {float(hi)!r}] misses "
+                f"[{float(Fraction(lo_e[idx], 2**s))!r}, {float(Fraction(hi_e[idx], 2**s))!r}]"
+            )
+    return bad
+
+
+# ------------------------------------------------------------------ exact forward passes
+
+
+def exact_ibp(layers, x, eps):
+    """Tightest IBP in exact rationals of the inputs ``x +- eps``.
+
+    ``layers``: objects with ``w_lo``, ``w_hi`` (n x p), ``b_lo``, ``b_hi`` (p) and ``relu``
+    (``intervalnn.audit.Dense``).  Each output is the :func:`dot_hull` of its input box and
+    weight column plus the bias box, then ReLU.
+    """
+    lo = [[Fraction(v) - Fraction(eps) for v in row] for row in x]
+    hi = [[Fraction(v) + Fraction(eps) for v in row] for row in x]
+    for la in layers:
+        p = la.w_lo.shape[1]
+        new_lo, new_hi = [], []
+        for a_row, b_row in zip(lo, hi, strict=True):
+            rl, rh = [], []
+            for j in range(p):
+                sl, sh = dot_hull(
+                    a_row, b_row, la.w_lo[:, j], la.w_hi[:, j], la.b_lo[j], la.b_hi[j]
+                )
+                rl.append(max(sl, Fraction(0)) if la.relu else sl)
+                rh.append(max(sh, Fraction(0)) if la.relu else sh)
+            new_lo.append(rl)
+            new_hi.append(rh)
+        lo, hi = new_lo, new_hi
+    return lo, hi
+
+
+def zero_tangents(params, x):
+    """Zero tangents for ``params`` (pairs of arrays) and ``x``, as Fraction arrays."""
+    zero = lambda a: np.full(a.shape, Fraction(0), object)  # noqa: E731
+    return [(zero(w), zero(b)) for w, b in params], zero(x)
+
+
+def dual_forward(kinds, params, x, dparams, dx):
+    """Forward-mode AD over exact Fractions: the output and its derivative along (dparams, dx).
+
+    ``kinds``: ``"linear"`` / ``"relu"`` per layer; ``params``: a ``(W, b)`` pair of object
+    arrays per Linear.  A route independent of any backward chain rule: the tangent rides
+    along the forward pass (``d(aW + b) = da W + a dW + db``, ``d relu(a) = [a > 0] da``),
+    nothing runs in reverse.
+    """
+    a, da = x, dx
+    pairs = iter(zip(params, dparams, strict=True))
+    for kind in kinds:
+        if kind == "linear":
+            (w, b), (dw, db) = next(pairs)
+            a, da = a @ w + b, da @ w + a @ dw + db
+        else:
+            on = a > 0
+            a, da = np.where(on, a, Fraction(0)), np.where(on, da, Fraction(0))
+    return a, da
+
+
+# ------------------------------------------------------------------ reference SGD with NumPy data
+# For models of Linear and ReLU layers, with the arch of :func:`forward` (a list of
+# ("linear", "0") / ("relu", None)) and parameters "0.weight" (n x p), "0.bias" (p) as
+# arrays.  Batches are lists of row indices.
+
+
+def arch_of(model) -> list:
+    """The arch of an intervalnn ``Sequential``: ``("linear", str(i))`` for its Linear layers,
+    ``("relu", None)`` for the others (read from ``model.layers``, nothing imported)."""
+    return [
+        ("linear", str(i)) if type(layer).__name__ == "Linear" else ("relu", None)
+        for i, layer in enumerate(model.layers)
+    ]
+
+
+def poisoned(x, eps, rng, kind):
+    """A poisoned dataset in the box ``x +- eps`` (float64): a random vertex (``kind ==
+    "vertex"``) or a uniformly random point."""
+    s = rng.choice([-1.0, 1.0], size=x.shape) if kind == "vertex" else rng.uniform(-1, 1, x.shape)
+    return x.astype(np.float64) + eps * s
+
+
+def fraction_sgd(init, arch, xs, y, steps, lr, loss, k, sigmoid=mpfr_sigmoid):
+    """Full-batch SGD in exact rationals: the parameters (nested Fraction lists, biases as one
+    row) after each of ``steps`` steps.
+
+    The loss gradient: ``(sigmoid(z) - y) / m`` for ``loss == "bce"`` (``sigmoid`` a parameter:
+    by default :func:`mpfr_sigmoid`), softmax ``1 / sum_j exp(z_j - z_i)`` for ``"ce"`` with
+    ``k`` logits, exp through :func:`mpfr_fraction`.
+    """
+    params = {
+        name: [[Fraction(float(v)) for v in np.atleast_1d(row)] for row in np.atleast_2d(arr)]
+        for name, arr in init.items()
+    }
+    xs = [[Fraction(float(v)) for v in row] for row in xs]
+    m, lam = len(xs), Fraction(lr)
+    trajectory = []
+    for _ in range(steps):
+        acts, pres = [xs], []
+        for kind, name in arch:
+            h = acts[-1]
+            if kind == "relu":
+                pres.append(h)
+                acts.append([[max(v, Fraction(0)) for v in row] for row in h])
+                continue
+            w, b = params[f"{name}.weight"], params[f"{name}.bias"][0]
+            out = [
+                [sum(row[i] * w[i][j] for i in range(len(row))) + b[j] for j in range(len(b))]
+                for row in h
+            ]
+            pres.append(None)
+            acts.append(out)
+        z = acts[-1]
+        if loss == "bce":
+            g = [[(sigmoid(zr[0]) - int(t)) / m] for zr, t in zip(z, y, strict=True)]
+        else:
+            g = []
+            for zr, t in zip(z, y, strict=True):
+                p = [
+                    1 / sum(mpfr_fraction(gmpy2.exp, zr[j] - zr[i]) for j in range(k))
+                    for i in range(k)
+                ]
+                g.append([(p[i] - (1 if i == t else 0)) / m for i in range(k)])
+        grads = {}
+        for pos in reversed(range(len(arch))):
+            kind, name = arch[pos]
+            h = acts[pos]
+            if kind == "relu":
+                g = [
+                    [gv if hv > 0 else Fraction(0) for gv, hv in zip(gr, hr, strict=True)]
+                    for gr, hr in zip(g, h, strict=True)
+                ]
+                continue
+            w = params[f"{name}.weight"]
+            n_in, n_out = len(w), len(w[0])
+            grads[f"{name}.weight"] = [
+                [sum(h[b][i] * g[b][j] for b in range(m)) for j in range(n_out)]
+                for i in range(n_in)
+            ]
+            grads[f"{name}.bias"] = [[sum(g[b][j] for b in range(m)) for j in range(n_out)]]
+            g = [
+                [sum(g[b][j] * w[i][j] for j in range(n_out)) for i in range(n_in)]
+                for b in range(m)
+            ]
+        params = {
+            name: [
+                [v - lam * dv for v, dv in zip(r, dr, strict=True)]
+                for r, dr in zip(rows, grads[name], strict=True)
+            ]
+            for name, rows in params.items()
+        }
+        trajectory.append(params)
+    return trajectory
+
+
+def float64_sgd(init, arch, x, y, batches, lr, loss):
+    """Plain float64 SGD with NumPy (not the library's code): the parameters after each batch.
+
+    Softmax shifted by the row maximum; the gradient divided by the batch size.
+    """
+    params = {n: v.astype(np.float64).copy() for n, v in init.items()}
+    out = []
+    for idx in batches:
+        acts = [x[idx]]
+        for kind, name in arch:
+            h = acts[-1]
+            acts.append(
+                np.maximum(h, 0)
+                if kind == "relu"
+                else h @ params[f"{name}.weight"] + params[f"{name}.bias"]
+            )
+        z, yy, m = acts[-1], y[idx], len(idx)
+        if loss == "bce":
+            g = (1 / (1 + np.exp(-z[:, 0])) - yy)[:, None] / m
+        else:
+            p = np.exp(z - z.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            g = (p - np.eye(z.shape[1])[yy]) / m
+        grads = {}
+        for pos in reversed(range(len(arch))):
+            kind, name = arch[pos]
+            if kind == "relu":
+                g = g * (acts[pos] > 0)
+                continue
+            grads[f"{name}.weight"] = acts[pos].T @ g
+            grads[f"{name}.bias"] = g.sum(axis=0)
+            g = g @ params[f"{name}.weight"].T
+        params = {n: v - lr * grads[n] for n, v in params.items()}
+        out.append(params)
+    return out

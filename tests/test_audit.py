@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import zlib
 from fractions import Fraction
-from itertools import product
 
 import numpy as np
 import pytest
+from oracle import dual_forward, exact_ibp, fraction_array, zero_tangents
 
 import intervalnn.kernels.bounds as bounds_module
 import intervalnn.kernels.gemm as gemm_module
@@ -54,31 +54,6 @@ def moons():
 # ---------------------------------------------------------------- the oracle
 
 
-def _exact_ibp(layers, x, eps):
-    """Tightest IBP in exact rationals, by brute force over the endpoint products."""
-    lo = [[Fraction(v) - Fraction(eps) for v in row] for row in x]
-    hi = [[Fraction(v) + Fraction(eps) for v in row] for row in x]
-    for la in layers:
-        n, p = la.w_lo.shape
-        new_lo, new_hi = [], []
-        for a_row, b_row in zip(lo, hi, strict=True):
-            rl, rh = [], []
-            for j in range(p):
-                sl, sh = Fraction(la.b_lo[j]), Fraction(la.b_hi[j])
-                for i in range(n):
-                    ps = [
-                        u * Fraction(w)
-                        for u, w in product((a_row[i], b_row[i]), (la.w_lo[i, j], la.w_hi[i, j]))
-                    ]
-                    sl, sh = sl + min(ps), sh + max(ps)
-                rl.append(max(sl, Fraction(0)) if la.relu else sl)
-                rh.append(max(sh, Fraction(0)) if la.relu else sh)
-            new_lo.append(rl)
-            new_hi.append(rh)
-        lo, hi = new_lo, new_hi
-    return lo, hi
-
-
 @pytest.mark.parametrize("shift", [0.0, 1.5])  # negative inputs (general path), non-negative
 def test_oracle_encloses_exact_ibp_within_its_precision(shift):
     rng = np.random.default_rng(7)
@@ -90,7 +65,7 @@ def test_oracle_encloses_exact_ibp_within_its_precision(shift):
         layers.append(Dense(w - dw, w + dw, w, b - db, b + db, b, relu=i < len(sizes) - 2))
     x = rng.uniform(-1, 1, size=(5, 3)) + shift
     lo, hi = oracle_bounds(layers, x, 0.01, precision=120)
-    ex_lo, ex_hi = _exact_ibp(layers, x, 0.01)
+    ex_lo, ex_hi = exact_ibp(layers, x, 0.01)
     for r in range(5):
         for j in range(2):
             ql, qh = Fraction(*lo[r, j].as_integer_ratio()), Fraction(*hi[r, j].as_integer_ratio())
@@ -252,43 +227,6 @@ def _relu_last_model():
     return Sequential(lin, ReLU()), np.array([[-1.0, 0.5]]), np.array([1])
 
 
-def _q(v) -> Fraction:
-    """A float64 or ``mpq`` as an exact ``Fraction``."""
-    if isinstance(v, float):
-        return Fraction(v)
-    return Fraction(int(v.numerator), int(v.denominator))
-
-
-def _fr(a):
-    """An array of float64 or ``mpq`` as an object array of exact ``Fraction``."""
-    return np.vectorize(_q, otypes=[object])(np.asarray(a))
-
-
-def _zeros(params, x):
-    """Zero tangents for ``params`` (pairs of arrays) and ``x``, as Fraction arrays."""
-    zero = lambda a: np.full(a.shape, Fraction(0), object)  # noqa: E731
-    return [(zero(w), zero(b)) for w, b in params], zero(x)
-
-
-def _dual_forward(kinds, params, x, dparams, dx):
-    """Forward-mode AD over exact Fractions: the output and its derivative along (dparams, dx).
-
-    A route independent of the reference's backward chain rule: the tangent
-    rides along the forward pass (``d(aW + b) = da W + a dW + db``,
-    ``d relu(a) = [a > 0] da``), nothing runs in reverse.
-    """
-    a, da = x, dx
-    pairs = iter(zip(params, dparams, strict=True))
-    for kind in kinds:
-        if kind == "linear":
-            (w, b), (dw, db) = next(pairs)
-            a, da = a @ w + b, da @ w + a @ dw + db
-        else:
-            on = a > 0
-            a, da = np.where(on, a, Fraction(0)), np.where(on, da, Fraction(0))
-    return a, da
-
-
 def _random_arch(seed):
     rng = np.random.default_rng(seed)
     kinds = list(rng.choice(["linear", "relu"], size=int(rng.integers(2, 7))))
@@ -351,12 +289,12 @@ def test_audit_reference_gradient_is_the_exact_derivative(kinds, loss):
     y = rng.integers(0, 2 if loss == "bce" else k, size=m)
     ref = _Reference(kinds, params, loss, exact=True)
     grads, gx = ref.gradients(x, y)
-    fp = [(_fr(w), _fr(b)) for w, b in params]
-    fx = _fr(x)
-    zero_p, zero_x = _zeros(fp, fx)
-    z, _ = _dual_forward(kinds, fp, fx, zero_p, zero_x)
-    assert (_fr(ref.logits(x)) == z).all()  # the forward passes agree exactly
-    gz = _fr(ref._out_grad(ref.logits(x), y)) / m  # d mean-loss / d logits
+    fp = [(fraction_array(w), fraction_array(b)) for w, b in params]
+    fx = fraction_array(x)
+    zero_p, zero_x = zero_tangents(fp, fx)
+    z, _ = dual_forward(kinds, fp, fx, zero_p, zero_x)
+    assert (fraction_array(ref.logits(x)) == z).all()  # the forward passes agree exactly
+    gz = fraction_array(ref._out_grad(ref.logits(x), y)) / m  # d mean-loss / d logits
     # the loss gradient itself: sigmoid / softmax minus the one-hot label (float64 check)
     zf = np.array(z, dtype=np.float64)
     if loss == "bce":
@@ -367,7 +305,7 @@ def test_audit_reference_gradient_is_the_exact_derivative(kinds, loss):
     np.testing.assert_allclose(np.array(gz * m, dtype=np.float64), want, rtol=1e-13, atol=1e-15)
 
     def along(dparams, dx):
-        _, t = _dual_forward(kinds, fp, fx, dparams, dx)
+        _, t = dual_forward(kinds, fp, fx, dparams, dx)
         return (gz * t).sum()
 
     for li, (w, b) in enumerate(fp):
@@ -375,11 +313,11 @@ def test_audit_reference_gradient_is_the_exact_derivative(kinds, loss):
             for idx in np.ndindex(arr.shape):
                 d = [(dw.copy(), db.copy()) for dw, db in zero_p]
                 d[li][which][idx] = Fraction(1)
-                assert _fr(grads[li][which])[idx] == along(d, zero_x), (li, which, idx)
+                assert fraction_array(grads[li][which])[idx] == along(d, zero_x), (li, which, idx)
     for idx in np.ndindex(fx.shape):
         dx = zero_x.copy()
         dx[idx] = Fraction(1)
-        assert _fr(gx)[idx] == along(zero_p, dx), idx
+        assert fraction_array(gx)[idx] == along(zero_p, dx), idx
     # the float64 reference: the same gradients to rounding error
     fgrads, fgx = _Reference(kinds, params, loss, exact=False).gradients(x, y)
     for (gw, gb), (fw, fb) in zip(grads, fgrads, strict=True):
@@ -404,11 +342,11 @@ def test_audit_model_views_handle_any_relu_placement(kinds):
     relu = [la.relu for la in layers]
     pf = [(la.w_nom, la.b_nom) for la in layers]
     x = rng.normal(size=(5, 3))
-    fp = [(_fr(w), _fr(b)) for w, b in params]
-    fx = _fr(x)
-    zero_p, zero_x = _zeros(fp, fx)
-    z, _ = _dual_forward(kinds, fp, fx, zero_p, zero_x)
-    assert (_fr(_exact_forward(pf, relu, x)) == z).all()
+    fp = [(fraction_array(w), fraction_array(b)) for w, b in params]
+    fx = fraction_array(x)
+    zero_p, zero_x = zero_tangents(fp, fx)
+    z, _ = dual_forward(kinds, fp, fx, zero_p, zero_x)
+    assert (fraction_array(_exact_forward(pf, relu, x)) == z).all()
     zf, pre = _forward(pf, relu, x)
     np.testing.assert_allclose(zf, np.array(z, np.float64), rtol=1e-12, atol=1e-14)
     direction = rng.normal(size=zf.shape)
@@ -416,8 +354,8 @@ def test_audit_model_views_handle_any_relu_placement(kinds):
     for idx in np.ndindex(fx.shape):
         dx = zero_x.copy()
         dx[idx] = Fraction(1)
-        _, t = _dual_forward(kinds, fp, fx, zero_p, dx)
-        want = float((_fr(direction) * t).sum())
+        _, t = dual_forward(kinds, fp, fx, zero_p, dx)
+        want = float((fraction_array(direction) * t).sum())
         assert grad[idx] == pytest.approx(want, rel=1e-9, abs=1e-12), idx
     lo, hi = oracle_bounds(layers, x, 0.0)  # a point box: the oracle encloses the exact output
     for idx in np.ndindex(z.shape):

@@ -17,6 +17,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from oracle import fraction_array, hull_matmul
 
 cupy = pytest.importorskip("cupy", reason="the GPU backend needs CuPy (pip install cupy-cuda12x)")
 
@@ -515,10 +516,6 @@ def test_ball_and_center_radius_on_cupy(dtype):
     )
 
 
-def _exact(a) -> list:
-    return [Fraction(float(v)) for v in _host(a).reshape(-1)]
-
-
 @pytest.mark.parametrize("dtype", IV_DTYPES)
 def test_sum_and_mean_enclose_the_exact_result(dtype):
     rng = np.random.default_rng(23)
@@ -531,7 +528,7 @@ def test_sum_and_mean_enclose_the_exact_result(dtype):
     hi = np.maximum(lo, (vals + width).astype(dtype))
     gi = Interval(cupy.asarray(lo), cupy.asarray(hi))
     s, m = gi.sum(), gi.mean()
-    exact_lo, exact_hi = sum(_exact(lo)), sum(_exact(hi))
+    exact_lo, exact_hi = sum(fraction_array(lo).flat), sum(fraction_array(hi).flat)
     assert Fraction(float(s.lo)) <= exact_lo and exact_hi <= Fraction(float(s.hi))
     assert Fraction(float(m.lo)) <= exact_lo / 300 and exact_hi / 300 <= Fraction(float(m.hi))
     # along an axis
@@ -539,38 +536,14 @@ def test_sum_and_mean_enclose_the_exact_result(dtype):
     s0 = g2.sum(axis=0)
     assert s0.shape == (10,)
     for j in range(10):
-        el = sum(_exact(lo.reshape(30, 10)[:, j]))
-        eh = sum(_exact(hi.reshape(30, 10)[:, j]))
+        el = sum(fraction_array(lo.reshape(30, 10)[:, j]).flat)
+        eh = sum(fraction_array(hi.reshape(30, 10)[:, j]).flat)
         assert Fraction(float(s0.lo[j])) <= el and eh <= Fraction(float(s0.hi[j]))
     # an infinite endpoint makes that bound infinite, not NaN
     lo2 = lo.copy()
     lo2[7] = -np.inf
     s2 = Interval(cupy.asarray(lo2), cupy.asarray(hi)).sum()
     assert float(s2.lo) == -np.inf and np.isfinite(float(s2.hi))
-
-
-def _exact_matmul(alo, ahi, blo, bhi):
-    """Exact interval hull of A @ B (each entry's terms involve distinct variables)."""
-    alo, ahi, blo, bhi = (np.atleast_2d(_host(x)) for x in (alo, ahi, blo, bhi))
-
-    def frac(a):
-        return [[Fraction(float(v)) for v in row] for row in a]
-
-    a0, a1, b0, b1 = frac(alo), frac(ahi), frac(blo.T), frac(bhi.T)
-    out_lo = [[Fraction(0)] * len(b0) for _ in a0]
-    out_hi = [[Fraction(0)] * len(b0) for _ in a0]
-    for i in range(len(a0)):
-        for j in range(len(b0)):
-            for k in range(len(a0[i])):
-                p = (
-                    a0[i][k] * b0[j][k],
-                    a0[i][k] * b1[j][k],
-                    a1[i][k] * b0[j][k],
-                    a1[i][k] * b1[j][k],
-                )
-                out_lo[i][j] += min(p)
-                out_hi[i][j] += max(p)
-    return out_lo, out_hi
 
 
 def _assert_encloses(c: Interval, exact_lo, exact_hi, what=""):
@@ -604,13 +577,13 @@ def test_matmul_encloses_exact_product_and_matches_cpu_width(dtype, kind, shapes
     g = ga @ gb
     c = Interval(alo, ahi) @ Interval(blo, bhi)
     assert g.backend.name == "cupy" and g.dtype == np.dtype(dtype) and g.shape == c.shape
-    _assert_encloses(g, *_exact_matmul(alo, ahi, blo, bhi), what=f"{kind} {sa}@{sb}")
+    _assert_encloses(g, *hull_matmul(alo, ahi, blo, bhi), what=f"{kind} {sa}@{sb}")
     # same formula as the CPU, only the GEMMs' rounding differs: widths agree closely
     gw, cw = _host(g.width), _host(c.width)
     assert (gw <= 1.5 * cw + 1e3 * np.finfo(dtype).smallest_subnormal).all()
     # a point operand given as a bare CuPy array
     if kind[1] == "p":
-        _assert_encloses(matmul(ga, cupy.asarray(blo)), *_exact_matmul(alo, ahi, blo, bhi))
+        _assert_encloses(matmul(ga, cupy.asarray(blo)), *hull_matmul(alo, ahi, blo, bhi))
 
 
 @pytest.mark.parametrize("dtype", IV_DTYPES)
@@ -623,13 +596,13 @@ def test_matmul_vector_and_batched(dtype):
     )
     assert g.shape == (3, 4, 6)
     for k in range(3):
-        _assert_encloses(g[k], *_exact_matmul(alo[k], ahi[k], blo, bhi), what=f"batch {k}")
+        _assert_encloses(g[k], *hull_matmul(alo[k], ahi[k], blo, bhi), what=f"batch {k}")
     vlo, vhi = _rand_matrix_interval(rng, dtype, (5,))
     gv = Interval(cupy.asarray(vlo), cupy.asarray(vhi)) @ Interval(
         cupy.asarray(blo), cupy.asarray(bhi)
     )
     assert gv.shape == (6,)
-    _assert_encloses(gv.reshape(1, 6), *_exact_matmul(vlo, vhi, blo, bhi), what="vector")
+    _assert_encloses(gv.reshape(1, 6), *hull_matmul(vlo, vhi, blo, bhi), what="vector")
 
 
 @pytest.mark.parametrize("dtype", IV_DTYPES)
@@ -651,7 +624,7 @@ def test_cublas_keeps_subnormal_operands(dtype, n):
     sa = (rng.integers(1, 2**10, (4, k)) * fi.smallest_subnormal).astype(dtype)
     sb = np.ldexp(rng.uniform(-2, 2, (k, 4)), rng.integers(60, 100, (k, 4))).astype(dtype)
     g = matmul(Interval(cupy.asarray(sa)), Interval(cupy.asarray(sb)))
-    _assert_encloses(g, *_exact_matmul(sa, sa, sb, sb), what="subnormal x huge")
+    _assert_encloses(g, *hull_matmul(sa, sa, sb, sb), what="subnormal x huge")
 
 
 @pytest.mark.parametrize("dtype", IV_DTYPES)

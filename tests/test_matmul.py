@@ -6,7 +6,8 @@ array, so products of any size and magnitude (1e-300 .. 1e300, subnormals)
 are exact.  The result must contain the exact product of sampled members
 (vertices, random interior points, midpoints) and, for 2-D operands, the
 exact interval hull ``sum_k A_ik * B_kj`` (each entry's terms are
-independent, so the sum of the exact interval products is the hull).
+independent, so the sum of the exact interval products is the hull).  The
+scaled-integer arithmetic lives in ``tests/oracle.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from oracle import enclosure_failures, exact_hull, exact_matmul, scaled
 
 import intervalnn as inn
 from intervalnn import Interval
@@ -27,69 +29,7 @@ from intervalnn import Interval
 DTYPES = [np.float32, np.float64]
 
 
-# ------------------------------------------------------------------ exact arithmetic
-
-
-def scaled(*arrays):
-    """Object arrays of ints ``N`` and one shift ``s`` with ``array == N * 2**-s`` exactly."""
-    ratios = [[float(v).as_integer_ratio() for v in np.asarray(a).reshape(-1)] for a in arrays]
-    s = max((d.bit_length() - 1 for r in ratios for _, d in r), default=0)
-    out = []
-    for a, r in zip(arrays, ratios, strict=True):
-        ints = [n << (s - (d.bit_length() - 1)) for n, d in r]
-        out.append(np.array(ints + [0], dtype=object)[:-1].reshape(np.shape(a)))
-    return out, s
-
-
-def exact_matmul(x, y):
-    """Exact ``x @ y`` as ``(E, S)``: integer object array ``E`` and shift ``S``."""
-    (nx,), sx = scaled(x)
-    (ny,), sy = scaled(y)
-    return np.asarray(np.matmul(nx, ny), dtype=object), sx + sy
-
-
-def exact_hull(alo, ahi, blo, bhi):
-    """The exact interval hull of ``A @ B`` (2-D, finite) as ``(L, H, S)``."""
-    (al, ah), sa = scaled(alo, ahi)
-    (bl, bh), sb = scaled(blo, bhi)
-    corners = [p[:, :, None] * q[None, :, :] for p in (al, ah) for q in (bl, bh)]
-    lo = np.minimum.reduce(corners).sum(axis=1)
-    hi = np.maximum.reduce(corners).sum(axis=1)
-    return lo, hi, sa + sb
-
-
-def _le(f: float, e: int, s: int) -> bool:
-    """``f <= e * 2**-s`` exactly, for a float ``f`` (possibly infinite)."""
-    f = float(f)
-    if f != f:
-        return False
-    if f in (np.inf, -np.inf):
-        return f < 0
-    n, d = f.as_integer_ratio()
-    return n << s <= e * d
-
-
-def _ge(f: float, e: int, s: int) -> bool:
-    f = float(f)
-    if f != f:
-        return False
-    if f in (np.inf, -np.inf):
-        return f > 0
-    n, d = f.as_integer_ratio()
-    return n << s >= e * d
-
-
-def enclosure_failures(res: Interval, lo_e, hi_e, s) -> list[str]:
-    """Entries where ``[res.lo, res.hi]`` does not contain ``[lo_e, hi_e] * 2**-s``."""
-    bad = []
-    for idx in np.ndindex(*res.shape):
-        lo, hi = res.lo[idx], res.hi[idx]
-        if not (_le(lo, lo_e[idx], s) and _ge(hi, hi_e[idx], s)):
-            bad.append(
-                f"{idx}: [{float(lo)!r}, {float(hi)!r}] misses "
-                f"[{float(Fraction(lo_e[idx], 2**s))!r}, {float(Fraction(hi_e[idx], 2**s))!r}]"
-            )
-    return bad
+# ------------------------------------------------------------------ members and the check
 
 
 def members(rng, lo, hi, how):
