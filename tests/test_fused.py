@@ -17,6 +17,18 @@ import gmpy2
 import numpy as np
 import pytest
 from numba import njit
+from oracle import (
+    arch_of,
+    dot_hull,
+    float64_sgd,
+    fraction_sgd,
+    mpfr_fraction,
+    mpfr_sigmoid,
+    mpfr_softmax,
+    mpfr_softplus,
+    poisoned,
+    tightest,
+)
 
 import intervalnn.kernels.fused as K
 from intervalnn.certify import Certifier, certify
@@ -30,7 +42,6 @@ from intervalnn.optim import SGD
 from intervalnn.threat import ThreatModel
 from intervalnn.train import SoundnessError, TrainConfig, batch_indices, train
 
-MPFR_BITS = 300
 DTYPES = (np.float64, np.float32)
 LOSSES = ("bce", "ce")
 
@@ -46,40 +57,6 @@ def fused_only(monkeypatch):
         raise AssertionError("the layered training path ran")
 
     monkeypatch.setattr(Sequential, "forward", refuse)
-
-
-def _record(steps):
-    def on_step(step, params, nominal):
-        for name, box in params.items():
-            assert bool(box.contains(nominal[name]).all()), (step, name)
-        steps[step] = {
-            k: (v.lo.astype(np.float64), v.hi.astype(np.float64)) for k, v in params.items()
-        }
-
-    return on_step
-
-
-def _mpfr_exp(z: Fraction) -> Fraction:
-    with gmpy2.context(precision=MPFR_BITS):
-        v = gmpy2.exp(gmpy2.mpfr(gmpy2.mpq(z.numerator, z.denominator)))
-    return Fraction(*v.as_integer_ratio())
-
-
-def _poisoned(x, eps, rng, kind):
-    s = rng.choice([-1.0, 1.0], size=x.shape) if kind == "vertex" else rng.uniform(-1, 1, x.shape)
-    return x.astype(np.float64) + eps * s
-
-
-def _linear_names(model):
-    return [f"{i}" for i, layer in enumerate(model.layers) if isinstance(layer, Linear)]
-
-
-def _stack(model):
-    """The model as a list of ("linear", name) / ("relu", None) for the reference SGDs."""
-    return [
-        ("linear", str(i)) if isinstance(layer, Linear) else ("relu", None)
-        for i, layer in enumerate(model.layers)
-    ]
 
 
 # ---------------------------------------------------------------- one-flop widening
@@ -184,16 +161,6 @@ def _tight(xs, lo, hi, which):
             lo[i], hi[i] = el.log1p_rd64(xs[i]), el.log1p_ru64(xs[i])
 
 
-def _mpfr_bounds(f, xs):
-    out = []
-    for rnd in (gmpy2.RoundDown, gmpy2.RoundUp):
-        ctx = gmpy2.ieee(64)
-        ctx.round = rnd
-        with gmpy2.context(ctx):
-            out.append(np.array([float(f(gmpy2.mpfr(float(x)))) for x in xs]))
-    return out
-
-
 def _exp_points(rng):
     edges = [-745.5, -707.0, -706.999, -700.0, -1.0, -(2.0**-60), -(2.0**-61), 0.0, -0.0]
     edges += [2.0**-60, 2.0**-61, 1e-300, 0.5, 1.0, 700.0, 708.99, 709.0, 709.5, 800.0]
@@ -213,7 +180,7 @@ def test_fast_exp_encloses_the_tight_bounds_and_mpfr():
     fast = (xs >= -707) & (xs <= 709) & (np.abs(xs) >= 2.0**-60)
     assert np.all(hi[fast] - lo[fast] <= 2.0**-45 * hi[fast])  # about 2^-47 wide
     sub = xs[:: len(xs) // 3000]
-    m_lo, m_hi = _mpfr_bounds(gmpy2.exp, sub)
+    m_lo, m_hi = tightest(gmpy2.exp, sub)
     lo_s, hi_s = np.empty_like(sub), np.empty_like(sub)
     _exp_all(sub, lo_s, hi_s)
     assert np.all(lo_s <= m_lo) and np.all(hi_s >= m_hi)
@@ -237,32 +204,13 @@ def test_fast_log1p_encloses_the_tight_bounds_and_mpfr():
     fast = (xs >= 2.0**-60) & (xs <= 2.0**1000)
     assert np.all(hi[fast] - lo[fast] <= 2.0**-42 * hi[fast])
     sub = xs[np.isfinite(xs)][:: len(xs) // 3000]
-    m_lo, m_hi = _mpfr_bounds(gmpy2.log1p, sub)
+    m_lo, m_hi = tightest(gmpy2.log1p, sub)
     lo_s, hi_s = np.empty_like(sub), np.empty_like(sub)
     _log1p_all(sub, lo_s, hi_s)
     assert np.all(lo_s <= m_lo) and np.all(hi_s >= m_hi)
 
 
 # ---------------------------------------------------------------- loss stage
-
-
-def _mpfr(f, z: Fraction) -> Fraction:
-    with gmpy2.context(precision=MPFR_BITS):
-        v = f(gmpy2.mpfr(gmpy2.mpq(z.numerator, z.denominator)))
-    return Fraction(*v.as_integer_ratio())
-
-
-def _sigmoid(t: Fraction) -> Fraction:
-    return 1 / (1 + _mpfr(gmpy2.exp, -t))
-
-
-def _softplus(t: Fraction) -> Fraction:
-    return _mpfr(lambda v: gmpy2.log1p(gmpy2.exp(v)), t)
-
-
-def _softmax_at(z_i: Fraction, others: list[Fraction]) -> Fraction:
-    """``1 / (1 + sum_j exp(z_j - z_i))`` (softmax of logit i given the other logits)."""
-    return 1 / (1 + sum(_mpfr(gmpy2.exp, zj - z_i) for zj in others))
 
 
 def _logit_boxes(rng, k, m):
@@ -299,12 +247,12 @@ def test_loss_gradient_and_value_bounds_against_mpfr(k):
         for i in range(k):
             if k == 1:
                 t = int(y[b])
-                exact = [(_sigmoid(v[0]) - t) * inv for v in (lo, hi, nom)]
+                exact = [(mpfr_sigmoid(v[0]) - t) * inv for v in (lo, hi, nom)]
             else:
                 t = 1 if i == y[b] else 0
                 rest = [j for j in range(k) if j != i]
                 exact = [
-                    (_softmax_at(a[i], [c[j] for j in rest]) - t) * inv
+                    (mpfr_softmax(a[i], [c[j] for j in rest]) - t) * inv
                     for a, c in ((lo, hi), (hi, lo), (nom, nom))
                 ]
             g_lo, g_hi, g_n = (Fraction(float(g[q, i, b])) for q in range(3))
@@ -312,13 +260,17 @@ def test_loss_gradient_and_value_bounds_against_mpfr(k):
             assert g_lo <= g_n <= g_hi and abs(g_n - exact[2]) <= inv / 2**40, (b, i)
         if k == 1:
             f_lo, f_hi = (-hi[0], -lo[0]) if y[b] == 1 else (lo[0], hi[0])
-            total_lo += _softplus(f_lo)
-            total_hi += _softplus(f_hi)
+            total_lo += mpfr_softplus(f_lo)
+            total_hi += mpfr_softplus(f_hi)
         else:
             c = int(y[b])
             rest = [j for j in range(k) if j != c]
-            total_lo += _mpfr(gmpy2.log1p, sum(_mpfr(gmpy2.exp, lo[j] - hi[c]) for j in rest))
-            total_hi += _mpfr(gmpy2.log1p, sum(_mpfr(gmpy2.exp, hi[j] - lo[c]) for j in rest))
+            total_lo += mpfr_fraction(
+                gmpy2.log1p, sum(mpfr_fraction(gmpy2.exp, lo[j] - hi[c]) for j in rest)
+            )
+            total_hi += mpfr_fraction(
+                gmpy2.log1p, sum(mpfr_fraction(gmpy2.exp, hi[j] - lo[c]) for j in rest)
+            )
     assert Fraction(loss_lo) <= total_lo * inv and total_hi * inv <= Fraction(loss_hi)
     assert loss_hi - loss_lo <= 1e-9 * abs(loss_hi) + float(np.sum(z[1] - z[0]))
 
@@ -351,16 +303,6 @@ def _tiny(*tensors):
     return any(bool(np.any((t[:2] != 0) & (np.abs(t[:2]) < K.TINY))) for t in tensors)
 
 
-def _exact_bounds(w_lo, w_hi, v_lo, v_hi, init_lo, init_hi):
-    """Exact [min, max] of init + sum_k w_k v_k over the boxes (separable: termwise)."""
-    lo, hi = Fraction(init_lo), Fraction(init_hi)
-    for a0, a1, b0, b1 in zip(w_lo, w_hi, v_lo, v_hi, strict=True):
-        ps = [Fraction(a) * Fraction(b) for a in (a0, a1) for b in (b0, b1)]
-        lo += min(ps)
-        hi += max(ps)
-    return lo, hi
-
-
 @pytest.mark.parametrize("kind", ["random", "cancel", "zeros", "points", "tiny"])
 def test_interval_dot_products_enclose_their_exact_values(kind):
     """Forward-type sums (_mm_weights + bias + _finish) against Fraction arithmetic."""
@@ -378,7 +320,7 @@ def test_interval_dot_products_enclose_their_exact_values(kind):
     K._finish(acc, nk + 1, tiny, R.UNIT64)
     for r in range(nr):
         for c in range(m):
-            lo, hi = _exact_bounds(w[0, :, r], w[1, :, r], v[0, :, c], v[1, :, c], b[0, r], b[1, r])
+            lo, hi = dot_hull(w[0, :, r], w[1, :, r], v[0, :, c], v[1, :, c], b[0, r], b[1, r])
             assert Fraction(acc[0, r, c]) <= lo and hi <= Fraction(acc[1, r, c]), (r, c)
             assert acc[0, r, c] <= acc[2, r, c] <= acc[1, r, c]  # the nominal sum inside
 
@@ -402,7 +344,7 @@ def test_batch_sums_enclose_their_exact_values(kind, nonneg):
     K._finish(out, m, _tiny(a, g), R.UNIT64)
     for i in range(n):
         for j in range(p):
-            lo, hi = _exact_bounds(a[0, i], a[1, i], g[0, j], g[1, j], 0.0, 0.0)
+            lo, hi = dot_hull(a[0, i], a[1, i], g[0, j], g[1, j], 0.0, 0.0)
             assert Fraction(out[0, i, j]) <= lo and hi <= Fraction(out[1, i, j]), (i, j)
             assert out[0, i, j] <= out[2, i, j] <= out[1, i, j]
 
@@ -420,7 +362,7 @@ def test_input_layer_weight_sums_enclose_their_exact_values(kind):
     K._input_weight_grad(dw, dwt, g, rows, _tiny(a, g), R.UNIT64)
     for i in range(n):
         for j in range(p):
-            lo, hi = _exact_bounds(a[0, i], a[1, i], g[0, j], g[1, j], 0.0, 0.0)
+            lo, hi = dot_hull(a[0, i], a[1, i], g[0, j], g[1, j], 0.0, 0.0)
             assert Fraction(dw[0, i, j]) <= lo and hi <= Fraction(dw[1, i, j]), (i, j)
             assert dw[0, i, j] <= dw[2, i, j] <= dw[1, i, j]
 
@@ -440,73 +382,9 @@ def test_underflow_needs_the_tiny_flag():
 # ---------------------------------------------------------------- exact rational SGD
 
 
-def _exact_sgd(init, stack, xs, y, steps, lr, loss, k):
-    """Full-batch SGD in exact rationals (sigmoid/softmax via MPFR at 300 bits)."""
-    params = {
-        name: [[Fraction(float(v)) for v in np.atleast_1d(row)] for row in np.atleast_2d(arr)]
-        for name, arr in init.items()
-    }
-    xs = [[Fraction(float(v)) for v in row] for row in xs]
-    m, lam = len(xs), Fraction(lr)
-    trajectory = []
-    for _ in range(steps):
-        acts, pres = [xs], []
-        for kind, name in stack:
-            h = acts[-1]
-            if kind == "relu":
-                pres.append(h)
-                acts.append([[max(v, Fraction(0)) for v in row] for row in h])
-                continue
-            w, b = params[f"{name}.weight"], params[f"{name}.bias"][0]
-            out = [
-                [sum(row[i] * w[i][j] for i in range(len(row))) + b[j] for j in range(len(b))]
-                for row in h
-            ]
-            pres.append(None)
-            acts.append(out)
-        z = acts[-1]
-        if loss == "bce":
-            g = [[(1 / (1 + _mpfr_exp(-zr[0])) - int(t)) / m] for zr, t in zip(z, y, strict=True)]
-        else:
-            g = []
-            for zr, t in zip(z, y, strict=True):
-                p = [1 / sum(_mpfr_exp(zr[j] - zr[i]) for j in range(k)) for i in range(k)]
-                g.append([(p[i] - (1 if i == t else 0)) / m for i in range(k)])
-        grads = {}
-        for pos in reversed(range(len(stack))):
-            kind, name = stack[pos]
-            h = acts[pos]
-            if kind == "relu":
-                g = [
-                    [gv if hv > 0 else Fraction(0) for gv, hv in zip(gr, hr, strict=True)]
-                    for gr, hr in zip(g, h, strict=True)
-                ]
-                continue
-            w = params[f"{name}.weight"]
-            n_in, n_out = len(w), len(w[0])
-            grads[f"{name}.weight"] = [
-                [sum(h[b][i] * g[b][j] for b in range(m)) for j in range(n_out)]
-                for i in range(n_in)
-            ]
-            grads[f"{name}.bias"] = [[sum(g[b][j] for b in range(m)) for j in range(n_out)]]
-            g = [
-                [sum(g[b][j] * w[i][j] for j in range(n_out)) for i in range(n_in)]
-                for b in range(m)
-            ]
-        params = {
-            name: [
-                [v - lam * dv for v, dv in zip(r, dr, strict=True)]
-                for r, dr in zip(rows, grads[name], strict=True)
-            ]
-            for name, rows in params.items()
-        }
-        trajectory.append(params)
-    return trajectory
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("loss", LOSSES)
-def test_exact_rational_sgd_stays_in_the_fused_box(loss, dtype, fused_only):
+def test_exact_rational_sgd_stays_in_the_fused_box(loss, dtype, fused_only, record_steps):
     """A 2-3-K network, 6 points, 4 full-batch steps: exact SGD on poisoned data inside the box."""
     rng = np.random.default_rng(3)
     x = rng.uniform(-1, 1, size=(6, 2)).astype(dtype)
@@ -515,14 +393,14 @@ def test_exact_rational_sgd_stays_in_the_fused_box(loss, dtype, fused_only):
     eps, lr = 0.05, 0.5
     model = mlp(2, k, hidden=3, layers=2, seed=1, dtype=dtype)
     init = {n: v.lo.copy() for n, v in model.named_params().items()}
-    stack = _stack(model)
+    stack = arch_of(model)
     steps = {}
     cfg = TrainConfig(epochs=4, learning_rate=lr, batch_size=6, seed=0, loss=loss)
-    train(model, x, y, ThreatModel(eps), cfg, on_step=_record(steps))
+    train(model, x, y, ThreatModel(eps), cfg, on_step=record_steps(steps))
     assert sorted(steps) == [1, 2, 3, 4]
     for trial in range(4):
-        xp = _poisoned(x, eps, rng, "vertex" if trial % 2 == 0 else "random")
-        for step, exact in enumerate(_exact_sgd(init, stack, xp, y, 4, lr, loss, k), start=1):
+        xp = poisoned(x, eps, rng, "vertex" if trial % 2 == 0 else "random")
+        for step, exact in enumerate(fraction_sgd(init, stack, xp, y, 4, lr, loss, k), start=1):
             for name, rows in exact.items():
                 lo, hi = (np.atleast_2d(a) for a in steps[step][name])
                 for r, row in enumerate(rows):
@@ -531,40 +409,6 @@ def test_exact_rational_sgd_stays_in_the_fused_box(loss, dtype, fused_only):
 
 
 # ---------------------------------------------------------------- float SGD on poisoned data
-
-
-def _float_sgd(init, stack, x, y, batches, lr, loss):
-    """Independent float64 reference SGD for Linear/ReLU stacks (not the library's code)."""
-    params = {n: v.astype(np.float64).copy() for n, v in init.items()}
-    out = []
-    for idx in batches:
-        acts = [x[idx]]
-        for kind, name in stack:
-            h = acts[-1]
-            acts.append(
-                np.maximum(h, 0)
-                if kind == "relu"
-                else h @ params[f"{name}.weight"] + params[f"{name}.bias"]
-            )
-        z, yy, m = acts[-1], y[idx], len(idx)
-        if loss == "bce":
-            g = (1 / (1 + np.exp(-z[:, 0])) - yy)[:, None] / m
-        else:
-            p = np.exp(z - z.max(axis=1, keepdims=True))
-            p /= p.sum(axis=1, keepdims=True)
-            g = (p - np.eye(z.shape[1])[yy]) / m
-        grads = {}
-        for pos in reversed(range(len(stack))):
-            kind, name = stack[pos]
-            if kind == "relu":
-                g = g * (acts[pos] > 0)
-                continue
-            grads[f"{name}.weight"] = acts[pos].T @ g
-            grads[f"{name}.bias"] = g.sum(axis=0)
-            g = g @ params[f"{name}.weight"].T
-        params = {n: v - lr * grads[n] for n, v in params.items()}
-        out.append(params)
-    return out
 
 
 def _custom_stack(k, dtype):
@@ -583,7 +427,9 @@ def _custom_stack(k, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("arch", ["2x20", "stack", "wide"])
-def test_float_sgd_on_poisoned_moons_stays_in_the_fused_box(arch, loss, dtype, fused_only):
+def test_float_sgd_on_poisoned_moons_stays_in_the_fused_box(
+    arch, loss, dtype, fused_only, record_steps
+):
     """Float64 SGD on sampled poisoned data (vertices and random points) inside at every step.
 
     ``stack``: a repeated ReLU, two Linears without a ReLU between them and
@@ -604,19 +450,19 @@ def test_float_sgd_on_poisoned_moons_stays_in_the_fused_box(arch, loss, dtype, f
     else:
         model = _custom_stack(k, dtype)
     init = {name: box.lo.copy() for name, box in model.named_params().items()}
-    stack = _stack(model)
+    stack = arch_of(model)
     x = (wide if arch == "wide" else sp.train.x).astype(dtype)
     steps = {}
     cfg = TrainConfig(epochs=epochs, learning_rate=lr, batch_size=bs, seed=5, loss=loss)
-    train(model, x, y, ThreatModel(eps), cfg, on_step=_record(steps))
+    train(model, x, y, ThreatModel(eps), cfg, on_step=record_steps(steps))
     rng = np.random.default_rng(5)
     batches = [b for _ in range(epochs) for b in batch_indices(len(y), bs, rng)]
     assert sorted(steps) == list(range(1, len(batches) + 1))
     sample = np.random.default_rng(11)
     excursions = 0
     for trial in range(6):
-        xp = _poisoned(x, eps, sample, "vertex" if trial % 2 else "random")
-        for step, params in enumerate(_float_sgd(init, stack, xp, y, batches, lr, loss), 1):
+        xp = poisoned(x, eps, sample, "vertex" if trial % 2 else "random")
+        for step, params in enumerate(float64_sgd(init, stack, xp, y, batches, lr, loss), 1):
             for name, value in params.items():
                 lo, hi = steps[step][name]
                 excursions += int(np.sum((value < lo) | (value > hi)))
@@ -684,13 +530,13 @@ def test_models_the_kernel_does_not_cover_take_the_layered_path():
 # ---------------------------------------------------------------- fused versus layered
 
 
-def _widths_per_step(loss, dtype, fused, steps=10):
+def _widths_per_step(record_steps, loss, dtype, fused, steps=10):
     sp = two_moons_splits(seed=0, n_train=500)
     k = 1 if loss == "bce" else 2
     model = mlp(2, k, hidden=20, layers=2, seed=0, dtype=dtype)
     rec = {}
     cfg = TrainConfig(epochs=2, learning_rate=0.5, batch_size=100, seed=1, loss=loss, fused=fused)
-    train(model, sp.train.x, sp.train.y, ThreatModel(1e-2), cfg, on_step=_record(rec))
+    train(model, sp.train.x, sp.train.y, ThreatModel(1e-2), cfg, on_step=record_steps(rec))
     return [
         {n: float(np.sum(hi - lo)) for n, (lo, hi) in rec[s].items()} for s in range(1, steps + 1)
     ]
@@ -698,7 +544,7 @@ def _widths_per_step(loss, dtype, fused, steps=10):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("loss", LOSSES)
-def test_fused_boxes_are_no_wider_than_layered(loss, dtype):
+def test_fused_boxes_are_no_wider_than_layered(loss, dtype, record_steps):
     """Summed widths per parameter after each of 10 steps: fused <= layered (+0.1 %).
 
     Measured (2x20 Two-Moons, eps 0.01, lr 0.5, batch 100): the fused boxes
@@ -709,15 +555,15 @@ def test_fused_boxes_are_no_wider_than_layered(loss, dtype):
     per product), and that compounds; the rounding terms of either path are
     ~1e-16 relative and do not show.
     """
-    fused = _widths_per_step(loss, dtype, True)
-    layered = _widths_per_step(loss, dtype, False)
+    fused = _widths_per_step(record_steps, loss, dtype, True)
+    layered = _widths_per_step(record_steps, loss, dtype, False)
     for f, lay in zip(fused, layered, strict=True):
         for name in f:
             assert f[name] <= lay[name] * 1.001, (name, f[name] / lay[name])
             assert f[name] >= lay[name] * 0.3, (name, f[name] / lay[name])
 
 
-def test_fused_step_matches_the_layered_step_closely():
+def test_fused_step_matches_the_layered_step_closely(record_steps):
     """One step from the same model: every fused bound within 1e-9 of the layered one (relative)."""
     sp = two_moons_splits(seed=0, n_train=100)
     for loss, k in (("bce", 1), ("ce", 3)):
@@ -727,7 +573,7 @@ def test_fused_step_matches_the_layered_step_closely():
             model = mlp(2, k, hidden=10, layers=3, seed=2)
             rec = {}
             cfg = TrainConfig(epochs=1, learning_rate=0.3, batch_size=100, loss=loss, fused=fused)
-            train(model, sp.train.x, y, ThreatModel(1e-2), cfg, on_step=_record(rec))
+            train(model, sp.train.x, y, ThreatModel(1e-2), cfg, on_step=record_steps(rec))
             out.append(rec[1])
         for name, (lo, hi) in out[0].items():
             lo_l, hi_l = out[1][name]

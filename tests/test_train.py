@@ -11,6 +11,7 @@ from fractions import Fraction
 import gmpy2
 import numpy as np
 import pytest
+from oracle import arch_of, float64_sgd, fraction_sgd, mpfr_fraction, poisoned
 
 from intervalnn.certify import certify, margins
 from intervalnn.datasets import two_moons_splits
@@ -18,38 +19,16 @@ from intervalnn.layers import Linear, mlp
 from intervalnn.threat import ThreatModel
 from intervalnn.train import TrainConfig, batch_indices, train
 
-MPFR_BITS = 300
-
 
 def _sigmoid_exact(z: Fraction) -> Fraction:
-    """sigmoid(z) to 300 bits (MPFR): exact for our purpose, errors near 2^-300."""
-    with gmpy2.context(precision=MPFR_BITS):
-        v = 1 / (1 + gmpy2.exp(-gmpy2.mpfr(gmpy2.mpq(z.numerator, z.denominator))))
-    return Fraction(*v.as_integer_ratio())
+    """sigmoid(z) to 300 bits (MPFR): exact for our purpose, errors near 2^-300.
+
+    Rounded once as a whole (``fraction_sgd``'s default sigmoid rounds only ``exp(-z)``).
+    """
+    return mpfr_fraction(lambda v: 1 / (1 + gmpy2.exp(-v)), z)
 
 
-def _recorder():
-    steps = {}
-
-    def on_step(step, params, nominal):
-        steps[step] = {k: (v.lo.copy(), v.hi.copy()) for k, v in params.items()}
-
-    return steps, on_step
-
-
-def _inside(value, lo, hi):
-    return bool(np.all((lo <= value) & (value <= hi)))
-
-
-def _poisoned(x, eps, rng, kind, domain=None):
-    if kind == "vertex":
-        x = x + eps * rng.choice([-1.0, 1.0], size=x.shape)
-    else:
-        x = x + eps * rng.uniform(-1, 1, size=x.shape)
-    return x if domain is None else np.clip(x, *domain)
-
-
-def test_exact_rational_sgd_stays_in_box():
+def test_exact_rational_sgd_stays_in_box(record_steps):
     """A 2-3-1 network, 6 points, 4 full-batch steps: Fraction SGD inside the box at every step."""
     rng = np.random.default_rng(3)
     x = rng.uniform(-1, 1, size=(6, 2))
@@ -57,42 +36,17 @@ def test_exact_rational_sgd_stays_in_box():
     eps, lr = 0.05, 0.5
     model = mlp(2, 1, hidden=3, layers=2, seed=1)
     init = {k: v.lo.copy() for k, v in model.named_params().items()}
-    steps, on_step = _recorder()
+    arch = arch_of(model)
+    steps = {}
     cfg = TrainConfig(epochs=4, learning_rate=lr, batch_size=6, seed=0)
-    train(model, x, y, ThreatModel(eps), cfg, on_step=on_step)
+    train(model, x, y, ThreatModel(eps), cfg, on_step=record_steps(steps, check_nominal=False))
     assert sorted(steps) == [1, 2, 3, 4]
-
-    def exact_run(xp):
-        w1 = [[Fraction(v) for v in row] for row in init["0.weight"]]
-        b1 = [Fraction(v) for v in init["0.bias"]]
-        w2 = [[Fraction(v) for v in row] for row in init["2.weight"]]
-        b2 = [Fraction(v) for v in init["2.bias"]]
-        xs = [[Fraction(v) for v in row] for row in xp]
-        m, lam = len(xs), Fraction(lr)
-        trajectory = []
-        for _ in range(4):
-            z1 = [[sum(xr[i] * w1[i][j] for i in range(2)) + b1[j] for j in range(3)] for xr in xs]
-            h = [[max(v, Fraction(0)) for v in row] for row in z1]
-            z2 = [sum(hr[j] * w2[j][0] for j in range(3)) + b2[0] for hr in h]
-            g2 = [(_sigmoid_exact(z) - int(t)) / m for z, t in zip(z2, y, strict=True)]
-            gw2 = [[sum(h[b][j] * g2[b] for b in range(m))] for j in range(3)]
-            gb2 = [sum(g2)]
-            g1 = [
-                [g2[b] * w2[j][0] * (1 if z1[b][j] > 0 else 0) for j in range(3)] for b in range(m)
-            ]
-            gw1 = [[sum(xs[b][i] * g1[b][j] for b in range(m)) for j in range(3)] for i in range(2)]
-            gb1 = [sum(g1[b][j] for b in range(m)) for j in range(3)]
-            w1 = [[w1[i][j] - lam * gw1[i][j] for j in range(3)] for i in range(2)]
-            b1 = [b1[j] - lam * gb1[j] for j in range(3)]
-            w2 = [[w2[j][0] - lam * gw2[j][0]] for j in range(3)]
-            b2 = [b2[0] - lam * gb2[0]]
-            trajectory.append({"0.weight": w1, "0.bias": b1, "2.weight": w2, "2.bias": b2})
-        return trajectory
 
     for trial in range(6):
         kind = "vertex" if trial % 2 == 0 else "random"
-        xp = _poisoned(x, eps, rng, kind) if trial else x
-        for step, exact in enumerate(exact_run(xp), start=1):
+        xp = poisoned(x, eps, rng, kind) if trial else x
+        trajectory = fraction_sgd(init, arch, xp, y, 4, lr, "bce", 1, sigmoid=_sigmoid_exact)
+        for step, exact in enumerate(trajectory, start=1):
             for name, value in exact.items():
                 lo, hi = steps[step][name]
                 flat = np.ravel(np.array(value, dtype=object))
@@ -102,53 +56,26 @@ def test_exact_rational_sgd_stays_in_box():
                 ), (trial, step, name)
 
 
-def _float_sgd(model_init, x, y, batches, lr, loss):
-    """Independent float64 reference SGD for Linear/ReLU MLPs (not the library's code)."""
-    params = {k: v.copy() for k, v in model_init.items()}
-    n_linear = len(params) // 2
-    trajectory = []
-    for idx in batches:
-        acts, pre = [x[idx]], []
-        for i in range(n_linear):
-            z = acts[-1] @ params[f"{2 * i}.weight"] + params[f"{2 * i}.bias"]
-            pre.append(z)
-            acts.append(np.maximum(z, 0) if i < n_linear - 1 else z)
-        z, yy, m = acts[-1], y[idx], len(idx)
-        if loss == "bce":
-            g = (1 / (1 + np.exp(-z[:, 0])) - yy)[:, None] / m
-        else:
-            p = np.exp(z - z.max(axis=1, keepdims=True))
-            p /= p.sum(axis=1, keepdims=True)
-            g = (p - np.eye(z.shape[1])[yy]) / m
-        grads = {}
-        for i in reversed(range(n_linear)):
-            grads[f"{2 * i}.weight"] = acts[i].T @ g
-            grads[f"{2 * i}.bias"] = g.sum(axis=0)
-            if i:
-                g = (g @ params[f"{2 * i}.weight"].T) * (pre[i - 1] > 0)
-        params = {k: v - lr * grads[k] for k, v in params.items()}
-        trajectory.append(params)
-    return trajectory
-
-
 @pytest.mark.parametrize("loss", ["bce", "ce"])
-def test_float_sgd_on_poisoned_moons_stays_in_box(loss):
+def test_float_sgd_on_poisoned_moons_stays_in_box(loss, record_steps):
     """The paper's 2x20 MLP on Two-Moons: float64 SGD on sampled poisoned data stays inside."""
     sp = two_moons_splits(seed=0, n_train=300)
     eps, lr, epochs, bs = 1e-3, 0.5, 2, 100
     k = 1 if loss == "bce" else 2
     model = mlp(2, k, hidden=20, layers=2, seed=0)
     init = {name: box.lo.copy() for name, box in model.named_params().items()}
-    steps, on_step = _recorder()
+    steps = {}
     cfg = TrainConfig(epochs=epochs, learning_rate=lr, batch_size=bs, seed=5, loss=loss)
+    on_step = record_steps(steps, check_nominal=False)
     train(model, sp.train.x, sp.train.y, ThreatModel(eps), cfg, on_step=on_step)
     rng = np.random.default_rng(5)
     batches = [b for _ in range(epochs) for b in batch_indices(len(sp.train.y), bs, rng)]
     sample = np.random.default_rng(11)
     excursions = 0
     for trial in range(8):
-        xp = _poisoned(sp.train.x, eps, sample, "vertex" if trial % 2 else "random")
-        for step, params in enumerate(_float_sgd(init, xp, sp.train.y, batches, lr, loss), 1):
+        xp = poisoned(sp.train.x, eps, sample, "vertex" if trial % 2 else "random")
+        trajectory = float64_sgd(init, arch_of(model), xp, sp.train.y, batches, lr, loss)
+        for step, params in enumerate(trajectory, 1):
             for name, value in params.items():
                 lo, hi = steps[step][name]
                 excursions += int(np.sum((value < lo) | (value > hi)))
