@@ -11,7 +11,7 @@ Nothing here imports ``intervalnn``.  Two parts:
   :func:`exact_hull` with :func:`enclosure_failures`), exact IBP (:func:`exact_ibp`),
   forward-mode AD (:func:`dual_forward`), and reference SGDs on NumPy data: exact
   full-batch (:func:`fraction_sgd`) and plain float64 (:func:`float64_sgd`) on poisoned
-  data (:func:`poisoned`).
+  data (:func:`poisoned`), and members of parameter boxes (:func:`box_member`).
 
 The harness's reference SGD: a network is a list of layers
 ``("linear", "0")`` / ``("relu", None)`` whose parameters live in a dict
@@ -581,6 +581,15 @@ def poisoned(x, eps, rng, kind):
     "vertex"``) or a uniformly random point."""
     s = rng.choice([-1.0, 1.0], size=x.shape) if kind == "vertex" else rng.uniform(-1, 1, x.shape)
     return x.astype(np.float64) + eps * s
+
+
+def box_member(rng, boxes: dict, vertex: bool) -> dict:
+    """A member of each box (``name -> box`` with ``lo``, ``hi``, ``shape``): a random vertex
+    (``vertex``) or a uniformly random point."""
+    return {
+        n: np.where(rng.random(b.shape) < 0.5, b.lo, b.hi) if vertex else rng.uniform(b.lo, b.hi)
+        for n, b in boxes.items()
+    }
 
 
 def fraction_sgd(init, arch, xs, y, steps, lr, loss, k, sigmoid=mpfr_sigmoid):

@@ -19,6 +19,7 @@ import pytest
 from numba import njit
 from oracle import (
     arch_of,
+    box_member,
     dot_hull,
     float64_sgd,
     fraction_sgd,
@@ -602,12 +603,7 @@ def test_fused_forward_bounds_enclose_sampled_models_and_inputs(k):
     rng = np.random.default_rng(0)
     names = [f"{i}" for i, la in enumerate(model.layers) if isinstance(la, Linear)]
     for trial in range(20):
-        pick = {
-            n: np.where(rng.random(b.shape) < 0.5, b.lo, b.hi)
-            if trial % 2
-            else rng.uniform(b.lo, b.hi)
-            for n, b in boxes.items()
-        }
+        pick = box_member(rng, boxes, vertex=trial % 2 == 1)
         h = sp.test.x + 1e-2 * rng.choice([-1.0, 1.0], size=sp.test.x.shape)
         for i, name in enumerate(names):
             h = h @ pick[f"{name}.weight"] + pick[f"{name}.bias"]

@@ -11,7 +11,7 @@ from fractions import Fraction
 import gmpy2
 import numpy as np
 import pytest
-from oracle import arch_of, float64_sgd, fraction_sgd, mpfr_fraction, poisoned
+from oracle import arch_of, box_member, float64_sgd, fraction_sgd, mpfr_fraction, poisoned
 
 from intervalnn.certify import certify, margins
 from intervalnn.datasets import two_moons_splits
@@ -94,12 +94,7 @@ def test_certified_points_keep_their_label():
     boxes = result.model.named_params()
     xc, yc = sp.test.x[cert.certified], sp.test.y[cert.certified]
     for trial in range(20):
-        pick = {
-            k: np.where(rng.random(b.shape) < 0.5, b.lo, b.hi)
-            if trial % 2
-            else rng.uniform(b.lo, b.hi)
-            for k, b in boxes.items()
-        }
+        pick = box_member(rng, boxes, vertex=trial % 2 == 1)
         xs = xc + 1e-2 * rng.choice([-1.0, 1.0], size=xc.shape)
         z = (
             np.maximum(xs @ pick["0.weight"] + pick["0.bias"], 0) @ pick["2.weight"]
