@@ -11,7 +11,8 @@ Nothing here imports ``intervalnn``.  Two parts:
   :func:`exact_hull` with :func:`enclosure_failures`), exact IBP (:func:`exact_ibp`),
   forward-mode AD (:func:`dual_forward`), and reference SGDs on NumPy data: exact
   full-batch (:func:`fraction_sgd`) and plain float64 (:func:`float64_sgd`) on poisoned
-  data (:func:`poisoned`), and members of parameter boxes (:func:`box_member`).
+  data (:func:`poisoned`) with :func:`count_excursions` from the library's boxes, and
+  members of parameter boxes (:func:`box_member`).
 
 The harness's reference SGD: a network is a list of layers
 ``("linear", "0")`` / ``("relu", None)`` whose parameters live in a dict
@@ -700,3 +701,14 @@ def float64_sgd(init, arch, x, y, batches, lr, loss):
         params = {n: v - lr * grads[n] for n, v in params.items()}
         out.append(params)
     return out
+
+
+def count_excursions(trajectory, steps: dict) -> int:
+    """How many parameter entries of a reference ``trajectory`` (the parameters after each
+    step) lie outside the boxes ``steps[step][name] = (lo, hi)`` recorded for that step."""
+    count = 0
+    for step, params in enumerate(trajectory, 1):
+        for name, value in params.items():
+            lo, hi = steps[step][name]
+            count += int(np.sum((value < lo) | (value > hi)))
+    return count

@@ -20,6 +20,7 @@ from numba import njit
 from oracle import (
     arch_of,
     box_member,
+    count_excursions,
     dot_hull,
     float64_sgd,
     fraction_sgd,
@@ -463,10 +464,7 @@ def test_float_sgd_on_poisoned_moons_stays_in_the_fused_box(
     excursions = 0
     for trial in range(6):
         xp = poisoned(x, eps, sample, "vertex" if trial % 2 else "random")
-        for step, params in enumerate(float64_sgd(init, stack, xp, y, batches, lr, loss), 1):
-            for name, value in params.items():
-                lo, hi = steps[step][name]
-                excursions += int(np.sum((value < lo) | (value > hi)))
+        excursions += count_excursions(float64_sgd(init, stack, xp, y, batches, lr, loss), steps)
     assert excursions == 0
 
 
