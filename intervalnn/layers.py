@@ -120,8 +120,8 @@ class ReLU:
 
     def forward_nominal(self, z):
         self._z_nominal = z
-        xp = backend_of(z).xp
-        return xp.maximum(z, 0).astype(z.dtype)  # not z * (z > 0): -inf * 0 is NaN
+        xp = np if type(z) is np.ndarray else backend_of(z).xp
+        return xp.maximum(z, 0).astype(z.dtype, copy=False)  # not z * (z > 0): -inf * 0 is NaN
 
     def backward_nominal(self, g, need_input_grad: bool = True):
         z, self._z_nominal = self._z_nominal, None

@@ -28,11 +28,11 @@ class SGD:
         self.learning_rate = learning_rate
         self.schedule = schedule
         self.t = 0
+        self._exact = Fraction(learning_rate)
 
     def rate(self, t: int) -> Fraction:
-        """The exact learning rate of step ``t`` (1-based)."""
-        lr = Fraction(self.learning_rate)
-        return lr if self.schedule == "constant" else lr / t
+        """The exact learning rate of step ``t`` (1-based); a constant one is the same object."""
+        return self._exact if self.schedule == "constant" else self._exact / t
 
     def step(
         self,

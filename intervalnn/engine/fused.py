@@ -25,7 +25,7 @@ from ..kernels import fused as _k
 from ..kernels import fused_layout as layout
 from ..kernels.bounds import enclose_real
 from ..layers import Linear, ReLU, Sequential
-from .layered import LayeredEngine, StepResult, clear_caches
+from .layered import LayeredEngine, StepResult
 
 _LOSSES = {"bce": _k.BCE, "ce": _k.CE}
 
@@ -123,12 +123,29 @@ class FusedMLP:
     def push(self, model: Sequential) -> None:
         model.load(*self.named())
 
+    def nominal_model(self, model: Sequential) -> Sequential:
+        """A private copy of ``model`` whose nominal parameters follow this array.
+
+        float64: its nominal arrays are views of the nominal planes, current
+        at every moment; float32: copies that :meth:`copy_nominal_into` refreshes.
+        """
+        copy_ = Sequential(*map(copy.copy, model.layers))
+        for layer, i in enumerate(self.linears):
+            views = dict(zip(("weight", "bias"), self.views(layer), strict=True))
+            f64 = self.dtype == np.float64
+            copy_.layers[i].nominal = {
+                k: v[2] if f64 else v[2].astype(self.dtype) for k, v in views.items()
+            }
+        return copy_
+
     def copy_nominal_into(self, model: Sequential) -> None:
-        """Write the nominal parameters into ``model``'s own nominal arrays (no allocation)."""
+        """Refresh a float32 :meth:`nominal_model`'s arrays in place (RN, as astype)."""
+        if self.dtype == np.float64:
+            return  # views
         for layer, i in enumerate(self.linears):
             nominal = model.layers[i].nominal
             for name, view in zip(("weight", "bias"), self.views(layer), strict=True):
-                np.copyto(nominal[name], view[2], casting="same_kind")  # RN, as astype
+                np.copyto(nominal[name], view[2], casting="same_kind")
 
     def set_data_flags(self, tiny: bool, nonneg: bool) -> None:
         self.meta[layout.META_TINY] = tiny
@@ -176,13 +193,10 @@ class FusedEngine(LayeredEngine):
         super().__init__(model, loss, box, x, y)
         self.net = FusedMLP(model, loss)
         self.widths_buffer = np.empty(self.net.th.size // 4)
-        self.nominal_model = Sequential(*map(copy.copy, model.layers))
-        for i in self.net.linears:
-            layer = self.nominal_model.layers[i]
-            layer.nominal = {k: v.copy() for k, v in layer.nominal.items()}
+        self.nominal_model = self.net.nominal_model(model)
         self.nominal_fresh = True
         self.declined = 0
-        self._constant: dict = {}
+        self._rate: tuple = (None, None)  # the last rate and its bounds
         self._inv: dict = {}
         if box is not None:
             # the kernel reads the rows of each batch straight from these (no copy of the data)
@@ -234,6 +248,8 @@ class FusedEngine(LayeredEngine):
         meta = net.meta.copy()
         meta[layout.META_TINY], meta[layout.meta_nonneg_pos(len(net.linears))] = tiny, nonneg
         ws = np.empty(_k.workspace_size(net.sizes, net.relu_after, max(min(m, rows), 1)))
+        if len(chunks) == 1:  # the kernel's output planes are the bounds (no copies)
+            return _Prepared(box, chunks, x_mag, meta, ws, chunks[0][2][0].T, chunks[0][2][1].T)
         return _Prepared(box, chunks, x_mag, meta, ws, np.empty((m, k)), np.empty((m, k)))
 
     def fused_bounds(self, p: _Prepared) -> bool:
@@ -243,8 +259,9 @@ class FusedEngine(LayeredEngine):
         for start, planes, out in p.chunks:
             if not _k.forward(planes, self.net.th, p.meta, p.x_mag, p.ws, out):
                 return False
-            stop = start + out.shape[2]
-            p.lo[start:stop], p.hi[start:stop] = out[0].T, out[1].T
+            if len(p.chunks) > 1:
+                stop = start + out.shape[2]
+                p.lo[start:stop], p.hi[start:stop] = out[0].T, out[1].T
         return True
 
     def logit_bounds(self, prepared: _Prepared) -> tuple[np.ndarray, np.ndarray]:
@@ -259,9 +276,7 @@ class FusedEngine(LayeredEngine):
         if not self.nominal_fresh:
             self.net.copy_nominal_into(self.nominal_model)
             self.nominal_fresh = True
-        z = self.nominal_model.forward_nominal(x)
-        clear_caches(self.nominal_model)
-        return z
+        return self.nominal_model.forward_nominal(x)  # (the private copy may keep its caches)
 
     # -- training --------------------------------------------------------------
     def _rate_bounds(self, rate: Fraction) -> tuple[float, float, float]:
@@ -280,12 +295,9 @@ class FusedEngine(LayeredEngine):
     def fused_step(self, idx, rate: Fraction) -> StepResult | None:
         """The kernel's SGD step on rows ``idx``, or None (nothing changed) where it declines."""
         s = self.scal
-        bounds = self._constant.get(rate)
-        if bounds is None:
-            bounds = self._rate_bounds(rate)
-            if len(self._constant) < 2:  # a constant schedule asks for one rate again and again
-                self._constant[rate] = bounds
-        s[layout.SCAL_RATE_LO], s[layout.SCAL_RATE_HI], s[layout.SCAL_RATE_NOM] = bounds
+        if rate is not self._rate[0] and rate != self._rate[0]:  # a new rate (not constant)
+            self._rate = (rate, self._rate_bounds(rate))
+        s[layout.SCAL_RATE_LO], s[layout.SCAL_RATE_HI], s[layout.SCAL_RATE_NOM] = self._rate[1]
         s[layout.SCAL_INV_M_LO], s[layout.SCAL_INV_M_HI] = self._inv_bounds(len(idx))
         out = self.out
         _k.train_step(*self.data, self.labels, idx, self.net.th, self.ws, self.net.meta, s, out)
