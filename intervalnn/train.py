@@ -42,7 +42,7 @@ class TrainConfig:
     pretrain_epochs: int = 0
     pretrain_learning_rate: float = 0.1
     validate_every: str = "epoch"  # or "step": choose the best model at every step
-    fused: bool = True  # one fused kernel call per step where it applies (see intervalnn.fused)
+    fused: bool = True  # the fused engine where it applies; False: the layered engine throughout
     min_step: int = 0  # the kept model has had at least this many SGD steps
     patience: int = 0  # stop after this many validations in a row certify nothing (0: never)
 
