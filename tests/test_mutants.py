@@ -31,10 +31,9 @@ import pytest
 from gmpy2 import mpfr, mpq
 
 import intervalnn as inn
-import intervalnn.certify as certify_module
 import intervalnn.kernels.fused as kf
-from intervalnn.certify import certify
-from intervalnn.fused import FusedTrainer, forward_bounds
+from intervalnn.certify import Certifier, certify
+from intervalnn.engine.fused import FusedEngine, forward_bounds
 from intervalnn.interval import Interval
 from intervalnn.kernels.bounds import enclose_real
 from intervalnn.kernels.rounding import widening_unit
@@ -384,7 +383,7 @@ def zero_model(k, hidden=3, dtype=np.float64):
 @pytest.fixture(params=["fused", "layered"])
 def cert_path(request, monkeypatch):
     if request.param == "layered":  # the fused forward unavailable: certify runs the layers
-        monkeypatch.setattr(certify_module, "forward_bounds", lambda model, box: None)
+        monkeypatch.setattr(FusedEngine, "create", classmethod(lambda cls, *a, **k: None))
     return request.param
 
 
@@ -426,7 +425,7 @@ def test_certify_never_certifies_two_tied_logits(cert_path):
 @pytest.mark.parametrize("k", [1, 2])
 def test_certify_margin_exactly_zero_on_the_layered_path(k, monkeypatch):
     """Layered logit bounds built to give a margin of exactly 0: certified iff margin > 0."""
-    monkeypatch.setattr(certify_module, "forward_bounds", lambda model, box: None)
+    monkeypatch.setattr(FusedEngine, "create", classmethod(lambda cls, *a, **k: None))
     model = Sequential(Linear(2, k, rng=np.random.default_rng(0)))
     model.load({"0.weight": Interval(np.zeros((2, k))), "0.bias": Interval(np.zeros(k))})
     x = np.array([[0.25, 0.5]])
@@ -445,9 +444,9 @@ def test_fused_trainer_certify_never_certifies_a_zero_margin(k):
     x = np.array([[0.25, 0.5], [0.0, 1.0]])
     y = np.zeros(2, dtype=np.int64)
     threat = ThreatModel(0.0)
-    trainer = FusedTrainer.create(model, "bce" if k == 1 else "ce", threat.train_box(x), x, y, 2)
+    trainer = FusedEngine.create(model, "bce" if k == 1 else "ce", threat.train_box(x), x, y, 2)
     for label in range(max(k, 2)):
-        res = trainer.certify(model, x, np.full(2, label), threat)
+        res = Certifier(trainer, x, np.full(2, label), threat)()
         assert not res.certified.any() and (res.margin == 0).all(), res.margin
 
 
@@ -493,7 +492,7 @@ def test_sgd_step_encloses_the_exact_learning_rate_at_zero_parameters(dtype, lr,
 def test_fused_rate_bounds_enclose_the_exact_rate(dtype, rate):
     model = mlp(2, 1, hidden=2, dtype=dtype)
     x = np.zeros((2, 2))
-    trainer = FusedTrainer.create(
+    trainer = FusedEngine.create(
         model, "bce", ThreatModel(0).train_box(x, dtype), x.astype(dtype), np.zeros(2, np.int64), 2
     )
     lo, hi, nominal = trainer._rate_bounds(rate)
