@@ -1,0 +1,242 @@
+"""User data sets from ``.npz`` files: :func:`load_npz`, validated and never unpickled."""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .base import DataError, Dataset, Splits
+
+__all__ = ["load_npz"]
+
+_SPLIT_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def _check_x(x: np.ndarray, where: str) -> np.ndarray:
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"{where}: features must be real numbers, got dtype {x.dtype}")
+    if x.ndim < 2:
+        raise DataError(
+            f"{where}: features must have shape (n, d) (or (n, ...), flattened), got "
+            f"shape {x.shape}; reshape 1-D features to (n, 1)"
+        )
+    if x.shape[0] == 0:
+        raise DataError(f"{where}: no examples")
+    x = x.reshape(x.shape[0], -1)
+    if x.shape[1] == 0:
+        raise DataError(f"{where}: zero features per example")
+    x = x.astype(np.float64)
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{where}: non-finite feature (NaN or inf) in row {row} "
+            f"({int(bad.sum())} bad rows in all)"
+        )
+    return x
+
+
+def _check_y(y: np.ndarray, n: int, where: str) -> np.ndarray:
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"{where}: labels must have shape (n,), got {y.shape}")
+    if len(y) != n:
+        raise DataError(f"{where}: {n} examples in x but {len(y)} labels in y")
+    if y.dtype.kind == "f":
+        ok = np.isfinite(y) & (y == np.round(y))
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            raise DataError(f"{where}: non-integer label {y[i]!r} in row {i}")
+    elif y.dtype.kind not in "iub":
+        raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
+    if y.size and y.min() < 0:
+        i = int(np.argmin(y))
+        raise DataError(f"{where}: negative label {y[i]} in row {i}; labels must be 0..K-1")
+    if y.dtype.kind in "fu" and y.size and y.max() > np.iinfo(np.int64).max:
+        raise DataError(f"{where}: label {y.max()} out of range")
+    return y.astype(np.int64)
+
+
+def _default_count(n_given, n_total: int, frac: float, what: str) -> int:
+    if n_given is None:
+        return int(np.floor(frac * n_total))
+    m = int(n_given)
+    if m < 0:
+        raise ValueError(f"load_npz: {what} must be >= 0, got {m}")
+    return m
+
+
+def load_npz(
+    path,
+    seed=0,
+    n_val: int | None = None,
+    n_test: int | None = None,
+    n_pretrain: int = 0,
+    num_classes: int | None = None,
+) -> Splits:
+    """Load and validate a user data set from an ``.npz`` file.
+
+    The file holds either ``x`` (shape ``(n, d)``, or ``(n, ...)`` which is
+    flattened) and ``y`` (shape ``(n,)``), or predefined splits
+    ``x_train, y_train, x_test, y_test`` and optionally ``x_val, y_val``
+    (then those splits are used as given).  Optional keys: ``domain`` (two
+    floats ``lo < hi``: every feature must lie in it) and ``num_classes``.
+    The file is opened with ``allow_pickle=False``: object arrays are refused
+    with :class:`DataError` and never unpickled.
+
+    Validation (any failure is a :class:`DataError`): features are real
+    numbers, finite (the first row with a NaN or inf is named), converted to
+    float64; labels are integers (integral floats such as ``1.0`` are
+    accepted) in ``0 .. K-1`` with ``K = num_classes`` if given, else
+    ``max(y) + 1``, and ``K >= 2``; lengths match; no split is empty (except
+    a validation set of size 0 when asked for).
+
+    Without predefined splits, a seeded permutation
+    (``np.random.default_rng(seed)``) splits the examples into test
+    (``n_test``, default ``floor(0.15 n)``), validation (``n_val``, default
+    ``floor(0.15 n)``), pretraining (``n_pretrain``, default 0, taken out of
+    the training set) and training (the rest, about 70%).  With predefined
+    splits but no ``x_val``, ``n_val`` (default ``floor(0.15 n_train)``)
+    training examples are held out as validation; ``n_test`` must then be
+    left as ``None``.  Each split keeps the file's order.
+    """
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise DataError(f"{where}: file not found")
+    try:
+        f = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        # allow_pickle=False refuses pickled content with ValueError; nothing is unpickled.
+        raise DataError(f"{where}: not a valid .npz archive ({e})") from e
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{where}: not a readable .npz archive ({e})") from e
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise DataError(f"{where}: a single .npy array, not an .npz archive with x and y")
+    try:
+        with f:
+            arrays = {k: f[k] for k in f.files}
+    except ValueError as e:
+        # Object arrays need pickle; allow_pickle=False makes them a ValueError.
+        raise DataError(
+            f"{where}: contains an array that needs unpickling (object dtype?); refused ({e})"
+        ) from e
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+        raise DataError(f"{where}: corrupt .npz archive ({e})") from e
+
+    for k, a in arrays.items():
+        if a.dtype.hasobject:
+            raise DataError(f"{where}: array {k!r} has object dtype; refusing it")
+
+    domain = None
+    if "domain" in arrays:
+        dom = arrays["domain"]
+        if dom.dtype.kind not in "fiu" or dom.size != 2:
+            raise DataError(f"{where}: 'domain' must hold two numbers lo < hi, got {dom!r}")
+        lo, hi = (float(v) for v in dom.ravel())
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise DataError(f"{where}: 'domain' must be finite with lo < hi, got ({lo}, {hi})")
+        domain = (lo, hi)
+    if "num_classes" in arrays and num_classes is None:
+        nc = arrays["num_classes"]
+        if nc.dtype.kind not in "iu" or nc.size != 1:
+            raise DataError(f"{where}: 'num_classes' must be one integer, got {nc!r}")
+        num_classes = int(nc.ravel()[0])
+
+    predefined = any(k in arrays for k in _SPLIT_KEYS)
+    if predefined:
+        need = ["x_train", "y_train", "x_test", "y_test"]
+        if "x_val" in arrays or "y_val" in arrays:
+            need += ["x_val", "y_val"]
+        missing = [k for k in need if k not in arrays]
+        if missing:
+            raise DataError(
+                f"{where}: predefined splits need {', '.join(need)}; missing {', '.join(missing)}"
+            )
+        if n_test is not None:
+            raise ValueError("load_npz: n_test cannot be used with predefined splits")
+        parts = {}
+        for s in ("train", "val", "test"):
+            if f"x_{s}" in arrays:
+                w = f"{where} [{s}]"
+                x = _check_x(arrays[f"x_{s}"], w)
+                parts[s] = (x, _check_y(arrays[f"y_{s}"], len(x), w))
+    else:
+        missing = [k for k in ("x", "y") if k not in arrays]
+        if missing:
+            raise DataError(
+                f"{where}: needs arrays 'x' and 'y' (or x_train, y_train, x_test, y_test); "
+                f"missing {', '.join(missing)}; found {', '.join(sorted(arrays)) or 'nothing'}"
+            )
+        x = _check_x(arrays["x"], where)
+        parts = {"all": (x, _check_y(arrays["y"], len(x), where))}
+
+    dims = {x.shape[1] for x, _ in parts.values()}
+    if len(dims) != 1:
+        raise DataError(f"{where}: splits have different numbers of features {sorted(dims)}")
+    y_max = max(int(y.max()) for _, y in parts.values())
+    k = y_max + 1 if num_classes is None else int(num_classes)
+    if k < 2:
+        raise DataError(f"{where}: need at least 2 classes (labels 0..K-1 with K >= 2), got K={k}")
+    if y_max >= k:
+        raise DataError(f"{where}: label {y_max} out of range 0..{k - 1} (num_classes={k})")
+    if domain is not None:
+        lo, hi = domain
+        for s, (x, _) in parts.items():
+            out = (x < lo) | (x > hi)
+            if out.any():
+                row = int(np.flatnonzero(out.any(axis=1))[0])
+                raise DataError(
+                    f"{where} [{s}]: row {row} has features outside domain [{lo}, {hi}]"
+                )
+
+    rng = np.random.default_rng(seed)
+    name = path.stem
+    if predefined:
+        x_tr, y_tr = parts["train"]
+        if "val" in parts:
+            x_va, y_va = parts["val"]
+            n_val_ = 0
+        else:
+            n_val_ = _default_count(n_val, len(y_tr), 0.15, "n_val")
+        x_all, y_all = x_tr, y_tr
+        n_test_ = 0
+    else:
+        x_all, y_all = parts["all"]
+        n_val_ = _default_count(n_val, len(y_all), 0.15, "n_val")
+        n_test_ = _default_count(n_test, len(y_all), 0.15, "n_test")
+    n_pre = int(n_pretrain)
+    if n_pre < 0:
+        raise ValueError(f"load_npz: n_pretrain must be >= 0, got {n_pre}")
+    n = len(y_all)
+    if n_test_ + n_val_ + n_pre >= n or (not predefined and n_test_ == 0):
+        raise DataError(
+            f"{where}: {n} examples cannot be split into test={n_test_}, val={n_val_}, "
+            f"pretrain={n_pre} and a non-empty training set (and a non-empty test set)"
+        )
+    perm = rng.permutation(n)
+    cuts = np.cumsum([n_test_, n_val_, n_pre])
+    i_te, i_va, i_pre, i_tr = (np.sort(p) for p in np.split(perm, cuts))
+
+    def ds(x, y, label):
+        return Dataset(x, y, k, f"{name}/{label}")
+
+    if predefined:
+        x_te, y_te = parts["test"]
+        if "val" not in parts:
+            x_va, y_va = x_all[i_va], y_all[i_va]
+    else:
+        x_te, y_te = x_all[i_te], y_all[i_te]
+        x_va, y_va = x_all[i_va], y_all[i_va]
+    return Splits(
+        train=ds(x_all[i_tr], y_all[i_tr], "train"),
+        val=ds(x_va, y_va, "val"),
+        test=ds(x_te, y_te, "test"),
+        pretrain=ds(x_all[i_pre], y_all[i_pre], "pretrain") if n_pre else None,
+        domain=domain,
+        name=name,
+    )
