@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DataError", "Dataset", "Splits"]
+__all__ = ["DataError", "Dataset", "Splits", "sorted_split"]
 
 
 class DataError(ValueError):
@@ -147,3 +147,15 @@ class Splits:
     @property
     def num_classes(self) -> int:
         return self.train.num_classes
+
+
+# ------------------------------------------------------------------ split helpers
+
+
+def sorted_split(perm: np.ndarray, sizes) -> list[np.ndarray]:
+    """``perm`` cut into consecutive pieces of the given ``sizes`` and the rest, each sorted.
+
+    With ``perm`` a random permutation of ``0 .. n-1`` this draws disjoint
+    random index sets whose examples keep their original order.
+    """
+    return [np.sort(p) for p in np.split(perm, np.cumsum(sizes))]

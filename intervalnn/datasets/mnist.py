@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, Dataset, Splits
+from .base import DataError, Dataset, Splits, sorted_split
 
 __all__ = ["MNIST_FILES", "MNIST_MD5", "load_idx", "mnist17_splits"]
 
@@ -182,9 +182,7 @@ def mnist17_splits(
             f"got n_val={n_val}, n_pretrain={n_pretrain}"
         )
     perm = np.random.default_rng(seed).permutation(n)
-    i_val = np.sort(perm[:n_val])
-    i_pre = np.sort(perm[n_val : n_val + n_pretrain])
-    i_tr = np.sort(perm[n_val + n_pretrain :])
+    i_val, i_pre, i_tr = sorted_split(perm, [n_val, n_pretrain])
     return Splits(
         train=Dataset(x_tr[i_tr], y_tr[i_tr], 2, "mnist17/train"),
         val=Dataset(x_tr[i_val], y_tr[i_val], 2, "mnist17/val"),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, Dataset, Splits
+from .base import DataError, Dataset, Splits, sorted_split
 
 __all__ = ["load_npz"]
 
@@ -301,8 +301,7 @@ def _make_splits(
     x_all, y_all = parts["train"] if predefined else parts["all"]
     n_test_, n_val_, n_pre = sizes
     perm = rng.permutation(len(y_all))
-    cuts = np.cumsum([n_test_, n_val_, n_pre])
-    i_te, i_va, i_pre, i_tr = (np.sort(p) for p in np.split(perm, cuts))
+    i_te, i_va, i_pre, i_tr = sorted_split(perm, [n_test_, n_val_, n_pre])
 
     def ds(x, y, label):
         return Dataset(x, y, k, f"{name}/{label}")
