@@ -39,13 +39,10 @@ from pathlib import Path
 import numpy as np
 
 import intervalnn as inn
-from intervalnn.certify import Certifier
 from intervalnn.datasets import mnist17_splits, two_moons_splits
-from intervalnn.engine import FusedEngine
 from intervalnn.layers import mlp
 from intervalnn.optim import SGD
 from intervalnn.threat import ThreatModel
-from intervalnn.train import TrainConfig, batch_indices, train
 
 
 def plain_epoch(params, x, y, batch, lr, loss, rng):
@@ -146,6 +143,10 @@ def workload(
     per_step=False,
 ):
     """Rows ``(workload, contender, us/epoch, ratio)`` for one data set and network."""
+    from intervalnn.certify import Certifier  # here, so bench_cli.py runs on older versions
+    from intervalnn.engine import FusedEngine
+    from intervalnn.train import TrainConfig, batch_indices, train
+
     x, y = sp.train.x, sp.train.y
     threat = ThreatModel(eps, domain=domain)
     batch = 100
