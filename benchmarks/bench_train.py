@@ -12,7 +12,7 @@ that load from other processes hits every contender alike:
 
 * plain NumPy SGD of the same network on the same batches (written here:
   forward, loss gradient, backward and update with NumPy/BLAS, float64);
-* the interval epoch with the fused kernel (``intervalnn.fused``: one Numba
+* the interval epoch with the fused kernel (``intervalnn.engine.fused``: one Numba
   call per step doing the interval and the nominal model), each timed epoch
   starting from the initial model (certified training runs a few epochs);
 * the interval epoch on the layered path (one kernel call per interval

@@ -1,4 +1,4 @@
-"""The fused training and certification kernels (kernels/fused.py, intervalnn/fused.py).
+"""The fused training and certification kernels (kernels/fused.py, intervalnn/engine/fused.py).
 
 Soundness oracles: exact rational SGD (``fractions.Fraction``, sigmoid and
 softmax through MPFR at 300 bits) and float64 SGD on poisoned data sampled
