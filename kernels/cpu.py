@@ -24,7 +24,7 @@ from . import rounding as r
 _CHUNK = 1 << 17
 #: The cores this process may run on (also the default count of local Dask workers).
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-# INTERVALNN_THREADS caps the threads (Dask workers run one each: see intervalnn/experiment/cluster.py).
+# INTERVALNN_THREADS caps the threads (Dask workers run one each: intervalnn/experiment/cluster.py).
 _THREADS = max(1, int(os.environ.get("INTERVALNN_THREADS", CORES)))
 _pool = None
 
