@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .datasets.archive import read_npz
 from .interval import Interval
 from .layers import Sequential, mlp
 from .threat import ThreatModel
@@ -160,16 +161,7 @@ def _read(path: Path) -> dict[str, np.ndarray]:
                 "or overwritten?)"
             )
         f.seek(0)
-        try:
-            with np.load(f, allow_pickle=False) as npz:
-                return {name: npz[name] for name in npz.files}
-        except MemoryError:
-            raise
-        except Exception as exc:  # zipfile, zlib, struct, npy-header errors: all mean damage
-            raise ModelFileError(
-                f"{path}: the model file is truncated or corrupted ({type(exc).__name__}: "
-                f"{exc}); re-train or restore it from a copy"
-            ) from None
+        return read_npz(f, str(path), ModelFileError)
 
 
 def _meta(raw: np.ndarray) -> dict | None:

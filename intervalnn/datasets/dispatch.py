@@ -37,6 +37,12 @@ def load_dataset(name_or_path, data_dir=None, seed=0, **kw) -> Splits:
         if data_dir is None:
             data_dir = os.environ.get("INTERVALNN_MNIST_DIR")
         return mnist17_splits(data_dir, seed=seed, **kw)
+    if os.path.isdir(s):
+        raise DataError(
+            f"{s}: is a directory; expected a data set name ({', '.join(map(repr, _NAMES))}) "
+            "or an .npz file with arrays x and y (for MNIST files in a directory, use the "
+            "name mnist17 with data_dir, on the command line --data-dir)"
+        )
     raise DataError(
         f"unknown data set {s!r}: choose one of {', '.join(map(repr, _NAMES))} "
         "or give a path to an .npz file (with arrays x and y)"

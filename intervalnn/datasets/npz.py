@@ -6,12 +6,11 @@ reading the archive, validating its arrays, and splitting the examples.
 
 from __future__ import annotations
 
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
+from .archive import read_npz
 from .base import DataError, Dataset, Splits, sorted_split
 
 __all__ = ["load_npz"]
@@ -81,33 +80,22 @@ def load_npz(
 
 
 def _read_arrays(path: Path, where: str) -> dict[str, np.ndarray]:
-    """Every array in the archive, loaded with ``allow_pickle=False``; object arrays refused."""
+    """Every array in the archive, read by :func:`.archive.read_npz`: never unpickled, every
+    damage (a broken archive, a bad header, a member that is not an ``.npy`` array, a
+    header claiming more data than the file holds) a :class:`DataError`."""
+    if path.is_dir():
+        raise DataError(
+            f"{where}: is a directory; expected an .npz file with arrays x and y "
+            "(or x_train, y_train, x_test, y_test)"
+        )
     if not path.is_file():
         raise DataError(f"{where}: file not found")
     try:
-        f = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        # allow_pickle=False refuses pickled content with ValueError; nothing is unpickled.
-        raise DataError(f"{where}: not a valid .npz archive ({e})") from e
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{where}: not a readable .npz archive ({e})") from e
-    if not isinstance(f, np.lib.npyio.NpzFile):
-        raise DataError(f"{where}: a single .npy array, not an .npz archive with x and y")
-    try:
-        with f:
-            arrays = {k: f[k] for k in f.files}
-    except ValueError as e:
-        # Object arrays need pickle; allow_pickle=False makes them a ValueError.
-        raise DataError(
-            f"{where}: contains an array that needs unpickling (object dtype?); refused ({e})"
-        ) from e
-    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
-        raise DataError(f"{where}: corrupt .npz archive ({e})") from e
-
-    for k, a in arrays.items():
-        if a.dtype.hasobject:
-            raise DataError(f"{where}: array {k!r} has object dtype; refusing it")
-    return arrays
+        f = open(path, "rb")
+    except OSError as e:
+        raise DataError(f"{where}: cannot read ({e.strerror or e})") from None
+    with f:
+        return read_npz(f, where, DataError)
 
 
 def _read_domain(arrays: dict[str, np.ndarray], where: str) -> tuple[float, float] | None:
