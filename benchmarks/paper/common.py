@@ -37,6 +37,7 @@ import numpy as np
 
 import intervalnn as inn
 from intervalnn.certify import certify
+from intervalnn.engine import parameter_widths
 from intervalnn.experiment import (
     DataSpec,
     ModelSpec,
@@ -78,12 +79,6 @@ def _git_commit() -> str | None:
 
 
 COMMIT = _git_commit()
-
-
-def _widths(params: dict) -> tuple[float, float]:
-    """Mean and max parameter width of a parameter box."""
-    w = np.concatenate([np.asarray(p.hi - p.lo, dtype=np.float64).ravel() for p in params.values()])
-    return float(w.mean()), float(w.max())
 
 
 def mnist_available() -> bool:
@@ -277,7 +272,7 @@ def run(
     if best["step"] is not None:
         model.load(best["params"], best["nominal"])
         cert = certify(model, te_x, te_y, threat)
-        width_mean, width_max = _widths(best["params"])
+        width_mean, width_max = parameter_widths(best["params"])
     else:  # no step >= min_step finished: nothing to report
         cert, width_mean, width_max = None, float("nan"), float("nan")
     return {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..layers import Sequential
 from .fused import FusedEngine, forward_bounds
-from .layered import Engine, LayeredEngine, StepResult, clear_caches
+from .layered import Engine, LayeredEngine, StepResult, clear_caches, parameter_widths
 
 __all__ = [
     "Engine",
@@ -20,6 +20,7 @@ __all__ = [
     "clear_caches",
     "forward_bounds",
     "make_engine",
+    "parameter_widths",
 ]
 
 

@@ -70,6 +70,13 @@ def first_outside(params: dict[str, Interval], nominal: dict) -> str | None:
     return None
 
 
+def parameter_widths(params: dict[str, Interval]) -> tuple[float, float]:
+    """Mean and max width ``RU(hi - lo)`` over every entry of a parameter box."""
+    w = [p.backend.to_host(p.width).astype(np.float64).ravel() for p in params.values()]
+    w = np.concatenate(w)
+    return float(w.mean()), float(w.max())
+
+
 class LayeredEngine:
     """The model's layers on its backend; the parameters live in ``model``.
 
@@ -123,7 +130,4 @@ class LayeredEngine:
         return self.model.named_params(), self.model.named_nominal()
 
     def widths(self) -> tuple[float, float]:
-        params = self.model.named_params()
-        w = [p.backend.to_host(p.width).astype(np.float64).ravel() for p in params.values()]
-        w = np.concatenate(w)
-        return float(w.mean()), float(w.max())
+        return parameter_widths(self.model.named_params())
