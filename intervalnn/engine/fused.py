@@ -244,7 +244,8 @@ class FusedEngine(LayeredEngine):
             lo, hi = box.lo[start : start + rows], box.hi[start : start + rows]
             planes, c_mag, c_tiny, c_nonneg = _data_planes(lo, hi, lo)
             chunks.append((start, planes, np.empty((4, k, planes.shape[2]))))
-            x_mag, tiny, nonneg = max(x_mag, c_mag), tiny or c_tiny, nonneg and c_nonneg
+            x_mag = float(np.maximum(x_mag, c_mag))  # NaN propagates: the guard then declines
+            tiny, nonneg = tiny or c_tiny, nonneg and c_nonneg
         meta = net.meta.copy()
         meta[layout.META_TINY], meta[layout.meta_nonneg_pos(len(net.linears))] = tiny, nonneg
         ws = np.empty(_k.workspace_size(net.sizes, net.relu_after, max(min(m, rows), 1)))
