@@ -187,6 +187,104 @@ def _check_version(path: Path, meta: dict) -> None:
         )
 
 
+def _is_number(v) -> bool:
+    """A JSON number that converts to a float (a huge integer overflows ``math.isfinite``)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    return isinstance(v, float) or abs(v) < 2**63
+
+
+def _kind(v) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
+        type(v), "null" if v is None else "a number" if _is_number(v) else type(v).__name__
+    )
+
+
+#: Numbers (or null) that readers of a model's history and best row use.
+_ROW_NUMBERS = (
+    "epoch",
+    "step",
+    "loss_lo",
+    "loss_hi",
+    "mean_width",
+    "max_width",
+    "val_certified_accuracy",
+    "val_accuracy",
+)
+
+
+def _check_schema(path: Path, meta: dict) -> None:
+    """The type of every metadata field the library and the command line read, or
+    :class:`ModelFileError` naming the field (a hand edit with the hash recomputed)."""
+
+    def bad(field: str, want: str, value) -> ModelFileError:
+        return ModelFileError(
+            f"{path}: inconsistent metadata: {field} must be {want}, got {_kind(value)} "
+            f"{json.dumps(value, default=str)[:60]}"
+        )
+
+    def check(field: str, value, ok, want: str, optional: bool = False) -> None:
+        if not ((optional and value is None) or ok(value)):
+            raise bad(field, want + (" or null" if optional else ""), value)
+
+    if "library_version" not in meta:
+        raise ModelFileError(f"{path}: inconsistent metadata: missing entry 'library_version'")
+    check("library_version", meta["library_version"], lambda v: isinstance(v, str), "a string")
+    check("format_version", meta.get("format_version"), lambda v: type(v) is int, "an integer")
+    for key in ("architecture", "dtype", "threat_model"):
+        if key not in meta:
+            raise ModelFileError(f"{path}: inconsistent metadata: missing entry {key!r}")
+    check("dtype", meta["dtype"], lambda v: isinstance(v, str), "a string")
+    arch = meta["architecture"]
+    check("architecture", arch, lambda v: isinstance(v, dict), "an object")
+    if "type" in arch:
+        check("architecture.type", arch["type"], lambda v: isinstance(v, str), "a string")
+    threat = meta["threat_model"]
+    check("threat_model", threat, lambda v: isinstance(v, dict), "an object")
+    if "epsilon" not in threat:
+        raise ModelFileError(f"{path}: inconsistent metadata: missing entry threat_model.epsilon")
+    check("threat_model.epsilon", threat["epsilon"], _is_number, "a number")
+    eps = threat.get("test_epsilon")
+    check("threat_model.test_epsilon", eps, _is_number, "a number", optional=True)
+    check(
+        "threat_model.domain",
+        threat.get("domain"),
+        lambda v: isinstance(v, list) and len(v) == 2 and all(map(_is_number, v)),
+        "an array of two numbers",
+        optional=True,
+    )
+    for key, kind, want in (
+        ("config", dict, "an object"),
+        ("dataset", dict, "an object"),
+        ("history", list, "an array"),
+        ("best", dict, "an object"),
+        ("extra", dict, "an object"),
+    ):
+        if not isinstance(meta.get(key, kind()), kind):
+            raise ModelFileError(
+                f"{path}: inconsistent metadata: {key!r} is not a {kind.__name__} (must be "
+                f"{want}, got {_kind(meta[key])})"
+            )
+    dataset = meta.get("dataset") or {}
+    check("dataset.name", dataset.get("name"), lambda v: isinstance(v, str), "a string", True)
+    check(
+        "dataset.seed",
+        dataset.get("seed"),
+        lambda v: type(v) is int and v >= 0,
+        "an integer >= 0",
+        optional=True,
+    )
+    rows = [(f"history[{i}]", r) for i, r in enumerate(meta.get("history") or [])]
+    for where, row in [*rows, ("best", meta.get("best") or {})]:
+        if not isinstance(row, dict):
+            raise ModelFileError(
+                f"{path}: inconsistent metadata: a history row is not an object ({where} is "
+                f"{_kind(row)})"
+            )
+        for key in _ROW_NUMBERS:
+            check(f"{where}.{key}", row.get(key), _is_number, "a number", optional=True)
+
+
 def _build(path: Path, meta: dict, backend: str, arrays: dict) -> tuple[Sequential, np.dtype]:
     """The (uninitialised) model the metadata describes, once it matches the stored arrays."""
     try:
@@ -204,7 +302,7 @@ def _build(path: Path, meta: dict, backend: str, arrays: dict) -> tuple[Sequenti
         if sizes["layers"] > 1 and sizes["hidden"] < 1:
             raise ValueError(f"hidden must be >= 1 with {sizes['layers']} layers")
         meta["threat_model"] = ThreatModel.from_dict(meta["threat_model"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         what = f"missing entry {exc}" if isinstance(exc, KeyError) else str(exc)
         raise ModelFileError(f"{path}: inconsistent metadata: {what}") from None
     for key, kind in (("config", dict), ("dataset", dict), ("history", list), ("best", dict)):
@@ -267,6 +365,7 @@ def load_model(path, backend: str = "numpy") -> tuple[Sequential, dict]:
     if meta is None:
         raise ModelFileError(f"{path}: unreadable metadata (not a JSON object)")
     _check_version(path, meta)
+    _check_schema(path, meta)
     model, dtype = _build(path, meta, backend, arrays)
     xp = model.backend.xp
     params, nominal = {}, {}
