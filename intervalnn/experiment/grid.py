@@ -137,6 +137,12 @@ class Grid:
             raise GridError(f"cannot read grid file {path}: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise GridError(f"{path} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:  # TOML files are UTF-8
+            raise GridError(
+                f"{path} is not valid TOML: not UTF-8 text (byte {exc.start}: {exc.reason})"
+            ) from None
+        except RecursionError:
+            raise GridError(f"{path} is not valid TOML: nested too deeply") from None
         try:
             grid = cls.from_dict(doc)
         except GridError as exc:

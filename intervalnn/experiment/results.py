@@ -34,18 +34,31 @@ def read_results(path) -> tuple[list[dict], int]:
             except json.JSONDecodeError:
                 bad += 1
                 continue
-            if (
-                isinstance(row, dict)
-                and isinstance(row.get("key"), str)
-                and isinstance(row.get("index"), int)
-                and isinstance(row.get("config"), dict)
-                and row.get("status") in ("ok", "failed")
-                and (row["status"] != "ok" or isinstance(row.get("metrics"), dict))
-            ):
+            if _well_formed(row):
+                if row["status"] == "failed" and not isinstance(row.get("error"), str):
+                    row["error"] = str(row.get("error", "no error recorded"))
                 rows.append(row)
             else:
                 bad += 1
     return rows, bad
+
+
+def _well_formed(row) -> bool:
+    """A row's structure, as the tables read it: config values are plain JSON scalars
+    (they key groups of cells), ``search`` a list of option names."""
+    return (
+        isinstance(row, dict)
+        and isinstance(row.get("key"), str)
+        and type(row.get("index")) is int
+        and isinstance(row.get("config"), dict)
+        and all(v is None or isinstance(v, str | int | float) for v in row["config"].values())
+        and row.get("status") in ("ok", "failed")
+        and (row["status"] != "ok" or isinstance(row.get("metrics"), dict))
+        and (
+            "search" not in row
+            or (isinstance(row["search"], list) and all(isinstance(s, str) for s in row["search"]))
+        )
+    )
 
 
 def latest(rows: list[dict]) -> dict[str, dict]:

@@ -13,6 +13,26 @@ def _mean_std(xs: list[float]) -> dict:
     return {"mean": statistics.mean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0}
 
 
+#: The metrics a table reads from a finished row: a number in [0, 1] (the validation
+#: accuracy may be null: a run without a validation set).
+METRICS = ("certified_accuracy", "accuracy", "val_certified_accuracy")
+
+
+def invalid_metric(row: dict) -> str | None:
+    """The first metric of a finished row that is not a number in [0, 1] (``"abc"``, NaN,
+    missing: an edited or corrupted results file), as ``name=value``; None when all are."""
+    if row.get("status") != "ok":
+        return None
+    for name in METRICS:
+        value = row["metrics"].get(name)
+        if value is None and name == "val_certified_accuracy":
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number and 0 <= value <= 1):  # NaN fails the comparison
+            return f"{name}={value!r}"
+    return None
+
+
 def summarize(rows: list[dict], search=None) -> dict:
     """Mean ± std over seeds per cell of the varying options other than seed and search.
 
@@ -22,6 +42,11 @@ def summarize(rows: list[dict], search=None) -> dict:
     defaults to the one the rows were run with.
     """
     rows = sorted(latest(rows).values(), key=lambda r: r["index"])
+    invalid = [(r, invalid_metric(r)) for r in rows]
+    invalid = [(r, what) for r, what in invalid if what is not None]
+    if invalid:  # skipped, and counted in the table's note
+        skip = {id(r) for r, _ in invalid}
+        rows = [r for r in rows if id(r) not in skip]
     if search is None:
         search = {s for r in rows for s in r.get("search", ())}
     search = sorted(search)
@@ -53,7 +78,11 @@ def summarize(rows: list[dict], search=None) -> dict:
             chosen = Counter(", ".join(f"{n}={r['config'].get(n)}" for n in search) for r in picked)
             entry["chosen"] = dict(chosen.most_common())
         table.append(entry)
-    return {"columns": columns, "search": search, "rows": table}
+    summary = {"columns": columns, "search": search, "rows": table}
+    if invalid:
+        r, what = invalid[0]
+        summary["invalid"] = {"rows": len(invalid), "example": f"cell {r['index']}: {what}"}
+    return summary
 
 
 def _pct(stats) -> str:
@@ -73,6 +102,12 @@ def format_table(summary: dict) -> str:
         cells += [_pct(e["certified_accuracy"]), _pct(e["accuracy"])]
         cells += [_pct(e["val_certified_accuracy"]), str(e["seeds"]), str(e["failed"])]
         lines.append("| " + " | ".join(cells) + " |")
+    invalid = summary.get("invalid")
+    if invalid:
+        lines.append(
+            f"\nSkipped {invalid['rows']} results rows whose metrics are not numbers in [0, 1] "
+            f"(e.g. {invalid['example']}): an edited or corrupted results file?"
+        )
     if summary["search"]:
         lines.append(
             f"\nPer seed, the cell with the best certified validation accuracy over "
