@@ -14,6 +14,7 @@ import math
 import click
 
 from intervalnn.experiment import RunSpec, audit_run, audit_saved
+from intervalnn.experiment.outputs import quiet_divergence
 
 from .common import Failure, Progress, command, emit
 from .options import (
@@ -130,7 +131,11 @@ def _print_audit(r: dict) -> None:
     echo(f"({r['seconds']:.1f} s)")
 
 
-@command("audit", short_help="Check a model's certificates independently (exact oracle).")
+@command(
+    "audit",
+    interrupted="nothing was written",
+    short_help="Check a model's certificates independently (exact oracle).",
+)
 @model_argument
 @dataset_options
 @epsilon_option("Test-time radius (default: the model's inference epsilon).")
@@ -303,7 +308,7 @@ def audit_training_command(
           --hidden 5 --epochs 2 --batch-size 20 --exact
     """
     spec = RunSpec.from_options(options)
-    with _bar("training audit", as_json) as bar:
+    with _bar("training audit", as_json) as bar, quiet_divergence():
         report = audit_run(
             spec,
             train_size=train_size,

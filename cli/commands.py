@@ -12,6 +12,7 @@ from intervalnn.experiment import (
     train_and_certify,
     write_per_sample,
 )
+from intervalnn.experiment.outputs import check_output, quiet_divergence
 from intervalnn.io import write_atomic
 
 from .common import Failure, command, emit, progress
@@ -32,7 +33,16 @@ def _show_validation(row):
     return None if acc is None else f"val certified {acc:.1%}"
 
 
-@command("train", short_help="Certified training (FullCert); writes a model file.")
+def _data_file(options):
+    """The data set as an input file (a ``.npz`` path), for the output checks."""
+    return ("data set", options.get("dataset"))
+
+
+@command(
+    "train",
+    interrupted="nothing was written (the model file is written when training ends)",
+    short_help="Certified training (FullCert); writes a model file.",
+)
 @training_options
 @click.option(
     "--output",
@@ -52,14 +62,23 @@ def train_command(output, as_json, **options):
       intervalnn train --dataset mnist17 --data-dir ~/mnist --epsilon 1e-4 \\
           --layers 2 --hidden 10 --batch-size 11007 --epochs 3 -o mnist17.npz
     """
+    check_output(output, "--output", [_data_file(options)])
     run = prepare(RunSpec.from_options(options))
     with progress(run.validations, "certified training", as_json, _show_validation) as bar:
-        outcome = train_and_certify(run, progress=None if bar is None else bar.advance)
-    write_atomic(output, outcome.model_file)
+        with quiet_divergence():  # the library says "bounds became infinite" in one line
+            outcome = train_and_certify(run, progress=None if bar is None else bar.advance)
+    try:
+        write_atomic(output, outcome.model_file)
+    except OSError as exc:  # found only now (a full disk ...): name the option, not a temp file
+        raise Failure(f"cannot write --output file {output}: {exc.strerror or exc}") from None
     emit({"model": str(output), **outcome.summary}, as_json)
 
 
-@command("certify", short_help="Certify a saved model on a data split.")
+@command(
+    "certify",
+    interrupted="nothing was written",
+    short_help="Certify a saved model on a data split.",
+)
 @model_argument
 @dataset_options
 @epsilon_option("Test-time radius (default: the model's inference epsilon).")
@@ -98,6 +117,13 @@ def certify_command(model, per_sample, as_json, **options):
       intervalnn certify moons.npz --dataset moons --json --per-sample out.csv
       intervalnn certify mnist17.npz --data-dir ~/mnist --workers 2
     """
+    if per_sample is not None:
+        check_output(
+            per_sample,
+            "--per-sample",
+            [("model file", model), _data_file(options)],
+            make_dirs=False,
+        )
     done = certify_saved(model, **options)
     if per_sample:
         try:

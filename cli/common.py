@@ -40,15 +40,24 @@ def usage_error(exc, ctx=None) -> click.UsageError:
 class Command(click.Command):
     """A command whose user errors are one line (see the module doc); bugs keep their traceback."""
 
+    #: What an interrupted run (Ctrl-C) kept, said in its one-line message.
+    interrupted = "nothing was written"
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:  # one line and 130 (128 + SIGINT), as `sweep` does
+            echo_err(f"\n{ctx.info_name}: interrupted; {self.interrupted}")
+            ctx.exit(130)
         except (OSError, ValueError, RuntimeError) as exc:
             # imported here: `intervalnn --version` need not load the library
             from intervalnn.experiment.errors import SpecError, UnavailableError
+            from intervalnn.experiment.outputs import OutputError
 
             if isinstance(exc, SpecError):
                 raise usage_error(exc, ctx) from None
+            if isinstance(exc, OutputError):  # an output that is an input, a directory ...
+                raise click.UsageError(str(exc), ctx) from None
             if isinstance(exc, RuntimeError) and not isinstance(exc, UnavailableError):
                 raise  # a bug
             # ValueError covers DataError, ModelFileError, GridError and the library's
@@ -67,11 +76,15 @@ def version(fn):
     return click.version_option(__version__, "-V", "--version", prog_name="intervalnn")(fn)
 
 
-def command(name: str, **kw):
-    """A :class:`Command` called ``name`` with the version option (the first one listed)."""
+def command(name: str, interrupted: str | None = None, **kw):
+    """A :class:`Command` called ``name`` with the version option (the first one listed);
+    ``interrupted`` says what Ctrl-C leaves behind (default: nothing was written)."""
 
     def wrap(fn):
-        return click.command(name, cls=Command, context_settings=CONTEXT, **kw)(version(fn))
+        cmd = click.command(name, cls=Command, context_settings=CONTEXT, **kw)(version(fn))
+        if interrupted is not None:
+            cmd.interrupted = interrupted
+        return cmd
 
     return wrap
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from intervalnn.experiment.outputs import check_output
+
 from .common import CONTEXT, Group, emit, version
 from .options import (
     Radii,
@@ -18,6 +20,12 @@ from .options import (
     seed_option,
     split_option,
 )
+
+
+def _check_figure(output, inputs, options) -> None:
+    """Refuse ``--output`` before any work: an input, a directory, an unwritable place."""
+    inputs = [*inputs, ("data set", options.get("dataset"))]
+    check_output(output, "--output", inputs, make_dirs=False)
 
 
 @click.group(
@@ -67,6 +75,7 @@ def plot_barriers_command(models, **options):
       intervalnn plot barriers moons.npz -o barriers.png
       intervalnn plot barriers eps1e-3.npz eps1e-2.npz --epsilon 0 -o fig2.pdf
     """
+    _check_figure(options["output"], [("model file", m) for m in models], options)
     from .plots import plot_barriers
 
     emit(plot_barriers(models, **options), False)
@@ -87,6 +96,7 @@ def plot_curves_command(model, **options):
     Example:
       intervalnn plot curves moons.npz -o curves.png
     """
+    _check_figure(options["output"], [("model file", model)], options)
     from .plots import plot_curves
 
     emit(plot_curves(model, **options), False)
@@ -118,6 +128,7 @@ def plot_epsilon_command(models, as_json, **options):
       intervalnn plot epsilon moons.npz --epsilons 0,1e-4,1e-3,1e-2,0.1 -o eps.png
       intervalnn plot epsilon a.npz b.npz --split val -o eps.pdf --json
     """
+    _check_figure(options["output"], [("model file", m) for m in models], options)
     from .plots import plot_epsilon
 
     result = plot_epsilon(models, **options)
@@ -155,6 +166,7 @@ def plot_sweep_command(results, **options):
       intervalnn plot sweep table1.jsonl --x epsilon -o table1.png
       intervalnn plot sweep arch.jsonl --x hidden -o hidden.pdf
     """
+    _check_figure(options["output"], [("results file", results)], options)
     from .plots import plot_sweep
 
     click.echo(f"figure: {plot_sweep(results, **options)['output']}")

@@ -17,6 +17,7 @@ from intervalnn.experiment.cluster import local_workers, require_dask
 from intervalnn.experiment.grid import Grid
 from intervalnn.experiment.sweep import (
     check_models_dir,
+    check_results,
     default_models_dir,
     failed_rows,
     grid_rows,
@@ -48,7 +49,11 @@ def _where(serial, workers, scheduler) -> str:
     return f"on {workers or local_workers()} local Dask workers"
 
 
-@command("sweep", short_help="Grids of training runs on Dask: resumable, with mean ± std tables.")
+@command(
+    "sweep",
+    interrupted="the cells finished so far are saved: rerun the same command to resume",
+    short_help="Grids of training runs on Dask: resumable, with mean ± std tables.",
+)
 @click.argument("grid_file", required=False, type=click.Path(dir_okay=False), metavar="[GRID.toml]")
 @click.option(
     "--search",
@@ -129,16 +134,21 @@ def sweep_command(
     try:
         grid = Grid.from_sources(grid_file, grid_options, search)
         results = results_path(grid, grid_file, results)
+    except GridError as exc:
+        raise click.UsageError(str(exc)) from None
+    if Path(results).suffix.lower() == ".toml" or (
+        grid_file and Path(results).resolve() == Path(grid_file).resolve()
+    ):
+        raise click.UsageError(f"--results {results} would overwrite a grid: use a .jsonl file")
+    if not dry_run:  # before any cell runs: never append to an input or a foreign file
+        check_results(results, grid, grid_file)
+    try:
         planned = plan(grid, results)
     except GridError as exc:
         raise click.UsageError(str(exc)) from None
     except OSError as exc:  # the results file cannot be read
         raise Failure(str(exc)) from None
     cells, todo, unreadable = planned
-    if Path(results).suffix.lower() == ".toml" or (
-        grid_file and Path(results).resolve() == Path(grid_file).resolve()
-    ):
-        raise click.UsageError(f"--results {results} would overwrite a grid: use a .jsonl file")
     if models is None and not no_models:
         models = default_models_dir(results)
     if dry_run:
@@ -186,8 +196,8 @@ def sweep_command(
             )
     except KeyboardInterrupt:
         echo_err(
-            f"\ninterrupted: {finished[0]} cells finished this run and are saved in {results}; "
-            "rerun the same command to resume"
+            f"\nsweep: interrupted; {finished[0]} cells finished this run and are saved in "
+            f"{results}: rerun the same command to resume"
         )
         sys.exit(130)
     # this grid's rows, in this grid's order and with its search (the file may hold others)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 
 import numpy as np
 
 from intervalnn.certify import CertificationResult, certify
 from intervalnn.datasets import DataError, Splits
-from intervalnn.io import load_model
+from intervalnn.io import load_model, write_atomic
 from intervalnn.layers import Sequential
 from intervalnn.threat import ThreatModel
 
@@ -136,13 +137,15 @@ def certify_saved(
 
 
 def write_per_sample(path, labels, result: CertificationResult) -> None:
-    """One CSV row per sample: ``index, label, certified, margin, nominal_correct``."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["index", "label", "certified", "margin", "nominal_correct"])
-        rows = zip(labels, result.certified, result.margin, result.nominal_correct, strict=True)
-        for i, (yy, c, m, ok) in enumerate(rows):
-            writer.writerow([i, int(yy), int(c), repr(float(m)), int(ok)])
+    """One CSV row per sample: ``index, label, certified, margin, nominal_correct``; written
+    atomically (:func:`~intervalnn.io.write_atomic`): a crash leaves the old file or the new."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["index", "label", "certified", "margin", "nominal_correct"])
+    rows = zip(labels, result.certified, result.margin, result.nominal_correct, strict=True)
+    for i, (yy, c, m, ok) in enumerate(rows):
+        writer.writerow([i, int(yy), int(c), repr(float(m)), int(ok)])
+    write_atomic(path, text.getvalue().encode())
 
 
 def model_info(model_path) -> dict:

@@ -25,6 +25,7 @@ from intervalnn import __version__
 
 from .errors import UnavailableError
 from .grid import Grid, cell_key
+from .outputs import check_output
 from .results import ResultsWriter, latest, read_results
 from .run import train_and_certify
 from .spec import RunSpec
@@ -96,6 +97,14 @@ def results_path(grid: Grid, grid_file=None, results=None):
         return results
     results = grid.results or (Path(grid_file).with_suffix(".jsonl") if grid_file else None)
     return Path(results or "sweep.jsonl")
+
+
+def check_results(results, grid: Grid, grid_file=None) -> None:
+    """Before any cell runs: ``results`` may be appended to (a usage error if it is the grid
+    file, a data set of the grid, or an existing file that is not a results file)."""
+    inputs = [("grid file", grid_file)]
+    inputs += [("data set", d) for d in grid.axes.get("dataset", []) if isinstance(d, str)]
+    check_output(results, "--results", inputs, what="results file", results=True)
 
 
 def default_models_dir(results) -> Path:
