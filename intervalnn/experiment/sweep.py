@@ -103,7 +103,9 @@ def check_results(results, grid: Grid, grid_file=None) -> None:
     """Before any cell runs: ``results`` may be appended to (a usage error if it is the grid
     file, a data set of the grid, or an existing file that is not a results file)."""
     inputs = [("grid file", grid_file)]
-    inputs += [("data set", d) for d in grid.axes.get("dataset", []) if isinstance(d, str)]
+    datasets = [*grid.axes.get("dataset", [])]
+    datasets += [case.get("dataset") for group in grid.cases for case in group]
+    inputs += [("data set", d) for d in datasets if isinstance(d, str)]
     check_output(results, "--results", inputs, what="results file", results=True)
 
 
