@@ -46,6 +46,9 @@ class LazyGroup(click.Group):
             cmd = getattr(importlib.import_module(f"{__name__}.{module}"), name)
             if not isinstance(cmd, click.Command):
                 raise TypeError(f"{self.lazy[cmd_name]} is not a click command")
+            from .options import fill_help  # schema help for options declared without it
+
+            fill_help(cmd)
             self.add_command(cmd, cmd_name)
         return super().get_command(ctx, cmd_name)
 

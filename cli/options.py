@@ -93,6 +93,25 @@ def options(*decorators):
     return wrap
 
 
+def grid_help(name: str) -> str:
+    """The help of schema field ``name`` as an ``intervalnn sweep`` grid option."""
+    if name == "seed":
+        return "Seeds, e.g. 0-9 or 0,3,5."
+    f = FIELDS[name]
+    ranges = " (integers also as ranges A-B)" if f.is_int else ""
+    return f"{f.help}  Comma-separated values to sweep{ranges}."
+
+
+def fill_help(cmd: click.Command) -> click.Command:
+    """Give every option of ``cmd`` named after a schema field and without help text the
+    schema's help (as a grid option where it takes a comma-separated list)."""
+    for param in cmd.params:
+        if isinstance(param, click.Option) and not param.help and param.name in FIELDS:
+            grid = param.metavar == "V,V,..."
+            param.help = grid_help(param.name) if grid else FIELDS[param.name].help
+    return cmd
+
+
 #: ``--dataset`` and ``--data-dir``.
 dataset_options = options(field_option("dataset"), field_option("data_dir"))
 #: Every option of a run (``intervalnn train``'s), in schema order.
@@ -106,13 +125,17 @@ def json_option(help: str):
 
 
 split_option = click.option(
-    "--split", type=click.Choice(list(SPLITS)), default=SPLITS[0], show_default=True
+    "--split",
+    type=click.Choice(list(SPLITS)),
+    default=SPLITS[0],
+    show_default=True,
+    help="Which split of the data set to use.",
 )
 
 
 def seed_option(help: str):
     """``--seed`` of the data of a saved model (default: the model's)."""
-    return click.option("--seed", type=int, default=None, help=help)
+    return click.option("--seed", type=click.IntRange(min=0), default=None, help=help)
 
 
 def epsilon_option(help: str):
@@ -179,7 +202,14 @@ def figure_options(default: str):
             show_default=True,
             help="Image size in pixels (PDF: size / dpi inches).",
         ),
-        click.option("--dpi", type=click.IntRange(20, 1200), default=100, show_default=True),
+        click.option(
+            "--dpi",
+            type=click.IntRange(20, 1200),
+            default=100,
+            show_default=True,
+            help="Dots per inch: the same --size in pixels with larger text and lines at a higher "
+            "dpi (PDF: size / dpi inches).",
+        ),
     )
 
 

@@ -154,20 +154,38 @@ FIELDS: dict[str, Field] = {
             None,
             "Test-time radius for validation (default: --epsilon; 0: poisoning only).",
         ),
-        _count("epochs", "training", 5, 1),
+        _count("epochs", "training", 5, 1, "Passes over the training data."),
         Field(
             "learning_rate",
             "rate",
             "training",
             0.5,
-            "SGD step size, mean-loss convention (BoundFlow's rate / batch size).",
+            "SGD step size for the mean loss over a batch.  BoundFlow (the FullCert paper's "
+            "code) divides gradients by the batch size twice, so a BoundFlow rate R is "
+            "R / batch size here.",
         ),
-        _choice("schedule", "training", ("constant", "1/t")),
-        _count("batch_size", "training", 100, 1),
-        _count("hidden", "model", 20, 1),
+        _choice(
+            "schedule",
+            "training",
+            ("constant", "1/t"),
+            "Learning-rate schedule: constant, or 1/t (the rate divided by the step number t).",
+        ),
+        _count("batch_size", "training", 100, 1, "Training points per SGD step."),
+        _count("hidden", "model", 20, 1, "Units of each hidden layer."),
         _count("layers", "model", 2, 1, "Number of Linear layers (2 = Linear-ReLU-Linear)."),
-        _choice("loss", "training", ("bce", "ce")),
-        Field("seed", "int", "", 0),
+        _choice(
+            "loss",
+            "training",
+            ("bce", "ce"),
+            "Loss: bce (binary cross-entropy, one logit, two classes) or ce (cross-entropy).",
+        ),
+        _count(
+            "seed",
+            "",
+            0,
+            0,
+            "Random seed of the data splits, the initial model and the batch order.",
+        ),
         _choice(
             "validate_every",
             "training",
@@ -188,7 +206,13 @@ FIELDS: dict[str, Field] = {
             0,
             "Stop after this many validations in a row certify nothing (0: never).",
         ),
-        _count("pretrain_epochs", "training", 0, 0),
+        _count(
+            "pretrain_epochs",
+            "training",
+            0,
+            0,
+            "Epochs of clean SGD of the nominal model before certified training (0: none).",
+        ),
         _count(
             "pretrain_size",
             "data",
@@ -196,9 +220,20 @@ FIELDS: dict[str, Field] = {
             0,
             "Clean training points for pretraining the nominal model.",
         ),
-        Field("pretrain_learning_rate", "rate", "training", 0.5),
-        _choice("dtype", "", ("float64", "float32")),
-        _choice("device", "", ("cpu", "gpu")),
+        Field(
+            "pretrain_learning_rate",
+            "rate",
+            "training",
+            0.5,
+            "SGD step size of the clean pretraining (mean-loss convention).",
+        ),
+        _choice("dtype", "", ("float64", "float32"), "Precision of the interval endpoints."),
+        _choice(
+            "device",
+            "",
+            ("cpu", "gpu"),
+            "Where to compute: cpu (NumPy/Numba) or gpu (CuPy; pip install 'intervalnn[gpu]').",
+        ),
     )
 }
 
