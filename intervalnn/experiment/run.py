@@ -183,6 +183,7 @@ def train_and_certify(
             "train": splits.train.fingerprint(),
             "num_features": splits.num_features,
             "num_classes": splits.num_classes,
+            "pretrain_size": spec.data.pretrain_size,
         },
         history=result.history,
         best=result.best,
@@ -203,4 +204,31 @@ def train_and_certify(
     }
     if result.stopped:
         summary["stopped"] = result.stopped
+    pretrained = bool(config.pretrain_epochs) and pretrain[0] is not None
+    note = kept_note(result, config, pretrained=pretrained)
+    if note:
+        summary["note"] = note
     return RunOutcome(summary, data, result, test)
+
+
+def kept_note(result: TrainResult, config: TrainConfig, *, pretrained: bool) -> str | None:
+    """What to tell the user when the kept model had no poisoned-training step, or None.
+
+    That is when the best validation was at step 0 (the untrained model, or the clean
+    pretrained point box), or when no validated model qualified for ``config.min_step``
+    (it exceeds the steps trained; training then keeps the last model).
+    """
+    steps = result.history[-1]["step"] if result.history else 0
+    best_step = result.best.get("step")
+    if best_step is None and result.history and config.min_step > steps:
+        return (
+            f"--min-step {config.min_step} exceeds the {steps} steps trained: no validated "
+            f"model qualified, so the last model (step {steps}) was kept"
+        )
+    if best_step == 0:
+        start = "clean pretrained model (a point box)" if pretrained else "untrained model"
+        return (
+            f"the kept model is the {start} at step 0: no step of certified training "
+            "improved the certified validation accuracy"
+        )
+    return None
