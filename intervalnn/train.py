@@ -76,6 +76,28 @@ class TrainResult:
     seconds: float = 0.0
 
 
+@dataclass
+class Checkpoint:
+    """Everything ``train`` needs to continue a run bit-identically, taken after an epoch.
+
+    ``params`` / ``nominal`` are the current parameters, ``best`` the kept
+    ones; ``rng_state`` is the batch-order generator's state.
+    """
+
+    epoch: int
+    step: int
+    params: dict[str, Interval]
+    nominal: dict
+    best_params: dict[str, Interval]
+    best_nominal: dict
+    best_accuracy: float
+    best_row: dict
+    barren: int
+    history: list[dict]
+    rng_state: dict
+    seconds: float
+
+
 def batch_indices(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """One epoch's batches: a random permutation of ``range(n)`` cut into ``batch_size`` rows."""
     order = rng.permutation(n)
@@ -126,6 +148,9 @@ def train(
     pretrain_y=None,
     progress: Callable[[dict], None] | None = None,
     on_step: Callable[[int, dict, dict], None] | None = None,
+    checkpoint: Callable[[Checkpoint], None] | None = None,
+    checkpoint_every: float = 5.0,
+    resume: Checkpoint | None = None,
 ) -> TrainResult:
     """Certified training of ``model`` in place; returns the best model and the history.
 
@@ -141,12 +166,22 @@ def train(
     (the last model if none).  Widths only grow, so once validation certifies
     nothing it rarely recovers: ``config.patience`` such validations in a row
     (after step 0) stop training early.
+
+    Interrupted runs: ``checkpoint(state)`` is called after an epoch when
+    ``checkpoint_every`` seconds have passed since the last one (and after the
+    last epoch); ``train(..., resume=state)`` with the same model
+    architecture, data, threat model and configuration continues from it
+    bit-identically (the model's parameters are replaced by the state's).
     """
     t0 = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     loss = get_loss(config.loss)
     bk, dtype = model.backend, model.dtype
-    if config.pretrain_epochs and pretrain_x is not None:
+    if resume is not None:  # pretraining is in the state's parameters already
+        t0 -= resume.seconds
+        rng.bit_generator.state = resume.rng_state
+        model.load(resume.params, resume.nominal)
+    elif config.pretrain_epochs and pretrain_x is not None:
         pretrain_nominal(model, pretrain_x, pretrain_y, config, rng)
 
     _check_training_labels(model, loss, train_y, "training")
@@ -164,6 +199,22 @@ def train(
     best_acc = -1.0
     step = 0
     barren = 0  # validations in a row that certified nothing
+    first_epoch = 1
+    if resume is not None:
+        best, best_acc = (resume.best_params, resume.best_nominal), resume.best_accuracy
+        step, barren, first_epoch = resume.step, resume.barren, resume.epoch + 1
+        result.history, result.best = list(resume.history), dict(resume.best_row)
+    last_checkpoint = time.perf_counter()
+
+    def save_checkpoint(epoch: int) -> None:
+        nonlocal last_checkpoint
+        params, nominal = engine.parameters()
+        state = Checkpoint(
+            epoch, step, params, nominal, *best, best_acc, dict(result.best), barren,
+            list(result.history), rng.bit_generator.state, time.perf_counter() - t0,
+        )  # fmt: skip
+        checkpoint(state)
+        last_checkpoint = time.perf_counter()
 
     def validate(epoch: int, loss_lo: float, loss_hi: float):
         nonlocal best_acc, best, barren
@@ -187,8 +238,9 @@ def train(
         if progress is not None:
             progress(row)
 
-    validate(0, float("nan"), float("nan"))
-    for epoch in range(1, config.epochs + 1):
+    if resume is None:
+        validate(0, float("nan"), float("nan"))
+    for epoch in range(first_epoch, config.epochs + 1):
         loss_bounds = []
         for idx in batch_indices(x.shape[0], config.batch_size, rng):
             step += 1
@@ -225,6 +277,9 @@ def train(
             validate(epoch, float(lo), float(hi))
             if result.stopped:
                 break
+        due = time.perf_counter() - last_checkpoint >= checkpoint_every
+        if checkpoint is not None and (due or epoch == config.epochs):
+            save_checkpoint(epoch)
 
     model.load(*(best if best_acc >= 0 else engine.parameters()))
     result.seconds = time.perf_counter() - t0
