@@ -13,9 +13,10 @@ from intervalnn.experiment import (
     write_per_sample,
 )
 from intervalnn.experiment.outputs import check_output, quiet_divergence
+from intervalnn.experiment.saved import history_csv
 from intervalnn.io import write_atomic
 
-from .common import Failure, command, emit, progress
+from .common import Failure, command, echo_err, emit, progress
 from .options import (
     dataset_options,
     device_option,
@@ -130,17 +131,54 @@ def certify_command(model, per_sample, as_json, **options):
             write_per_sample(per_sample, done.labels, done.result)
         except OSError as exc:
             raise Failure(f"cannot write --per-sample file {per_sample}: {exc.strerror}") from None
-    emit(done.summary, as_json)
+    summary = done.summary
+    if summary.get("data_matches_training") is False:
+        echo_err(
+            f"Note: {summary['dataset']} with this seed is not the data set the model was "
+            "trained on (the training split's fingerprint differs; see intervalnn info)"
+        )
+    if as_json:
+        emit(summary, True)
+        return
+    text = {k: v for k, v in summary.items() if k != "per_class"}
+    for row in summary["per_class"]:
+        if row["n"]:
+            text[f"class {row['class']}"] = (
+                f"certified {row['certified_accuracy']:.1%}, accuracy {row['accuracy']:.1%} "
+                f"(n={row['n']})"
+            )
+        else:
+            text[f"class {row['class']}"] = "no samples"
+    emit(text, False)
 
 
 @command("info", short_help="Show what a model file holds.")
 @model_argument
-@json_option("Print the metadata as JSON.")
-def info_command(model, as_json):
+@click.option(
+    "--history",
+    "history",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE.csv",
+    help="Write the training history (one row per validation) as CSV.",
+)
+@json_option("Print the metadata as JSON (with the history rows).")
+def info_command(model, history, as_json):
     """Show what a model file holds (architecture, threat model, training, checks).
 
     \b
-    Example:
+    Examples:
       intervalnn info moons.npz
+      intervalnn info moons.npz --json --history history.csv
     """
-    emit(model_info(model), as_json)
+    if history is not None:
+        check_output(history, "--history", [("model file", model)], make_dirs=False)
+    info = model_info(model)
+    if history is not None:
+        try:
+            write_atomic(history, history_csv(info["history"]))
+        except OSError as exc:
+            raise Failure(f"cannot write --history file {history}: {exc.strerror}") from None
+    if not as_json:  # one line per field: the rows go to --history
+        info = {k: v for k, v in info.items() if k != "history"}
+    emit(info, as_json)

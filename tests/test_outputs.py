@@ -3,8 +3,12 @@ foreign data, per-class certified accuracy, history export, figure files and leg
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import stat
 
+import numpy as np
 import pytest
 
 
@@ -44,3 +48,88 @@ def test_train_says_when_min_step_exceeds_the_steps(tmp_path, run):
 def test_train_has_no_note_for_a_trained_model(moons):
     _, summary = moons
     assert summary["best_step"] > 0 and "note" not in summary
+
+
+def _blobs(npz, name="d.npz", shift=0.0):
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 2
+    return npz(name, x=rng.normal(size=(300, 2)) + y[:, None] + shift, y=y)
+
+
+def test_certify_notes_data_other_than_the_training_data(tmp_path, npz, run):
+    data, other = _blobs(npz), _blobs(npz, "other.npz", shift=0.01)
+    model = tmp_path / "m.npz"
+    run("train", "--dataset", data, "--epsilon", "0.01", "--epochs", "1", "-o", model)
+    same = run("certify", model, "--json")
+    assert json.loads(same.stdout)["data_matches_training"] is True
+    assert "Note" not in same.stderr
+    for args in (("--dataset", other), ("--seed", "7")):
+        result = run("certify", model, *args, "--json")
+        assert json.loads(result.stdout)["data_matches_training"] is False
+        notes = [ln for ln in result.stderr.splitlines() if ln.startswith("Note")]
+        assert len(notes) == 1 and "not the data set the model was trained on" in notes[0]
+
+
+def test_certify_pretrained_model_matches_its_data(tmp_path, npz, run):
+    # pretraining points are held out of the training split: the check loads it the same way
+    data = _blobs(npz)
+    model = tmp_path / "m.npz"
+    run(
+        "train", "--dataset", data, "--epsilon", "0.01", "--epochs", "1",
+        "--pretrain-size", "50", "--pretrain-epochs", "1", "-o", model,
+    )  # fmt: skip
+    assert json.loads(run("certify", model, "--json").stdout)["data_matches_training"] is True
+
+
+def test_certify_reports_per_class_accuracy(moons, tmp_path, run):
+    model, _ = moons
+    per_sample = tmp_path / "s.csv"
+    cert = json.loads(run("certify", model, "--json", "--per-sample", per_sample).stdout)
+    with open(per_sample, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["class"] for r in cert["per_class"]] == [0, 1]
+    for r in cert["per_class"]:
+        mine = [s for s in rows if int(s["label"]) == r["class"]]
+        assert r["n"] == len(mine) > 0
+        assert r["certified_accuracy"] == sum(int(s["certified"]) for s in mine) / len(mine)
+        assert r["accuracy"] == sum(int(s["nominal_correct"]) for s in mine) / len(mine)
+    assert sum(r["n"] for r in cert["per_class"]) == cert["n"]
+    text = run("certify", model).stdout
+    for r in cert["per_class"]:
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"class {r['class']} "))
+        assert f"certified {r['certified_accuracy']:.1%}" in line and f"n={r['n']}" in line
+
+
+# ------------------------------------------------------------------ 20: info's history
+
+
+def test_info_json_has_the_history_rows(moons, run):
+    model, summary = moons
+    info = json.loads(run("info", model, "--json").stdout)
+    assert len(info["history"]) == info["history_rows"] == summary["steps"] + 1
+    best = [r for r in info["history"] if r["step"] == summary["best_step"]]
+    assert best[0]["val_certified_accuracy"] == summary["val_certified_accuracy"]
+    assert "history " not in run("info", model).stdout  # the text stays one line per field
+
+
+def test_info_exports_the_history_as_csv(moons, tmp_path, run):
+    model, _ = moons
+    out = tmp_path / "h.csv"
+    info = json.loads(run("info", model, "--json", "--history", out).stdout)
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(info["history"])
+    for row, want in zip(rows, info["history"], strict=True):
+        assert int(row["step"]) == want["step"] and int(row["epoch"]) == want["epoch"]
+        for key in ("loss_hi", "mean_width", "val_certified_accuracy"):
+            got = float(row[key])
+            assert got == want[key] or (np.isnan(got) and np.isnan(want[key]))
+    assert stat.S_IMODE(os.stat(out).st_mode) == stat.S_IMODE(os.stat(model).st_mode)
+
+
+def test_info_history_refuses_the_model_itself(moons, error):
+    model, _ = moons
+    before = model.read_bytes()
+    message = error("info", model, "--history", model, code=2)
+    assert "--history" in message and "is the model file itself" in message
+    assert model.read_bytes() == before

@@ -126,14 +126,59 @@ def certify_saved(
         )
     else:
         result = certify(model, data.x, data.y, threat)
+    labels = np.asarray(data.y)
     summary = {
         **result.summary(),
         "split": split,
         "dataset": dataset,
         "model": str(model_path),
         "training_epsilon": meta["threat_model"].epsilon,
+        "per_class": per_class(result, labels, model_classes(model)),
+        "data_matches_training": data_matches_training(meta, dataset, data_dir, seed, splits),
     }
-    return SavedCertification(summary, result, np.asarray(data.y))
+    return SavedCertification(summary, result, labels)
+
+
+def per_class(result: CertificationResult, labels, num_classes: int) -> list[dict]:
+    """Certified and nominal accuracy on each class's samples (None for a class with none)."""
+    labels = np.asarray(labels)
+    rows = []
+    for c in range(num_classes):
+        mine = labels == c
+        n = int(np.count_nonzero(mine))
+        rows.append(
+            {
+                "class": c,
+                "n": n,
+                "certified_accuracy": np.count_nonzero(result.certified[mine]) / n if n else None,
+                "accuracy": np.count_nonzero(result.nominal_correct[mine]) / n if n else None,
+            }
+        )
+    return rows
+
+
+def data_matches_training(meta: dict, dataset, data_dir, seed, splits: Splits) -> bool | None:
+    """Whether ``splits`` hold the training data the model file's fingerprint names
+    (None: the file stores no fingerprint, so nobody knows).
+
+    ``seed`` is the data seed asked for (None: the model's).  Pretraining points are
+    taken out of the training split, so with a stored ``pretrain_size`` the training
+    split is loaded again the way training loaded it.
+    """
+    trained_on = meta.get("dataset") or {}
+    stored = trained_on.get("train")
+    if not isinstance(stored, str):
+        return None
+    seed = trained_on.get("seed", 0) if seed is None else seed
+    pretrain = trained_on.get("pretrain_size")
+    if pretrain is None and meta.get("config", {}).get("pretrain_epochs"):
+        return None  # pretrained, but how many points were held out is not stored
+    if isinstance(pretrain, int) and pretrain > 0:
+        try:
+            splits = load_splits(DataSpec(dataset, data_dir, pretrain_size=pretrain), seed)
+        except ValueError:  # too few points to hold that many out: not the training data
+            return False
+    return splits.train.fingerprint() == stored
 
 
 def write_per_sample(path, labels, result: CertificationResult) -> None:
@@ -146,6 +191,36 @@ def write_per_sample(path, labels, result: CertificationResult) -> None:
     for i, (yy, c, m, ok) in enumerate(rows):
         writer.writerow([i, int(yy), int(c), repr(float(m)), int(ok)])
     write_atomic(path, text.getvalue().encode())
+
+
+HISTORY_COLUMNS = (
+    "epoch",
+    "step",
+    "loss_lo",
+    "loss_hi",
+    "mean_width",
+    "max_width",
+    "val_certified_accuracy",
+    "val_accuracy",
+)
+
+
+def history_csv(history: list[dict]) -> bytes:
+    """The history rows as CSV: the usual columns first, then any others in order of first
+    appearance; an empty cell for a value a row lacks (or null), floats written exactly."""
+    columns = [c for c in HISTORY_COLUMNS if any(c in r for r in history)] or list(HISTORY_COLUMNS)
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(columns)
+    for row in history:
+        cells = []
+        for c in columns:
+            v = row.get(c)
+            cells.append("" if v is None else repr(float(v)) if isinstance(v, float) else v)
+        writer.writerow(cells)
+    return text.getvalue().encode()
 
 
 def model_info(model_path) -> dict:
@@ -166,6 +241,7 @@ def model_info(model_path) -> dict:
         "config": meta.get("config", {}),
         "best": meta.get("best", {}),
         "history_rows": len(meta.get("history", [])),
+        "history": meta.get("history", []),
         "mean_parameter_width": float(widths.mean()),
         "max_parameter_width": float(widths.max()),
         "library_version": meta["library_version"],
