@@ -3,14 +3,14 @@
 matplotlib is an optional extra (``pip install 'intervalnn[plot]'``) and is
 imported inside the functions only.  Figures are drawn on matplotlib's
 object-oriented ``Figure`` with the Agg canvas (no pyplot, no GUI, no global
-backend switch) and written as PNG or PDF, chosen by the output suffix, to a
-temporary file that is then renamed over the target.
+backend switch) and written as PNG or PDF, chosen by the output suffix,
+atomically and with a model file's permissions (:func:`intervalnn.io.write_atomic`).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -58,24 +58,22 @@ def _figure(size: tuple[int, int], dpi: int, **kw):
 
 
 def _save(fig, output) -> Path:
-    """Write ``fig`` to ``output`` (format by suffix) via a temporary file and a rename."""
+    """Write ``fig`` to ``output`` (format by suffix) atomically, with a model file's
+    permissions (:func:`intervalnn.io.write_atomic`: ``0666 & ~umask``, not ``0600``)."""
+    from intervalnn.io import write_atomic
+
     output = Path(output)
     fmt = output.suffix.lower().lstrip(".")
     if fmt not in ("png", "pdf"):
         raise ValueError(f"{output}: the figure must be a .png or .pdf file")
     if not output.parent.is_dir():
         raise OSError(f"cannot write {output}: directory {output.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=fig.dpi)
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=fmt, dpi=fig.dpi)
-        os.replace(tmp, output)
+        write_atomic(output, buffer.getvalue())
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise OSError(f"cannot write {output}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return output
 
 
@@ -251,9 +249,7 @@ def plot_curves(model_path, *, output, size, dpi) -> dict:
     ax_loss.plot(x, lo, color=CLASS_COLOURS[2], lw=0.8)
     ax_loss.plot(x, hi, color=CLASS_COLOURS[2], lw=0.8)
     ax_loss.set_ylabel("training loss")
-    finite = hi[np.isfinite(hi)]
-    if finite.size and finite.max() > 100:  # diverging bounds: logarithmic above 1
-        ax_loss.set_yscale("symlog", linthresh=1.0)
+    _loss_ticks(ax_loss, np.concatenate([lo, hi]))
     mean_w, max_w = col("mean_width"), col("max_width")
     ax_w.plot(x, mean_w, color=CLASS_COLOURS[3], label="mean")
     ax_w.plot(x, max_w, color=CLASS_COLOURS[4], ls="--", label="max")
@@ -277,6 +273,31 @@ def plot_curves(model_path, *, output, size, dpi) -> dict:
     )
     _save(fig, output)
     return {"output": str(output), "rows": len(history), "x": xkey, "best": best.get(xkey)}
+
+
+_NICE = [1, 2, 3, 5] + [m * 10**e for e in range(1, 4) for m in (1, 2, 5)]
+
+
+def _loss_ticks(ax, values, most: int = 5) -> None:
+    """Linear loss axis, or symlog (logarithmic above 1) for diverging bounds; at most
+    ``most`` labelled ticks either way, so that the labels never overlap."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
+
+    finite = values[np.isfinite(values)]
+    if not (finite.size and np.abs(finite).max() > 100):
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=most - 1, min_n_ticks=2))
+        return
+    ax.set_yscale("symlog", linthresh=1.0)
+    decades = [math.ceil(math.log10(v)) if v > 1 else 0 for v in (-finite.min(), finite.max())]
+    per_side = max(1, (most - 1) // sum(d > 0 for d in decades))
+    ticks = [0.0]
+    for sign, top in zip((-1.0, 1.0), decades, strict=True):
+        if top > 0:
+            stride = next(n for n in _NICE if n * per_side >= top)
+            first = 0 if stride == 1 else stride  # 0 and 1 are a decade apart: too close
+            ticks += [sign * 10.0**k for k in range(first, top + 1, stride)]
+    ax.yaxis.set_major_locator(FixedLocator(sorted(ticks)))
+    ax.yaxis.set_minor_locator(NullLocator())
 
 
 # ------------------------------------------------------------------ accuracy against epsilon
@@ -308,21 +329,27 @@ def plot_epsilon(model_paths, *, dataset, data_dir, epsilons, split, seed, outpu
 
     fig = _figure(size, dpi)
     ax = fig.subplots()
-    for i, r in enumerate(results):
+    names = [Path(r["model"]).name for r in results]
+    if len(set(names)) < len(names):  # a/moons.npz and b/moons.npz: tell them apart
+        names = [r["model"] for r in results]
+    for i, (r, name) in enumerate(zip(results, names, strict=True)):
         colour = CLASS_COLOURS[i % len(CLASS_COLOURS)]
-        label = f"{Path(r['model']).name} (train ε = {_eps(r['training_epsilon'])})"
+        label = f"{name} (train ε = {_eps(r['training_epsilon'])})"
         ax.plot(
             epsilons, [100 * a for a in r["certified_accuracy"]], "o-", color=colour, label=label
         )
+        # the model's nominal accuracy, dotted in its colour: no legend entry of its own
         ax.axhline(100 * r["accuracy"], color=colour, ls=":", lw=1)
-    ax.plot([], [], color="0.3", ls=":", lw=1, label="nominal accuracy")
     _scale_x(ax, epsilons)
     ax.set_xlabel("test-time radius ε (ℓ∞)")
     ax.set_ylabel(f"certified accuracy on {split} (%)")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
-    ax.set_title(f"{results[0]['dataset']}: certified accuracy against ε", fontsize="medium")
+    ax.legend(loc="best", fontsize="small")  # one entry per model
+    ax.set_title(
+        f"{results[0]['dataset']}: certified accuracy against ε (dotted: nominal accuracy)",
+        fontsize="medium",
+    )
     _save(fig, output)
     return {"output": str(output), "split": split, "epsilons": epsilons, "models": results}
 
@@ -384,9 +411,13 @@ def plot_sweep(results_path, *, x, output, size, dpi) -> dict:
         pos = [position(e["cell"][x]) for e in line]
         mean = [100 * e["certified_accuracy"]["mean"] for e in line]
         std = [100 * e["certified_accuracy"]["std"] for e in line]
-        ax.errorbar(pos, mean, yerr=std, fmt="o-", capsize=3, color=colour, label=label or None)
+        # one line: it is the certified accuracy; several: each is named by its cell
+        label = label or "certified accuracy (mean ± std)"
+        ax.errorbar(pos, mean, yerr=std, fmt="o-", capsize=3, color=colour, label=label)
         nominal = [100 * e["accuracy"]["mean"] for e in line]
         ax.plot(pos, nominal, ":", color=colour, lw=1)
+    if len(lines) > 1:  # the style key: solid certified, dotted nominal
+        ax.plot([], [], "o-", color="0.3", label="certified accuracy (mean ± std)")
     ax.plot([], [], color="0.3", ls=":", lw=1, label="nominal accuracy")
     if numeric:
         _scale_x(ax, xs)

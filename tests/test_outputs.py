@@ -133,3 +133,103 @@ def test_info_history_refuses_the_model_itself(moons, error):
     message = error("info", model, "--history", model, code=2)
     assert "--history" in message and "is the model file itself" in message
     assert model.read_bytes() == before
+
+
+# ------------------------------------------------------------------ 20: figures
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib figures ``intervalnn plot`` saves, in order (they are still written)."""
+    pytest.importorskip("matplotlib")
+    import intervalnn.cli.plots as plots
+
+    drawn, save = [], plots._save
+
+    def keep(fig, output):
+        drawn.append(fig)
+        return save(fig, output)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return drawn
+
+
+def _legend(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().texts]
+
+
+def test_figures_get_a_model_files_permissions(moons, tmp_path, run):
+    pytest.importorskip("matplotlib")
+    model, _ = moons
+    old = os.umask(0o022)
+    try:
+        for name in ("c.png", "c.pdf"):
+            run("plot", "curves", model, "-o", tmp_path / name)
+            assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o644
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(model).st_mode) == 0o644
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_curves_loss_ticks_do_not_overlap(moons, tmp_path, figures, run):
+    from intervalnn.io import load_model, save_model
+
+    net, meta = load_model(moons[0])
+    history = [  # diverging loss bounds, 1 to 1e40: forty decades in a small panel
+        {"epoch": 0, "step": i, "loss_lo": 0.5, "loss_hi": 10.0 ** (i / 2),
+         "mean_width": 1e-3 * (i + 1), "max_width": 1e-2 * (i + 1)}
+        for i in range(81)
+    ]  # fmt: skip
+    model = save_model(
+        tmp_path / "div.npz", net, meta["threat_model"], config={"validate_every": "step"},
+        dataset=meta["dataset"], history=history, best={"step": 3, "epoch": 0},
+    )  # fmt: skip
+    for path in (model, moons[0]):  # diverging and ordinary bounds
+        run("plot", "curves", path, "-o", tmp_path / "c.png", "--size", "640x480")
+        fig = figures[-1]
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[1]
+        assert ax.get_ylabel() == "training loss"
+        lo, hi = sorted(ax.get_ylim())
+        shown = [
+            label.get_window_extent(renderer)
+            for label, tick in zip(ax.get_yticklabels(), ax.get_yticks(), strict=True)
+            if lo <= tick <= hi and label.get_text()
+        ]
+        assert 2 <= len(shown) <= 6
+        for i, a in enumerate(shown):
+            assert not any(a.overlaps(b) for b in shown[i + 1 :]), path
+
+
+def test_plot_epsilon_has_one_legend_entry_per_model(moons, tmp_path, figures, run):
+    model, _ = moons
+    for d in ("a", "b"):  # the same file name in two directories
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "moons.npz").write_bytes(model.read_bytes())
+    models = [tmp_path / "a" / "moons.npz", tmp_path / "b" / "moons.npz", model]
+    run("plot", "epsilon", *models, "--epsilons", "0,0.01", "-o", tmp_path / "e.png")
+    labels = _legend(figures[-1])
+    assert len(labels) == len(set(labels)) == len(models)
+    for path, label in zip(models, labels, strict=True):
+        assert str(path) in label
+
+
+def test_plot_sweep_has_a_legend_entry_for_the_certified_line(tmp_path, figures, run):
+    def row(i, seed, eps, hidden=None):
+        config = {"dataset": "moons", "seed": seed, "epsilon": eps}
+        if hidden is not None:
+            config["hidden"] = hidden
+        metrics = {"certified_accuracy": 0.5, "accuracy": 0.9, "val_certified_accuracy": 0.5}
+        return {"key": f"k{i}", "index": i, "status": "ok", "config": config, "metrics": metrics}
+
+    one = [row(i, s, e) for i, (s, e) in enumerate([(0, 0.1), (1, 0.1), (0, 0.2), (1, 0.2)])]
+    two = [row(i, 0, e, h) for i, (e, h) in enumerate([(0.1, 4), (0.2, 4), (0.1, 8), (0.2, 8)])]
+    for rows, lines in ((one, []), (two, ["hidden=4", "hidden=8"])):
+        path = tmp_path / "r.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        run("plot", "sweep", path, "--x", "epsilon", "-o", tmp_path / "s.png")
+        labels = _legend(figures[-1])
+        assert "certified accuracy (mean ± std)" in labels and "nominal accuracy" in labels
+        assert all(line in labels for line in lines)
