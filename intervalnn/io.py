@@ -14,8 +14,10 @@ never executes code):
 
 Files are written to a temporary file in the target directory, fsynced and
 renamed over the target, so a crash never leaves a half-written model.
-:func:`load_model` checks everything (readability, archive integrity, the
-hash, the format version, metadata, shapes, dtypes, ``lo <= hi``, no NaN,
+:func:`load_model` checks everything (readability, archive integrity through
+:func:`~intervalnn.datasets.archive.read_npz`, the hash, the format version,
+the metadata's schema: the type of every field the library reads, shapes,
+dtypes, ``lo <= hi``, no NaN,
 nominal parameters finite and inside their box) and raises
 :class:`ModelFileError` with a one-line message otherwise.  The hash detects
 corruption and edits made without this library; it is not a signature.

@@ -4,8 +4,10 @@ A row holds the cell's ``key`` (:func:`~intervalnn.experiment.grid.cell_key`),
 ``index``, ``status`` (``ok`` or ``failed``), ``config`` (every option),
 ``metrics`` (or ``error``), timing and place, and the model file's path and
 digest.  A crash can cut the last line at most: :func:`read_results` skips
-unreadable lines and counts them, and rerunning a sweep skips every cell
-already ``ok`` (resume).
+unreadable lines (and rows of the wrong shape) and counts them, and rerunning
+a sweep skips every cell already ``ok`` (resume).  Metric values are checked
+where they are used: :func:`~intervalnn.experiment.tables.summarize` skips rows
+whose metrics are not numbers in [0, 1] and counts them.
 """
 
 from __future__ import annotations
