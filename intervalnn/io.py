@@ -269,13 +269,15 @@ def _check_schema(path: Path, meta: dict) -> None:
             )
     dataset = meta.get("dataset") or {}
     check("dataset.name", dataset.get("name"), lambda v: isinstance(v, str), "a string", True)
-    check(
-        "dataset.seed",
-        dataset.get("seed"),
-        lambda v: type(v) is int and v >= 0,
-        "an integer >= 0",
-        optional=True,
-    )
+    for key in ("seed", "pretrain_size", "num_features", "num_classes"):
+        check(
+            f"dataset.{key}",
+            dataset.get(key),
+            lambda v: type(v) is int and v >= 0,
+            "an integer >= 0",
+            optional=True,
+        )
+    check("dataset.train", dataset.get("train"), lambda v: isinstance(v, str), "a string", True)
     rows = [(f"history[{i}]", r) for i, r in enumerate(meta.get("history") or [])]
     for where, row in [*rows, ("best", meta.get("best") or {})]:
         if not isinstance(row, dict):

@@ -93,6 +93,8 @@ def test_the_readme_hash_is_the_files_hash(original, tmp_path):
         (lambda m: m.update(library_version=3), "library_version"),
         (lambda m: m["dataset"].update(name=17), "dataset.name"),
         (lambda m: m["dataset"].update(seed="x"), "dataset.seed"),
+        (lambda m: m["dataset"].update(pretrain_size=[1]), "dataset.pretrain_size"),
+        (lambda m: m["dataset"].update(train=5), "dataset.train"),
         (lambda m: m["threat_model"].update(epsilon="0.1"), "threat_model.epsilon"),
         (lambda m: m["threat_model"].update(epsilon=10**400), "threat_model.epsilon"),
         (lambda m: m["threat_model"].update(domain=[0, "1"]), "threat_model.domain"),
@@ -145,7 +147,8 @@ def _paths(meta: dict, prefix=()) -> list[tuple]:
     return out
 
 
-_KEYS = ["name", "seed", "epsilon", "test_epsilon", "domain", "step", "epoch", "type", "x"]
+_KEYS = ["name", "seed", "pretrain_size", "train", "epsilon", "test_epsilon", "domain", "step"]
+_KEYS += ["epoch", "type", "pretrain_epochs", "validate_every", "x"]
 
 edits = st.lists(
     st.tuples(
