@@ -90,7 +90,7 @@ def train_command(output, as_json, **options):
     "--per-sample",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Write per-sample results (index, label, certified, margin) as CSV.",
+    help="Write per-sample results as CSV: index, label, certified, margin, nominal_correct.",
 )
 @click.option(
     "--workers",

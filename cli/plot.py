@@ -8,7 +8,7 @@ import click
 
 from intervalnn.experiment.outputs import check_output
 
-from .common import CONTEXT, Group, emit, version
+from .common import CONTEXT, Group, echo_err, emit, version
 from .options import (
     Radii,
     dataset_options,
@@ -169,4 +169,9 @@ def plot_sweep_command(results, **options):
     _check_figure(options["output"], [("results file", results)], options)
     from .plots import plot_sweep
 
-    click.echo(f"figure: {plot_sweep(results, **options)['output']}")
+    drawn = plot_sweep(results, **options)
+    if drawn.get("invalid"):
+        bad = drawn["invalid"]
+        note = f"skipped {bad['rows']} results rows whose metrics are not numbers in [0, 1]"
+        echo_err(f"Note: {note} (e.g. {bad['example']})")
+    click.echo(f"figure: {drawn['output']}")

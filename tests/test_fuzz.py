@@ -210,8 +210,9 @@ def test_plot_sweep_skips_rows_with_bad_metrics(tmp_path, run):
     rows += [_row(3, 1, 0.2, "abc"), _row(4, 2, 0.2, math.nan)]
     path = tmp_path / "r.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run("plot", "sweep", path, "-o", tmp_path / "s.png")
+    res = run("plot", "sweep", path, "-o", tmp_path / "s.png")
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    assert "skipped 2 results rows" in res.stderr
 
 
 def test_results_rows_with_unhashable_config_are_unreadable(tmp_path):

@@ -77,3 +77,11 @@ def test_negative_seed_is_a_usage_error_naming_the_option(args, error):
         assert "Error: seed: -5 is not in the range x>=0" in error(*args, "--seeds", "-5", code=2)
     else:
         assert "'--seed'" in error(*args, "--seed", "-5", code=2)
+
+
+def test_certify_help_lists_every_per_sample_column(run):
+    from intervalnn.experiment.saved import write_per_sample  # noqa: F401  (the writer)
+
+    text = " ".join(run("certify", "--help").output.split())
+    for column in ("index", "label", "certified", "margin", "nominal_correct"):
+        assert column in text
