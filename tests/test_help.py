@@ -80,8 +80,7 @@ def test_negative_seed_is_a_usage_error_naming_the_option(args, error):
 
 
 def test_certify_help_lists_every_per_sample_column(run):
-    from intervalnn.experiment.saved import write_per_sample  # noqa: F401  (the writer)
-
+    """The columns experiment.saved.write_per_sample writes."""
     text = " ".join(run("certify", "--help").output.split())
     for column in ("index", "label", "certified", "margin", "nominal_correct"):
         assert column in text
