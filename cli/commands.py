@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from intervalnn.experiment import (
@@ -53,8 +55,28 @@ def _data_file(options):
     show_default=True,
     help="Where to write the model file.",
 )
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Save the run's state to this file after an epoch, at most every --checkpoint-every "
+    "seconds, so that an interrupted run can continue with --resume.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue from the --checkpoint file if it exists (bit-identical to an uninterrupted "
+    "run; the options must be the same), else start afresh.",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds between checkpoints (one after the last epoch in any case).",
+)
 @json_option("Print the summary as JSON.")
-def train_command(output, as_json, **options):
+def train_command(output, checkpoint, resume, checkpoint_every, as_json, **options):
     """Train with FullCert on a box of poisoned datasets and save the model.
 
     \b
@@ -64,10 +86,19 @@ def train_command(output, as_json, **options):
           --layers 2 --hidden 10 --batch-size 11007 --epochs 3 -o mnist17.npz
     """
     check_output(output, "--output", [_data_file(options)])
+    if resume and checkpoint is None:
+        raise click.UsageError("--resume needs --checkpoint FILE")
+    if checkpoint is not None:
+        if Path(checkpoint).resolve() == Path(output).resolve():
+            raise click.UsageError("--checkpoint: choose a file other than --output")
+        check_output(checkpoint, "--checkpoint", [_data_file(options)])
     run = prepare(RunSpec.from_options(options))
+    saving = {"checkpoint": checkpoint, "resume": resume, "checkpoint_every": checkpoint_every}
     with progress(run.validations, "certified training", as_json, _show_validation) as bar:
         with quiet_divergence():  # the library says "bounds became infinite" in one line
-            outcome = train_and_certify(run, progress=None if bar is None else bar.advance)
+            outcome = train_and_certify(
+                run, progress=None if bar is None else bar.advance, **saving
+            )
     try:
         write_atomic(output, outcome.model_file)
     except OSError as exc:  # found only now (a full disk ...): name the option, not a temp file

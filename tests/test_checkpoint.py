@@ -79,3 +79,60 @@ def test_checkpoints_are_rate_limited():
         checkpoint_every=3600.0,
     )
     assert [c.epoch for c in checkpoints] == [5]  # only the last epoch's, within the hour
+
+
+def _model_arrays(path):
+    from intervalnn.io import load_model
+
+    model, meta = load_model(path)
+    params = {k: (v.lo, v.hi) for k, v in model.named_params().items()}
+    return params, model.named_nominal(), meta["history"]
+
+
+def test_an_interrupted_cli_run_resumes_bit_identically(tmp_path, monkeypatch, invoke, run):
+    import intervalnn.train as train_module
+
+    args = ["train", "--dataset", "moons", "--epsilon", "0.01", "--epochs", "4"]
+    run(*args, "-o", tmp_path / "whole.npz")
+
+    real = train_module.batch_indices
+    calls = []
+
+    def interrupt_in_epoch_3(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    checkpoint = ["--checkpoint", tmp_path / "ck.npz", "--checkpoint-every", "0"]
+    monkeypatch.setattr(train_module, "batch_indices", interrupt_in_epoch_3)
+    stopped = invoke(*args, *checkpoint, "-o", tmp_path / "resumed.npz")
+    assert stopped.exit_code == 130 and not (tmp_path / "resumed.npz").exists()
+    monkeypatch.setattr(train_module, "batch_indices", real)
+
+    run(*args, *checkpoint, "--resume", "-o", tmp_path / "resumed.npz")
+    (pa, na, ha), (pb, nb, hb) = (_model_arrays(tmp_path / f) for f in ("whole.npz", "resumed.npz"))
+    for name, (lo, hi) in pa.items():
+        assert np.array_equal(lo, pb[name][0]) and np.array_equal(hi, pb[name][1]), name
+        assert np.array_equal(na[name], nb[name]), name
+    assert len(ha) == len(hb) == 41
+    for a, b in zip(ha, hb, strict=True):
+        assert np.array_equal(
+            np.array(list(a.values())), np.array(list(b.values())), equal_nan=True
+        )
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, run, error):
+    args = ["train", "--dataset", "moons", "--epsilon", "0.01", "--epochs", "1"]
+    run(*args, "--checkpoint", tmp_path / "ck.npz", "-o", tmp_path / "a.npz")
+    other = [*args[:-1], "2", "--checkpoint", tmp_path / "ck.npz", "--resume"]
+    message = error(*other, "-o", tmp_path / "b.npz")
+    assert "epochs differs" in message
+    assert "--resume needs --checkpoint" in error(*args, "--resume", code=2)
+
+
+def test_a_damaged_checkpoint_is_a_one_line_error(tmp_path, error):
+    (tmp_path / "ck.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    args = ["train", "--dataset", "moons", "--epochs", "1", "-o", tmp_path / "m.npz"]
+    message = error(*args, "--checkpoint", tmp_path / "ck.npz", "--resume")
+    assert "checkpoint" in message and "ck.npz" in message

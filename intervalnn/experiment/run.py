@@ -8,6 +8,7 @@ returns the summary ``intervalnn train`` prints with the model file's bytes.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -18,8 +19,9 @@ import numpy as np
 
 from intervalnn.backend import Backend, cuda_device_count, get_backend
 from intervalnn.certify import CertificationResult, certify
+from intervalnn.checkpoint import CheckpointError, checkpoint_bytes, load_checkpoint
 from intervalnn.datasets import DataError, Splits, load_dataset
-from intervalnn.io import model_file_bytes
+from intervalnn.io import model_file_bytes, write_atomic
 from intervalnn.layers import Sequential, mlp
 from intervalnn.threat import ThreatModel
 from intervalnn.train import TrainConfig, TrainResult, train
@@ -143,13 +145,38 @@ class RunOutcome:
     test: CertificationResult  # the kept model on the test split
 
 
+def _resume_state(path: Path, spec: RunSpec):
+    """The checkpoint at ``path`` if it exists (None otherwise), refused if another run wrote it."""
+    if not path.exists():
+        return None
+    state, options = load_checkpoint(path)
+    mine = json.loads(json.dumps(spec.options()))  # as the checkpoint stores them
+    changed = [k for k in mine if options.get(k) != mine[k]]
+    if changed or set(options) != set(mine):
+        what = changed[0] if changed else "the set of options"
+        raise CheckpointError(
+            f"--resume: {path} was written by another run ({what} differs); "
+            "rerun with the same options, or without --resume to start afresh"
+        )
+    return state
+
+
 def train_and_certify(
-    run: RunSpec | PreparedRun, *, progress: Callable[[dict], None] | None = None
+    run: RunSpec | PreparedRun,
+    *,
+    progress: Callable[[dict], None] | None = None,
+    checkpoint=None,
+    resume: bool = False,
+    checkpoint_every: float = 5.0,
 ) -> RunOutcome:
     """Certified training of ``run``, then certification of the test split.
 
     ``progress(row)`` is called after every validation with the latest
-    history row (at most :attr:`PreparedRun.validations` times).
+    history row (at most :attr:`PreparedRun.validations` times).  With a
+    ``checkpoint`` path the run's state is written there after an epoch, at
+    most every ``checkpoint_every`` seconds (:mod:`intervalnn.checkpoint`);
+    ``resume=True`` continues from that file if it exists (bit-identically
+    to an uninterrupted run), else starts afresh.
     """
     prepared = run if isinstance(run, PreparedRun) else prepare(run)
     spec, backend, splits = prepared.spec, prepared.backend, prepared.splits
@@ -157,6 +184,14 @@ def train_and_certify(
     pretrain = (
         (splits.pretrain.x, splits.pretrain.y) if splits.pretrain is not None else (None, None)
     )
+    saving, state = {}, None
+    if checkpoint is not None:
+        path, options = Path(checkpoint), spec.options()
+        state = _resume_state(path, spec) if resume else None
+        saving = {
+            "checkpoint": lambda s: write_atomic(path, checkpoint_bytes(s, options)),
+            "checkpoint_every": checkpoint_every,
+        }
     t0 = time.perf_counter()
     result = train(
         prepared.model,
@@ -168,6 +203,8 @@ def train_and_certify(
         splits.val.y,
         *pretrain,
         progress=progress,
+        resume=state,
+        **saving,
     )
     seconds = time.perf_counter() - t0
     test = certify(result.model, splits.test.x, splits.test.y, threat)
