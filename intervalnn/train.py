@@ -33,15 +33,17 @@ class SoundnessError(AssertionError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
-    learning_rate: float = 0.1
+    """How to train; the defaults are ``intervalnn train``'s (its options read them from here)."""
+
+    epochs: int = 5
+    learning_rate: float = 0.5  # mean-loss convention (BoundFlow's rate / batch size)
     batch_size: int = 100
     schedule: str = "constant"
     seed: int = 0
     loss: str = "bce"
     pretrain_epochs: int = 0
-    pretrain_learning_rate: float = 0.1
-    validate_every: str = "epoch"  # or "step": choose the best model at every step
+    pretrain_learning_rate: float = 0.5
+    validate_every: str = "step"  # or "epoch": how often to validate and maybe keep the model
     fused: bool = True  # the fused engine where it applies; False: the layered engine throughout
     min_step: int = 0  # the kept model has had at least this many SGD steps
     patience: int = 0  # stop after this many validations in a row certify nothing (0: never)

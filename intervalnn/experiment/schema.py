@@ -16,7 +16,11 @@ import math
 import os
 from dataclasses import dataclass
 
+from intervalnn.train import TrainConfig
+
 from .errors import SpecError
+
+_TRAIN = TrainConfig()  # the training options' defaults: TrainConfig's, one source
 
 #: The kinds of value an option takes.
 KINDS = ("text", "path", "radius", "rate", "count", "int", "choice")
@@ -154,12 +158,12 @@ FIELDS: dict[str, Field] = {
             None,
             "Test-time radius for validation (default: --epsilon; 0: poisoning only).",
         ),
-        _count("epochs", "training", 5, 1, "Passes over the training data."),
+        _count("epochs", "training", _TRAIN.epochs, 1, "Passes over the training data."),
         Field(
             "learning_rate",
             "rate",
             "training",
-            0.5,
+            _TRAIN.learning_rate,
             "SGD step size for the mean loss over a batch.  BoundFlow (the FullCert paper's "
             "code) divides gradients by the batch size twice, so a BoundFlow rate R is "
             "R / batch size here.",
@@ -170,7 +174,7 @@ FIELDS: dict[str, Field] = {
             ("constant", "1/t"),
             "Learning-rate schedule: constant, or 1/t (the rate divided by the step number t).",
         ),
-        _count("batch_size", "training", 100, 1, "Training points per SGD step."),
+        _count("batch_size", "training", _TRAIN.batch_size, 1, "Training points per SGD step."),
         _count("hidden", "model", 20, 1, "Units of each hidden layer."),
         _count("layers", "model", 2, 1, "Number of Linear layers (2 = Linear-ReLU-Linear)."),
         _choice(
@@ -224,7 +228,7 @@ FIELDS: dict[str, Field] = {
             "pretrain_learning_rate",
             "rate",
             "training",
-            0.5,
+            _TRAIN.pretrain_learning_rate,
             "SGD step size of the clean pretraining (mean-loss convention).",
         ),
         _choice("dtype", "", ("float64", "float32"), "Precision of the interval endpoints."),
