@@ -198,7 +198,13 @@ def workload(
         fns["PyTorch SGD"] = torch_epoch
         reps["PyTorch SGD"] = repeat
     if train_epochs:
-        cfg = TrainConfig(epochs=train_epochs, learning_rate=lr, batch_size=batch, loss=loss)
+        cfg = TrainConfig(
+            epochs=train_epochs,
+            learning_rate=lr,
+            batch_size=batch,
+            loss=loss,
+            validate_every="epoch",
+        )
 
         def full_train():
             m = mlp(sizes[0], sizes[-1], hidden=sizes[1], layers=len(sizes) - 1, dtype=dtype)
