@@ -202,8 +202,8 @@ def _kind(v) -> str:
     )
 
 
-#: Numbers (or null) that readers of a model's history and best row use.
-_ROW_NUMBERS = (
+#: The columns of a history row (and of the best row): numbers or null.
+HISTORY_COLUMNS = (
     "epoch",
     "step",
     "loss_lo",
@@ -285,7 +285,7 @@ def _check_schema(path: Path, meta: dict) -> None:
                 f"{path}: inconsistent metadata: a history row is not an object ({where} is "
                 f"{_kind(row)})"
             )
-        for key in _ROW_NUMBERS:
+        for key in HISTORY_COLUMNS:
             check(f"{where}.{key}", row.get(key), _is_number, "a number", optional=True)
 
 

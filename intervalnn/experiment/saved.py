@@ -10,7 +10,7 @@ import numpy as np
 
 from intervalnn.certify import CertificationResult, certify
 from intervalnn.datasets import DataError, Splits
-from intervalnn.io import load_model, write_atomic
+from intervalnn.io import HISTORY_COLUMNS, load_model, write_atomic
 from intervalnn.layers import Sequential
 from intervalnn.threat import ThreatModel
 
@@ -191,18 +191,6 @@ def write_per_sample(path, labels, result: CertificationResult) -> None:
     for i, (yy, c, m, ok) in enumerate(rows):
         writer.writerow([i, int(yy), int(c), repr(float(m)), int(ok)])
     write_atomic(path, text.getvalue().encode())
-
-
-HISTORY_COLUMNS = (
-    "epoch",
-    "step",
-    "loss_lo",
-    "loss_hi",
-    "mean_width",
-    "max_width",
-    "val_certified_accuracy",
-    "val_accuracy",
-)
 
 
 def history_csv(history: list[dict]) -> bytes:
