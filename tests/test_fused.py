@@ -626,3 +626,23 @@ def test_training_validation_matches_certify():
     assert result.best["val_certified_accuracy"] == max(
         r["val_certified_accuracy"] for r in result.history
     )
+
+
+def test_certification_in_chunks_of_rows_gives_the_same_bounds(monkeypatch):
+    """The fused forward runs in cache-sized chunks of rows sharing the whole box's data
+    flags and max |x|: every row's bounds are those of one call on all rows (here chunks of
+    16 rows, and one tiny endpoint in the last chunk only)."""
+    import intervalnn.engine.fused as fused_module
+
+    sp = two_moons_splits(seed=2)
+    model = mlp(2, 1, hidden=20, layers=2, seed=2)
+    x = sp.val.x.copy()
+    x[-1, 0] = 2.0**-500  # below TINY: the whole box is flagged tiny
+    box = ThreatModel(1e-3).test_box(x)
+    whole = [b.copy() for b in forward_bounds(model, box)]
+    monkeypatch.setattr(fused_module, "CHUNK_FLOATS", 16)
+    engine = FusedEngine.create(model)
+    prepared = engine.prepare(box)
+    assert len(prepared.chunks) == -(-x.shape[0] // 16)
+    lo, hi = engine.logit_bounds(prepared)
+    assert np.array_equal(lo, whole[0]) and np.array_equal(hi, whole[1])
