@@ -21,6 +21,7 @@ from intervalnn.backend import Backend, cuda_device_count, get_backend
 from intervalnn.certify import CertificationResult, certify
 from intervalnn.checkpoint import CheckpointError, checkpoint_bytes, load_checkpoint
 from intervalnn.datasets import DataError, Splits, load_dataset
+from intervalnn.engine import parameter_widths
 from intervalnn.io import model_file_bytes, write_atomic
 from intervalnn.layers import Sequential, mlp
 from intervalnn.threat import ThreatModel
@@ -179,7 +180,7 @@ def train_and_certify(
     to an uninterrupted run), else starts afresh.
     """
     prepared = run if isinstance(run, PreparedRun) else prepare(run)
-    spec, backend, splits = prepared.spec, prepared.backend, prepared.splits
+    spec, splits = prepared.spec, prepared.splits
     threat, config = prepared.threat, prepared.config
     pretrain = (
         (splits.pretrain.x, splits.pretrain.y) if splits.pretrain is not None else (None, None)
@@ -208,8 +209,7 @@ def train_and_certify(
     )
     seconds = time.perf_counter() - t0
     test = certify(result.model, splits.test.x, splits.test.y, threat)
-    params = result.model.named_params()
-    widths = np.concatenate([backend.to_host(p.width).ravel() for p in params.values()])
+    mean_width, max_width = parameter_widths(result.model.named_params())
     data = model_file_bytes(
         result.model,
         threat,
@@ -235,8 +235,8 @@ def train_and_certify(
         "best_step": result.best.get("step"),
         "val_certified_accuracy": result.best.get("val_certified_accuracy"),
         "steps": result.history[-1]["step"] if result.history else 0,
-        "mean_parameter_width": float(widths.mean()),
-        "max_parameter_width": float(widths.max()),
+        "mean_parameter_width": mean_width,
+        "max_parameter_width": max_width,
         "seconds": seconds,
     }
     if result.stopped:

@@ -10,6 +10,7 @@ import numpy as np
 
 from intervalnn.certify import CertificationResult, certify
 from intervalnn.datasets import DataError, Splits
+from intervalnn.engine import parameter_widths
 from intervalnn.io import HISTORY_COLUMNS, load_model, write_atomic
 from intervalnn.layers import Sequential
 from intervalnn.threat import ThreatModel
@@ -215,7 +216,7 @@ def model_info(model_path) -> dict:
     """What a model file holds, after checking it (architecture, threat model, training)."""
     model, meta = load_model(model_path)
     params = model.named_params()
-    widths = np.concatenate([p.width.ravel() for p in params.values()])
+    mean_width, max_width = parameter_widths(params)
     threat = meta["threat_model"]
     return {
         "model": str(model_path),
@@ -230,8 +231,8 @@ def model_info(model_path) -> dict:
         "best": meta.get("best", {}),
         "history_rows": len(meta.get("history", [])),
         "history": meta.get("history", []),
-        "mean_parameter_width": float(widths.mean()),
-        "max_parameter_width": float(widths.max()),
+        "mean_parameter_width": mean_width,
+        "max_parameter_width": max_width,
         "library_version": meta["library_version"],
         "format_version": meta["format_version"],
         "checks": "SHA-256 ok; shapes, ordering and nominal-inside-box ok",
