@@ -63,8 +63,22 @@ def _parameters(arrays: dict, prefix: str) -> tuple[dict, dict]:
     return params, {n: arrays[f"{prefix}nominal/{n}"] for n in names}
 
 
-def load_checkpoint(path) -> tuple[Checkpoint, dict]:
-    """``(state, options)`` of a checkpoint file; :class:`CheckpointError` if it is not one."""
+def _check_fits(state: Checkpoint, model, where: str) -> None:
+    """The state's parameters have the model's names, shapes and dtype."""
+    for params, nominal in ((state.params, state.nominal), (state.best_params, state.best_nominal)):
+        for name, box in model.named_params().items():
+            got = params.get(name)
+            if got is None or got.shape != box.shape or got.dtype != box.dtype:
+                raise CheckpointError(f"{where}: parameter {name} does not fit the model")
+            if np.shape(nominal[name]) != box.shape or nominal[name].dtype != box.dtype:
+                raise CheckpointError(f"{where}: nominal {name} does not fit the model")
+        if set(params) != set(model.named_params()):
+            raise CheckpointError(f"{where}: its parameters are not the model's")
+
+
+def load_checkpoint(path, model=None) -> tuple[Checkpoint, dict]:
+    """``(state, options)`` of a checkpoint file; :class:`CheckpointError` if it is not one
+    (or, given ``model``, if its parameters do not fit that model)."""
     path = Path(path)
     where = f"checkpoint {path}"
     try:
@@ -80,6 +94,8 @@ def load_checkpoint(path) -> tuple[Checkpoint, dict]:
             float(meta["best_accuracy"]), dict(meta["best_row"]), int(meta["barren"]),
             list(meta["history"]), dict(meta["rng_state"]), float(meta["seconds"]),
         )  # fmt: skip
+        if model is not None:
+            _check_fits(state, model, where)
         return state, dict(meta["options"])
     except CheckpointError:
         raise

@@ -136,3 +136,18 @@ def test_a_damaged_checkpoint_is_a_one_line_error(tmp_path, error):
     args = ["train", "--dataset", "moons", "--epochs", "1", "-o", tmp_path / "m.npz"]
     message = error(*args, "--checkpoint", tmp_path / "ck.npz", "--resume")
     assert "checkpoint" in message and "ck.npz" in message
+
+
+def test_a_checkpoint_whose_parameters_do_not_fit_is_a_one_line_error(tmp_path, run, error):
+    import json
+
+    args = ["train", "--dataset", "moons", "--epochs", "1", "-o", tmp_path / "m.npz"]
+    run(*args, "--checkpoint", tmp_path / "ck.npz")
+    with np.load(tmp_path / "ck.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    for plane in ("lo", "hi", "nominal"):  # same options, a parameter of another shape
+        arrays[f"{plane}/0.weight"] = arrays[f"{plane}/0.weight"][:1]
+    np.savez(tmp_path / "ck.npz", **arrays)
+    assert json.loads(bytes(arrays["meta"]).decode())["epoch"] == 1
+    message = error(*args, "--checkpoint", tmp_path / "ck.npz", "--resume")
+    assert "0.weight" in message

@@ -146,11 +146,11 @@ class RunOutcome:
     test: CertificationResult  # the kept model on the test split
 
 
-def _resume_state(path: Path, spec: RunSpec):
+def _resume_state(path: Path, spec: RunSpec, model: Sequential):
     """The checkpoint at ``path`` if it exists (None otherwise), refused if another run wrote it."""
     if not path.exists():
         return None
-    state, options = load_checkpoint(path)
+    state, options = load_checkpoint(path, model)
     mine = json.loads(json.dumps(spec.options()))  # as the checkpoint stores them
     changed = [k for k in mine if options.get(k) != mine[k]]
     if changed or set(options) != set(mine):
@@ -188,7 +188,7 @@ def train_and_certify(
     saving, state = {}, None
     if checkpoint is not None:
         path, options = Path(checkpoint), spec.options()
-        state = _resume_state(path, spec) if resume else None
+        state = _resume_state(path, spec, prepared.model) if resume else None
         saving = {
             "checkpoint": lambda s: write_atomic(path, checkpoint_bytes(s, options)),
             "checkpoint_every": checkpoint_every,
