@@ -94,6 +94,7 @@ def load_checkpoint(path, model=None) -> tuple[Checkpoint, dict]:
             float(meta["best_accuracy"]), dict(meta["best_row"]), int(meta["barren"]),
             list(meta["history"]), dict(meta["rng_state"]), float(meta["seconds"]),
         )  # fmt: skip
+        np.random.default_rng().bit_generator.state = state.rng_state  # a state it accepts
         if model is not None:
             _check_fits(state, model, where)
         return state, dict(meta["options"])
