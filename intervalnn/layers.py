@@ -72,10 +72,19 @@ class Linear:
         bias_row = self.bias.reshape(1, -1)
         return concatenate([x, ones], axis=-1) @ concatenate([self.weight, bias_row], axis=0)
 
-    def backward(self, g: Interval, need_input_grad: bool = True) -> Interval | None:
-        """``dW = x^T g``, ``db = sum_rows g``, ``dx = g W^T`` (g already has the 1/m)."""
+    def backward(
+        self, g: Interval, need_input_grad: bool = True, per_sample: bool = False
+    ) -> Interval | None:
+        """``dW = x^T g``, ``db = sum_rows g``, ``dx = g W^T`` (g already has the 1/m).
+
+        ``per_sample``: each row's own ``dW_i = x_i^T g_i`` (shape ``(m, in,
+        out)``, endpoint products) and ``db_i = g_i``, not summed.
+        """
         x, self._x = self._x, None
-        self.grads = {"weight": x.T @ g, "bias": g.sum(axis=0)}
+        if per_sample:
+            self.grads = {"weight": x.reshape(*x.shape, 1) * g.reshape(g.shape[0], 1, -1), "bias": g}
+        else:
+            self.grads = {"weight": x.T @ g, "bias": g.sum(axis=0)}
         return g @ self.weight.T if need_input_grad else None
 
     # nominal model --------------------------------------------------------
@@ -83,9 +92,12 @@ class Linear:
         self._x_nominal = x
         return x @ self.nominal["weight"] + self.nominal["bias"]
 
-    def backward_nominal(self, g, need_input_grad: bool = True):
+    def backward_nominal(self, g, need_input_grad: bool = True, per_sample: bool = False):
         x, self._x_nominal = self._x_nominal, None
-        self.nominal_grads = {"weight": x.T @ g, "bias": g.sum(axis=0)}
+        if per_sample:
+            self.nominal_grads = {"weight": x[:, :, None] * g[:, None, :], "bias": g}
+        else:
+            self.nominal_grads = {"weight": x.T @ g, "bias": g.sum(axis=0)}
         return g @ self.nominal["weight"].T if need_input_grad else None
 
     def __repr__(self) -> str:
@@ -109,7 +121,7 @@ class ReLU:
         xp = z.backend.xp
         return Interval._new(xp.maximum(z.lo, 0), xp.maximum(z.hi, 0))
 
-    def backward(self, g: Interval, need_input_grad: bool = True) -> Interval:
+    def backward(self, g: Interval, need_input_grad: bool = True, per_sample=False) -> Interval:
         # g * d with d = 1 (z > 0), 0 (z <= 0) or [0, 1]: exact, no rounding.
         z, self._z = self._z, None
         xp = g.backend.xp
@@ -123,7 +135,7 @@ class ReLU:
         xp = np if type(z) is np.ndarray else backend_of(z).xp
         return xp.maximum(z, 0).astype(z.dtype, copy=False)  # not z * (z > 0): -inf * 0 is NaN
 
-    def backward_nominal(self, g, need_input_grad: bool = True):
+    def backward_nominal(self, g, need_input_grad: bool = True, per_sample=False):
         z, self._z_nominal = self._z_nominal, None
         xp = backend_of(g).xp
         return xp.where(z > 0, g, 0).astype(g.dtype)
@@ -145,18 +157,19 @@ class Sequential:
             x = layer.forward(x)
         return x
 
-    def backward(self, g: Interval) -> None:
+    def backward(self, g: Interval, per_sample: bool = False) -> None:
+        """Gradients of every layer's parameters; ``per_sample``: one per row of ``g``."""
         for i, layer in reversed(list(enumerate(self.layers))):
-            g = layer.backward(g, need_input_grad=i > 0)
+            g = layer.backward(g, need_input_grad=i > 0, per_sample=per_sample)
 
     def forward_nominal(self, x):
         for layer in self.layers:
             x = layer.forward_nominal(x)
         return x
 
-    def backward_nominal(self, g) -> None:
+    def backward_nominal(self, g, per_sample: bool = False) -> None:
         for i, layer in reversed(list(enumerate(self.layers))):
-            g = layer.backward_nominal(g, need_input_grad=i > 0)
+            g = layer.backward_nominal(g, need_input_grad=i > 0, per_sample=per_sample)
 
     def named_params(self) -> dict[str, Interval]:
         return {

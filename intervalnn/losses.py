@@ -32,15 +32,45 @@ def _labels(y, z: Interval):
 
 
 class Loss:
-    """What both losses share: the nominal model's gradient."""
+    """What both losses share: per-sample and label-flip gradients, the nominal gradient.
 
-    def nominal_grad(self, z, y):
+    A loss gives ``probabilities(z)`` (sigmoid or softmax, an interval) and
+    ``targets(y, z)`` (the label as that output's target); the per-sample
+    gradient ``d loss_i / dz_i`` is their difference.
+    """
+
+    def sample_grad(self, z: Interval, y) -> Interval:
+        """Bounds on each row's own ``d loss_i / dz_i`` (no ``1/m``)."""
+        return self.probabilities(z) - self.targets(y, z)
+
+    def grad(self, z: Interval, y) -> Interval:
+        """Bounds on ``d mean-loss / dz``, same shape as ``z``."""
+        return self.sample_grad(z, y) * _batch_factor(z.shape[0], z)
+
+    def flipped_grad(self, z: Interval, y, target: int | None = None) -> Interval:
+        """Bounds on ``d loss_i / dz_i`` over row i's label ``y_i`` and every label it may become.
+
+        Untargeted, a label may become any class, so each target entry is
+        ``[0, 1]``; with ``target`` it is the hull of ``y_i``'s and ``target``'s.
+        """
+        t = self.targets(y, z)
+        if target is None:
+            xp = z.backend.xp
+            t = Interval._new(xp.zeros_like(t.lo), xp.ones_like(t.hi))
+        else:
+            alt = self.targets(z.backend.xp.full(z.shape[0], target), z)
+            t = t.hull(alt)
+        return self.probabilities(z) - t
+
+    def nominal_grad(self, z, y, per_sample: bool = False):
         """The nominal model's ``d mean-loss / dz`` at its logits ``z`` (an array).
 
         The lower endpoint of the interval formula at the point ``z``: inside
-        the box gradient whenever ``z`` lies in the box logits (module docstring).
+        the box gradient whenever ``z`` lies in the box logits (module
+        docstring).  ``per_sample``: each row's ``d loss_i / dz_i`` (no ``1/m``).
         """
-        return self.grad(Interval._new(z, z), y).lo
+        point = Interval._new(z, z)
+        return (self.sample_grad(point, y) if per_sample else self.grad(point, y)).lo
 
 
 class BCEWithLogits(Loss):
@@ -63,10 +93,11 @@ class BCEWithLogits(Loss):
         """Bounds on the mean loss over the batch."""
         return F.softplus(self._flip(z, y)).mean()
 
-    def grad(self, z: Interval, y) -> Interval:
-        """Bounds on ``d mean-loss / dz``, same shape as ``z``."""
-        yy = _labels(y, z).reshape(z.shape).astype(z.dtype)
-        return (F.sigmoid(z) - yy) * _batch_factor(z.shape[0], z)
+    def probabilities(self, z: Interval) -> Interval:
+        return F.sigmoid(z)
+
+    def targets(self, y, z: Interval) -> Interval:
+        return Interval(_labels(y, z).reshape(z.shape).astype(z.dtype))
 
 
 class CrossEntropy(Loss):
@@ -96,11 +127,12 @@ class CrossEntropy(Loss):
         rows = z.backend.xp.arange(z.shape[0])
         return F.log1p(s[rows, _labels(y, z)]).mean()
 
-    def grad(self, z: Interval, y) -> Interval:
+    def probabilities(self, z: Interval) -> Interval:
+        return 1.0 / (1.0 + self._others_sum(z))
+
+    def targets(self, y, z: Interval) -> Interval:
         xp = z.backend.xp
-        p = 1.0 / (1.0 + self._others_sum(z))
-        onehot = (xp.arange(z.shape[1])[None, :] == _labels(y, z)[:, None]).astype(z.dtype)
-        return (p - onehot) * _batch_factor(z.shape[0], z)
+        return Interval((xp.arange(z.shape[1])[None, :] == _labels(y, z)[:, None]).astype(z.dtype))
 
 
 LOSSES = {"bce": BCEWithLogits, "ce": CrossEntropy}

@@ -23,7 +23,8 @@ from .engine import make_engine
 from .interval import Interval
 from .layers import Sequential
 from .losses import get_loss
-from .optim import SCHEDULES, SGD, nominal_update
+from .optim import SCHEDULES, SGD, UpdateRule, nominal_update
+from .poisoning import CLIP_METHODS, Clipping, Poisoning
 from .threat import ThreatModel
 
 
@@ -47,6 +48,14 @@ class TrainConfig:
     fused: bool = True  # the fused engine where it applies; False: the layered engine throughout
     min_step: int = 0  # the kept model has had at least this many SGD steps
     patience: int = 0  # stop after this many validations in a row certify nothing (0: never)
+    steps: int | None = None  # train exactly this many SGD steps and keep that model
+    clip: float | None = None  # per-sample gradient clipping threshold gamma
+    clip_method: str = "clamp"  # "clamp": each entry to [-gamma, gamma]; "norm": l2 norm <= gamma
+    weight_decay: float = 0.0  # lambda of theta <- (1 - rate lambda) theta - rate g
+    momentum: float = 0.0  # mu of v <- mu v + g, theta <- theta - rate v
+    nesterov: bool = False  # theta <- theta - rate (g + mu v) instead
+    lr_decay: float = 0.0  # d of rate_t = max(rate / (1 + d (t - 1)), lr_min)
+    lr_min: float = 0.0
 
     def __post_init__(self):
         if self.epochs < 0 or self.pretrain_epochs < 0:
@@ -62,7 +71,35 @@ class TrainConfig:
             raise ValueError("min_step and patience must be >= 0")
         if self.validate_every not in ("epoch", "step"):
             raise ValueError("validate_every must be 'epoch' or 'step'")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.clip is not None and not (self.clip > 0 and math.isfinite(self.clip)):
+            raise ValueError(f"clip must be a finite number > 0, got {self.clip}")
+        if self.clip_method not in CLIP_METHODS:
+            raise ValueError(f"clip_method must be one of {CLIP_METHODS}")
+        for name in ("weight_decay", "lr_decay", "lr_min"):
+            v = getattr(self, name)
+            if not (v >= 0 and math.isfinite(v)):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+        if not (0 <= self.momentum < 1):
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.nesterov and not self.momentum:
+            raise ValueError("nesterov needs momentum > 0")
+        if self.learning_rate * self.weight_decay >= 1:
+            raise ValueError(
+                "learning_rate * weight_decay must be < 1 (else the decay factor "
+                f"1 - rate * decay is <= 0), got {self.learning_rate * self.weight_decay}"
+            )
         get_loss(self.loss)
+
+    @property
+    def rules(self) -> UpdateRule:
+        """The update rule: weight decay, momentum, Nesterov."""
+        return UpdateRule(self.weight_decay, self.momentum, self.nesterov)
+
+    @property
+    def clipping(self) -> Clipping | None:
+        return None if self.clip is None else Clipping(self.clip, self.clip_method)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,6 +135,7 @@ class Checkpoint:
     history: list[dict]
     rng_state: dict
     seconds: float
+    velocity: tuple[dict, dict] | None = None  # momentum's (box, nominal) velocities
 
 
 def batch_indices(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -153,20 +191,25 @@ def train(
     checkpoint: Callable[[Checkpoint], None] | None = None,
     checkpoint_every: float = 5.0,
     resume: Checkpoint | None = None,
+    trusted=None,
 ) -> TrainResult:
     """Certified training of ``model`` in place; returns the best model and the history.
 
     ``progress`` is called after every validation with the latest history row
     (the CLI turns it into a progress bar); ``on_step(step, box, nominal)``
     after every SGD step with the new parameter box and nominal parameters
-    (for audits and tests; ``model`` holds them too at that moment).  Validation certifies ``val_x``
-    under the threat model's *test* box; without validation data the last
-    model is kept.
+    (for audits and tests; ``model`` holds them too at that moment).
+    Validation certifies ``val_x`` under the threat model's *test* box;
+    without validation data the last model is kept.  ``trusted`` is a
+    boolean mask of the training rows the attacker cannot touch.
 
     Model selection: the first validated model with the best certified
     validation accuracy among those after ``config.min_step`` steps or more
-    (the last model if none).  Widths only grow, so once validation certifies
-    nothing it rarely recovers: ``config.patience`` such validations in a row
+    (the last model if none).  The kept step then depends on the data at
+    hand, so a certificate covers the pipeline "train t* steps" with ``t*``
+    as chosen; ``config.steps`` fixes the step count beforehand instead (no
+    selection: the model after that many steps is kept).  Widths only grow,
+    so once validation certifies nothing it rarely recovers: ``config.patience`` such validations in a row
     (after step 0) stop training early.
 
     Interrupted runs: ``checkpoint(state)`` is called after an epoch when
@@ -192,10 +235,18 @@ def train(
     given = bk.xp.asarray(np.asarray(train_x))
     x = given.astype(dtype)  # the nominal model trains on the data rounded to its dtype
     y = bk.xp.asarray(np.asarray(train_y))
+    threat.check_data(x.shape[0], max(model.out_features, 2))
+    poisoning = Poisoning(threat, x.shape[0], trusted, config.clipping)
     box_x = threat.train_box(given, dtype)  # every poisoned training set lies in here
-    engine = make_engine(model, config.loss, box_x, x, y, config.batch_size, config.fused)
+    clean = None if given.dtype == dtype else ThreatModel(0.0).train_box(given, dtype)
+    engine = make_engine(
+        model, config.loss, box_x, x, y, config.batch_size, config.fused,
+        poisoning, config.rules, clean,
+    )  # fmt: skip
+    if resume is not None:
+        engine.velocity = resume.velocity
     certifier = Certifier(engine, val_x, val_y, threat) if val_x is not None else None
-    schedule = SGD(config.learning_rate, config.schedule)  # the exact rate of each step
+    schedule = SGD(config.learning_rate, config.schedule, config.lr_decay, config.lr_min)
     result = TrainResult(model=model, engine=engine.name)
     best = engine.parameters()
     best_acc = -1.0
@@ -215,6 +266,7 @@ def train(
             epoch, step, params, nominal, *best, best_acc, dict(result.best), barren,
             list(result.history), rng.bit_generator.state, time.perf_counter() - t0,
         )  # fmt: skip
+        state.velocity = engine.velocity
         checkpoint(state)
         last_checkpoint = time.perf_counter()
 
@@ -226,7 +278,8 @@ def train(
             cert = certifier()
             row["val_certified_accuracy"] = cert.certified_accuracy
             row["val_accuracy"] = cert.nominal_accuracy
-            if step >= config.min_step and cert.certified_accuracy > best_acc:
+            chooses = config.steps is None and step >= config.min_step
+            if chooses and cert.certified_accuracy > best_acc:
                 best_acc = cert.certified_accuracy
                 best = engine.parameters()
                 result.best = dict(row)
@@ -242,9 +295,14 @@ def train(
 
     if resume is None:
         validate(0, float("nan"), float("nan"))
-    for epoch in range(first_epoch, config.epochs + 1):
+    last_epoch = config.epochs
+    if config.steps is not None:  # as many epochs as the steps need; the last one may stop early
+        last_epoch = -(-config.steps // -(-x.shape[0] // config.batch_size))
+    for epoch in range(first_epoch, last_epoch + 1):
         loss_bounds = []
         for idx in batch_indices(x.shape[0], config.batch_size, rng):
+            if config.steps is not None and step == config.steps:
+                break
             step += 1
             done = engine.step(idx, schedule.rate(step))
             loss_bounds.append(done.loss)
@@ -280,7 +338,7 @@ def train(
             if result.stopped:
                 break
         due = time.perf_counter() - last_checkpoint >= checkpoint_every
-        if checkpoint is not None and (due or epoch == config.epochs):
+        if checkpoint is not None and (due or epoch == last_epoch):
             save_checkpoint(epoch)
 
     model.load(*(best if best_acc >= 0 else engine.parameters()))

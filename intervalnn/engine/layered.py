@@ -32,7 +32,8 @@ import numpy as np
 from ..interval import Interval
 from ..layers import Sequential
 from ..losses import get_loss
-from ..optim import sgd_update
+from ..optim import UpdateRule, sgd_update
+from ..poisoning import Poisoning
 
 
 class StepResult(NamedTuple):
@@ -87,10 +88,23 @@ class LayeredEngine:
 
     name = "layered"
 
-    def __init__(self, model: Sequential, loss: str | None = None, box=None, x=None, y=None):
+    def __init__(
+        self,
+        model: Sequential,
+        loss: str | None = None,
+        box=None,
+        x=None,
+        y=None,
+        poisoning: Poisoning | None = None,
+        rule: UpdateRule = UpdateRule(),
+        clean: Interval | None = None,
+    ):
         self.model = model
         self.loss = get_loss(loss) if loss is not None else None
         self.box, self.x, self.y = box, x, y
+        self.poisoning, self.rule = poisoning, rule
+        self.clean = clean if clean is not None or x is None else Interval._new(x, x)
+        self.velocity: tuple[dict, dict] | None = None  # momentum's (box, nominal), by name
 
     def prepare(self, box: Interval):
         return box
@@ -107,15 +121,22 @@ class LayeredEngine:
         return z
 
     def step(self, idx, rate: Fraction) -> StepResult:
-        model, loss, y = self.model, self.loss, self.y[idx]
-        z = model.forward(self.box[idx])
-        model.backward(loss.grad(z, y))
-        value = loss.value(z, y)
-        model.backward_nominal(loss.nominal_grad(model.forward_nominal(self.x[idx]), y))
-        grads, nominal_grads = model.named_grads()
-        params, nominal = sgd_update(
-            model.named_params(), grads, model.named_nominal(), nominal_grads, rate
-        )
+        model, loss = self.model, self.loss
+        if self.poisoning is not None and self.poisoning.per_sample:
+            grads, nominal_grads, value = self.poisoning.batch_gradient(
+                model, loss, self.box, self.clean, self.x, self.y, idx
+            )
+        else:
+            y = self.y[idx]
+            z = model.forward(self.box[idx])
+            model.backward(loss.grad(z, y))
+            value = loss.value(z, y)
+            model.backward_nominal(loss.nominal_grad(model.forward_nominal(self.x[idx]), y))
+            grads, nominal_grads = model.named_grads()
+        params, nominal, self.velocity = sgd_update(
+            model.named_params(), grads, model.named_nominal(), nominal_grads, rate,
+            self.rule, self.velocity,
+        )  # fmt: skip
         model.load(params, nominal)
         xp = model.backend.xp
         finite = all(
