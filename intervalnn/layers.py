@@ -82,7 +82,8 @@ class Linear:
         """
         x, self._x = self._x, None
         if per_sample:
-            self.grads = {"weight": x.reshape(*x.shape, 1) * g.reshape(g.shape[0], 1, -1), "bias": g}
+            weight = x.reshape(*x.shape, 1) * g.reshape(g.shape[0], 1, -1)
+            self.grads = {"weight": weight, "bias": g}
         else:
             self.grads = {"weight": x.T @ g, "bias": g.sum(axis=0)}
         return g @ self.weight.T if need_input_grad else None

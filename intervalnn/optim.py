@@ -40,6 +40,9 @@ class UpdateRule(NamedTuple):
     nesterov: bool = False
 
 
+PLAIN = UpdateRule()  # plain SGD: no weight decay, no momentum
+
+
 class SGD:
     """SGD's learning rate: constant or ``lambda / t`` (t = 1, 2, ...), optionally decayed.
 
@@ -93,7 +96,7 @@ def sgd_update(
     nominal: dict,
     nominal_grads: dict,
     rate: Fraction,
-    rule: UpdateRule = UpdateRule(),
+    rule: UpdateRule = PLAIN,
     velocity: tuple[dict, dict] | None = None,
 ) -> tuple[dict[str, Interval], dict, tuple[dict, dict] | None]:
     """One SGD step of the box (outward) and of the nominal model, at the exact ``rate``.

@@ -122,7 +122,7 @@ class Clipping:
         return {k: g * factor.reshape(-1, *([1] * (g.ndim - 1))) for k, g in grads.items()}
 
     def _norm_factor(self, grads: dict[str, Interval]) -> Interval:
-        """``min(1, gamma / ||g_i||)`` per row, outward; ``||g|| = sqrt(sum g^2)`` over all entries."""
+        """``min(1, gamma / ||g_i||)`` per row, outward; ``||g||``: the l2 norm over all entries."""
         m = next(iter(grads.values())).shape[0]
         square_sum = None
         for g in grads.values():
@@ -316,7 +316,8 @@ class Poisoning:
 
 
 def _named_grads(model: Sequential) -> dict[str, Interval]:
-    return {f"{i}.{k}": layer.grads[k] for i, layer in enumerate(model.layers) for k in layer.params}
+    layers = enumerate(model.layers)
+    return {f"{i}.{k}": layer.grads[k] for i, layer in layers for k in layer.params}
 
 
 def _select(low, high, base, extra, att, k: int):

@@ -56,7 +56,8 @@ class ThreatModel:
             if k is not None and (isinstance(k, bool) or int(k) != k or k < 0):
                 raise ValueError(f"{name} must be an integer >= 0, got {k!r}")
         if self.label_target is not None and (
-            isinstance(self.label_target, bool) or int(self.label_target) != self.label_target
+            isinstance(self.label_target, bool)
+            or int(self.label_target) != self.label_target
             or self.label_target < 0
         ):
             raise ValueError(f"label_target must be a class index >= 0, got {self.label_target!r}")
@@ -88,7 +89,7 @@ class ThreatModel:
         return n if self.poison_count is None else min(self.poison_count, n)
 
     def check_data(self, n: int, num_classes: int) -> None:
-        """``ValueError`` unless the budgets fit ``n`` training points of ``num_classes`` classes."""
+        """``ValueError`` unless the budgets fit ``n`` training points and ``num_classes``."""
         for name in ("poison_count", "label_flips"):
             k = getattr(self, name)
             if k is not None and k > n:

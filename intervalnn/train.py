@@ -209,8 +209,9 @@ def train(
     hand, so a certificate covers the pipeline "train t* steps" with ``t*``
     as chosen; ``config.steps`` fixes the step count beforehand instead (no
     selection: the model after that many steps is kept).  Widths only grow,
-    so once validation certifies nothing it rarely recovers: ``config.patience`` such validations in a row
-    (after step 0) stop training early.
+    so once validation certifies nothing it rarely recovers:
+    ``config.patience`` such validations in a row (after step 0) stop
+    training early.
 
     Interrupted runs: ``checkpoint(state)`` is called after an epoch when
     ``checkpoint_every`` seconds have passed since the last one (and after the

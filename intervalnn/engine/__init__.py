@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..interval import Interval
 from ..layers import Sequential
-from ..optim import UpdateRule
+from ..optim import PLAIN, UpdateRule
 from ..poisoning import Poisoning
 from .fused import FusedEngine, forward_bounds
 from .layered import Engine, LayeredEngine, StepResult, clear_caches, parameter_widths
@@ -36,7 +36,7 @@ def make_engine(
     batch_size: int = 1,
     fused: bool = True,
     poisoning: Poisoning | None = None,
-    rule: UpdateRule = UpdateRule(),
+    rule: UpdateRule = PLAIN,
     clean: Interval | None = None,
 ) -> Engine:
     """The engine for ``model``: fused where the kernel applies (and ``fused``), else layered.
@@ -48,7 +48,7 @@ def make_engine(
     (weight decay, momentum) need the layered engine for training; ``clean``
     is the clean rows' box where ``x`` was narrowed from wider data.
     """
-    plain = (poisoning is None or not poisoning.per_sample) and rule == UpdateRule()
+    plain = (poisoning is None or not poisoning.per_sample) and rule == PLAIN
     if fused and (box is None or plain):
         engine = FusedEngine.create(model, loss or "bce", box, x, y, batch_size)
         if engine is not None:

@@ -32,7 +32,7 @@ import numpy as np
 from ..interval import Interval
 from ..layers import Sequential
 from ..losses import get_loss
-from ..optim import UpdateRule, sgd_update
+from ..optim import PLAIN, UpdateRule, sgd_update
 from ..poisoning import Poisoning
 
 
@@ -96,7 +96,7 @@ class LayeredEngine:
         x=None,
         y=None,
         poisoning: Poisoning | None = None,
-        rule: UpdateRule = UpdateRule(),
+        rule: UpdateRule = PLAIN,
         clean: Interval | None = None,
     ):
         self.model = model
