@@ -69,12 +69,19 @@ def param_type(field: Field) -> click.ParamType:
         return _Number(field, "EPS")
     if field.kind == "rate":
         return _Number(field, "RATE")
+    if field.kind == "number":
+        return _Number(field, "X")
     return _Text(field)
 
 
 def field_option(name: str, **overrides):
-    """The option of schema field ``name`` (``overrides``: click.option's keywords)."""
+    """The option of schema field ``name`` (``overrides``: click.option's keywords); a
+    ``flag`` field is a switch (``--paired``)."""
     f = FIELDS[name]
+    if f.kind == "flag":
+        kw = {"is_flag": True, "default": f.default, "help": f.help}
+        kw.update(overrides)
+        return click.option(f.flag, name, **kw)
     kw = {"type": param_type(f), "default": f.default, "help": f.help, "metavar": f.metavar}
     if f.default is not None:
         kw["show_default"] = True
@@ -139,8 +146,10 @@ def seed_option(help: str):
 
 
 def epsilon_option(help: str):
-    """``--epsilon``, a test-time radius overriding a saved model's."""
-    return field_option("epsilon", default=None, show_default=False, help=help)
+    """``--epsilon``, a test-time radius overriding a saved model's (finite: a test radius,
+    unlike a training ``--epsilon``, is never inf)."""
+    radius = param_type(FIELDS["inference_epsilon"])
+    return field_option("epsilon", type=radius, default=None, show_default=False, help=help)
 
 
 class Radii(click.ParamType):
@@ -154,7 +163,7 @@ class Radii(click.ParamType):
         parts = [p.strip() for p in str(value).split(",") if p.strip()]
         if not parts:
             self.fail("give at least one radius, e.g. 0,1e-3,1e-2", param, ctx)
-        radius = param_type(FIELDS["epsilon"])
+        radius = param_type(FIELDS["inference_epsilon"])  # test radii: finite
         return sorted({radius.convert(p, param, ctx) for p in parts})
 
 

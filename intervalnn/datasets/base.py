@@ -109,7 +109,9 @@ class Splits:
 
     ``domain`` is the box every valid input lies in (``(0.0, 1.0)`` for MNIST
     pixels), or ``None`` when inputs are unbounded (two moons).  All splits
-    share the number of features and of classes.
+    share the number of features and of classes.  ``trusted`` is a read-only
+    boolean mask over the training split's rows that the attacker cannot
+    touch (a user ``.npz`` file's ``trusted`` array), or ``None``.
     """
 
     train: Dataset
@@ -118,8 +120,17 @@ class Splits:
     pretrain: Dataset | None = None
     domain: tuple[float, float] | None = None
     name: str = ""
+    trusted: np.ndarray | None = None
 
     def __post_init__(self):
+        if self.trusted is not None:
+            t = np.asarray(self.trusted)
+            if t.dtype != bool or t.shape != (len(self.train),):
+                raise DataError(
+                    f"Splits {self.name!r}: trusted must be a boolean mask of the "
+                    f"{len(self.train)} training rows, got shape {t.shape} dtype {t.dtype}"
+                )
+            object.__setattr__(self, "trusted", _readonly(t))
         parts = [("train", self.train), ("val", self.val), ("test", self.test)]
         if self.pretrain is not None:
             parts.append(("pretrain", self.pretrain))

@@ -34,7 +34,10 @@ def load_npz(
     flattened) and ``y`` (shape ``(n,)``), or predefined splits
     ``x_train, y_train, x_test, y_test`` and optionally ``x_val, y_val``
     (then those splits are used as given).  Optional keys: ``domain`` (two
-    floats ``lo < hi``: every feature must lie in it) and ``num_classes``.
+    floats ``lo < hi``: every feature must lie in it), ``num_classes`` and
+    ``trusted``: a boolean array with one entry per example of ``x`` (or of
+    ``x_train`` with predefined splits), True for the points the attacker
+    cannot touch; the training split's entries become :attr:`Splits.trusted`.
     The file is opened with ``allow_pickle=False``: object arrays are refused
     with :class:`DataError` and never unpickled.
 
@@ -67,13 +70,14 @@ def load_npz(
     else:
         parts = _single_part(arrays, where)
     _check_same_features(parts, where)
+    trusted = _read_trusted(arrays, parts, predefined, where)
     k = _class_count(parts, num_classes, where)
     if domain is not None:
         _check_in_domain(parts, domain, where)
 
     rng = np.random.default_rng(seed)
     sizes = _split_sizes(parts, predefined, n_val, n_test, n_pretrain, where)
-    return _make_splits(parts, predefined, sizes, rng, k, domain, path.stem)
+    return _make_splits(parts, predefined, sizes, rng, k, domain, path.stem, trusted)
 
 
 # ------------------------------------------------------------------ reading
@@ -117,6 +121,27 @@ def _read_num_classes(arrays: dict[str, np.ndarray], where: str) -> int:
     if nc.dtype.kind not in "iu" or nc.size != 1:
         raise DataError(f"{where}: 'num_classes' must be one integer, got {nc!r}")
     return int(nc.ravel()[0])
+
+
+def _read_trusted(arrays, parts: _Parts, predefined: bool, where: str) -> np.ndarray | None:
+    """The optional ``trusted`` key: a boolean mask over the examples of ``x`` (or of
+    ``x_train``), or ``None`` when the file has none."""
+    if "trusted" not in arrays:
+        return None
+    t = arrays["trusted"]
+    pool = "x_train" if predefined else "x"
+    n = len(parts["train" if predefined else "all"][1])
+    if t.dtype != bool:
+        raise DataError(
+            f"{where}: 'trusted' must be a boolean array (True: a point the attacker cannot "
+            f"touch), got dtype {t.dtype}"
+        )
+    if t.shape != (n,):
+        raise DataError(
+            f"{where}: 'trusted' must have one entry per example of {pool} ({n}), got shape "
+            f"{t.shape}"
+        )
+    return t
 
 
 # ------------------------------------------------------------------ validating
@@ -284,6 +309,7 @@ def _make_splits(
     k: int,
     domain: tuple[float, float] | None,
     name: str,
+    trusted: np.ndarray | None = None,
 ) -> Splits:
     """Permute the pool with ``rng`` and cut it into test, val, pretrain and train (file order)."""
     x_all, y_all = parts["train"] if predefined else parts["all"]
@@ -307,4 +333,5 @@ def _make_splits(
         pretrain=ds(x_all[i_pre], y_all[i_pre], "pretrain") if n_pre else None,
         domain=domain,
         name=name,
+        trusted=None if trusted is None else trusted[i_tr],
     )

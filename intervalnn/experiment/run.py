@@ -24,11 +24,13 @@ from intervalnn.datasets import DataError, Splits, load_dataset
 from intervalnn.engine import parameter_widths
 from intervalnn.io import model_file_bytes, write_atomic
 from intervalnn.layers import Sequential, mlp
+from intervalnn.poisoning import Poisoning
 from intervalnn.threat import ThreatModel
 from intervalnn.train import TrainConfig, TrainResult, train
 
+from .describe import describe_rules, describe_threat
 from .errors import SpecError, UnavailableError
-from .spec import DataSpec, RunSpec
+from .spec import DataSpec, RunSpec, library_error
 
 
 def device_backend(device: str) -> Backend:
@@ -84,7 +86,11 @@ def load_splits(data: DataSpec, seed: int) -> Splits:
 
 @dataclass
 class PreparedRun:
-    """A spec made ready to train: its backend, data, threat model, config and initial model."""
+    """A spec made ready to train: its backend, data, threat model, config and initial model.
+
+    ``trusted`` is the boolean mask of the training points the attacker cannot
+    touch (:func:`trusted_mask`), or None when every point may be poisoned.
+    """
 
     spec: RunSpec
     backend: Backend
@@ -92,14 +98,50 @@ class PreparedRun:
     threat: ThreatModel
     config: TrainConfig
     model: Sequential
+    trusted: np.ndarray | None = None
 
     @property
     def validations(self) -> int:
         """How many times training reports progress (once per validation) at most."""
         config = self.config
+        per_epoch = -(-len(self.splits.train) // config.batch_size)
+        if config.steps is not None:
+            if config.validate_every == "step":
+                return config.steps + 1
+            return -(-config.steps // per_epoch) + 1
         if config.validate_every == "step":
-            return config.epochs * -(-len(self.splits.train) // config.batch_size) + 1
+            return config.epochs * per_epoch + 1
         return config.epochs + 1
+
+
+def trusted_mask(splits: Splits, first: int) -> np.ndarray | None:
+    """The trusted training points: the data set's own mask (a ``.npz`` file's ``trusted``
+    array), united with the ``first`` training points (``--trusted N``); None if none.
+
+    ``first`` larger than the training set is a :class:`SpecError`.
+    """
+    n = len(splits.train)
+    if first > n:
+        raise SpecError("trusted", f"{first} trusted points, but the training set has only {n}")
+    mask = None if splits.trusted is None else np.array(splits.trusted, dtype=bool)
+    if first:
+        mask = np.zeros(n, dtype=bool) if mask is None else mask
+        mask[:first] = True
+    return mask
+
+
+def check_threat(spec: RunSpec, splits: Splits, config: TrainConfig, trusted) -> ThreatModel:
+    """The run's threat model on ``splits``, checked against the data with the library's
+    rules (a budget over the training set, a label target the data lacks, ``epsilon = inf``
+    without clipping on data without a domain): a :class:`SpecError` naming the option."""
+    threat = spec.threat.threat_model(splits.domain)
+    n = len(splits.train)
+    try:
+        threat.check_data(n, splits.num_classes)
+        Poisoning(threat, n, trusted, config.clipping)
+    except ValueError as exc:
+        raise library_error(exc) from None
+    return threat
 
 
 def prepare(spec: RunSpec, *, fused: bool = True, splits: Splits | None = None) -> PreparedRun:
@@ -121,8 +163,9 @@ def prepare(spec: RunSpec, *, fused: bool = True, splits: Splits | None = None) 
         raise ValueError(
             f"--loss bce needs 2 classes, the data has {splits.num_classes}; use --loss ce"
         )
-    threat = ThreatModel(spec.threat.epsilon, spec.threat.inference_epsilon, splits.domain)
     config = spec.train_config(fused=fused)
+    trusted = trusted_mask(splits, spec.threat.trusted)
+    threat = check_threat(spec, splits, config, trusted)
     n_out = 1 if loss == "bce" else splits.num_classes
     model = mlp(
         splits.num_features,
@@ -133,7 +176,7 @@ def prepare(spec: RunSpec, *, fused: bool = True, splits: Splits | None = None) 
         dtype=np.dtype(spec.dtype),
         backend=backend.name,
     )
-    return PreparedRun(spec, backend, splits, threat, config, model)
+    return PreparedRun(spec, backend, splits, threat, config, model, trusted)
 
 
 @dataclass
@@ -205,6 +248,7 @@ def train_and_certify(
         *pretrain,
         progress=progress,
         resume=state,
+        trusted=prepared.trusted,
         **saving,
     )
     seconds = time.perf_counter() - t0
@@ -221,6 +265,8 @@ def train_and_certify(
             "num_features": splits.num_features,
             "num_classes": splits.num_classes,
             "pretrain_size": spec.data.pretrain_size,
+            "train_size": len(splits.train),
+            "trusted": trusted_count(prepared.trusted),
         },
         history=result.history,
         best=result.best,
@@ -239,6 +285,12 @@ def train_and_certify(
         "max_parameter_width": max_width,
         "seconds": seconds,
     }
+    trusted = trusted_count(prepared.trusted)
+    if not threat.is_fullcert or trusted:
+        summary["threat"] = describe_threat(threat, len(splits.train), trusted)
+    rules = describe_rules(config.to_dict())
+    if rules != describe_rules({}):
+        summary["training_rules"] = rules
     if result.stopped:
         summary["stopped"] = result.stopped
     pretrained = bool(config.pretrain_epochs) and pretrain[0] is not None
@@ -246,6 +298,11 @@ def train_and_certify(
     if note:
         summary["note"] = note
     return RunOutcome(summary, data, result, test)
+
+
+def trusted_count(trusted) -> int:
+    """How many training points a trusted mask (or None) holds."""
+    return 0 if trusted is None else int(np.count_nonzero(trusted))
 
 
 def kept_note(result: TrainResult, config: TrainConfig, *, pretrained: bool) -> str | None:

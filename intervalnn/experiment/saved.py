@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from dataclasses import dataclass
 
@@ -14,12 +15,28 @@ from intervalnn.engine import parameter_widths
 from intervalnn.io import HISTORY_COLUMNS, load_model, write_atomic
 from intervalnn.layers import Sequential
 from intervalnn.threat import ThreatModel
+from intervalnn.train import TrainConfig
 
+from .describe import describe_rules, describe_threat
 from .errors import SpecError, UnavailableError
 from .run import device_backend, load_splits
 from .spec import DataSpec
 
 SPLITS = ("test", "val", "train")
+#: The training rules ``info`` lists, with the defaults an older model file implies.
+_RULES = {
+    k: TrainConfig.__dataclass_fields__[k].default
+    for k in (
+        "clip",
+        "clip_method",
+        "weight_decay",
+        "momentum",
+        "nesterov",
+        "lr_decay",
+        "lr_min",
+        "steps",
+    )
+}
 
 
 def model_classes(model: Sequential) -> int:
@@ -65,11 +82,11 @@ def load_model_and_data(
 
 
 def saved_threat(meta: dict, epsilon: float | None = None) -> ThreatModel:
-    """A saved model's threat model, with the test-time radius ``epsilon`` if given."""
-    stored = meta["threat_model"]
-    return ThreatModel(
-        stored.epsilon, stored.inference_epsilon if epsilon is None else epsilon, stored.domain
-    )
+    """A saved model's threat model, with the test-time radius ``epsilon`` if given
+    (an ``epsilon = inf`` model keeps its stored finite test radius otherwise)."""
+    stored: ThreatModel = meta["threat_model"]
+    radius = stored.inference_epsilon if epsilon is None else epsilon
+    return dataclasses.replace(stored, test_epsilon=radius)
 
 
 @dataclass
@@ -218,16 +235,27 @@ def model_info(model_path) -> dict:
     params = model.named_params()
     mean_width, max_width = parameter_widths(params)
     threat = meta["threat_model"]
+    dataset, config = meta.get("dataset", {}), meta.get("config", {})
+    trusted = dataset.get("trusted") or 0
     return {
         "model": str(model_path),
         "architecture": repr(model),
         "dtype": meta["dtype"],
         "parameters": int(sum(p.size for p in params.values())),
+        "threat": describe_threat(threat, dataset.get("train_size"), trusted),
         "training_epsilon": threat.epsilon,
         "inference_epsilon": threat.inference_epsilon,
         "domain": threat.domain,
-        "dataset": meta.get("dataset", {}),
-        "config": meta.get("config", {}),
+        "poison_count": threat.poison_count,
+        "train_size": dataset.get("train_size"),
+        "label_flips": threat.label_flips,
+        "label_target": threat.label_target,
+        "paired": threat.paired,
+        "trusted": trusted,
+        "training_rules": describe_rules(config),
+        "rules": {k: config.get(k, v) for k, v in _RULES.items()},
+        "dataset": dataset,
+        "config": config,
         "best": meta.get("best", {}),
         "history_rows": len(meta.get("history", [])),
         "history": meta.get("history", []),

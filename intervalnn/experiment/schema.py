@@ -16,19 +16,25 @@ import math
 import os
 from dataclasses import dataclass
 
+from intervalnn.poisoning import CLIP_METHODS
+from intervalnn.threat import ThreatModel
 from intervalnn.train import TrainConfig
 
 from .errors import SpecError
 
 _TRAIN = TrainConfig()  # the training options' defaults: TrainConfig's, one source
+_THREAT = ThreatModel(0.0)  # the threat model's defaults (poison count, label flips ...)
 
 #: The kinds of value an option takes.
-KINDS = ("text", "path", "radius", "rate", "count", "int", "choice")
-#: How a bad radius or rate is explained: (example, rule).
+KINDS = ("text", "path", "radius", "rate", "number", "count", "int", "choice", "flag")
+#: How a bad radius, rate or number is explained: (example, rule).
 _BOUNDS = {
     "radius": ("a radius such as 0.01", "a radius must be a finite number >= 0"),
     "rate": ("a rate such as 0.5", "a learning rate must be > 0 (e.g. 0.5)"),
+    "number": ("a number such as 0.1", "give a finite number"),
 }
+#: The words a flag's value may be spelled with (sweep grids: ``--paired true,false``).
+_FLAG_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
 @dataclass(frozen=True)
@@ -36,11 +42,14 @@ class Field:
     """One option of a run: its name, what it takes, its default and its help.
 
     ``kind`` is one of :data:`KINDS`: ``text`` and ``path`` (strings),
-    ``radius`` (a finite float >= 0), ``rate`` (a finite float > 0),
-    ``count`` (an integer >= ``minimum``), ``int`` (any integer) or
-    ``choice`` (one of ``choices``).  ``section`` is the part of
-    :class:`~intervalnn.experiment.RunSpec` that holds it (``""``: the spec
-    itself).
+    ``radius`` (a finite float >= 0; ``inf`` too where ``infinite``), ``rate``
+    (a finite float > 0), ``number`` (a finite float whose range the library
+    checks: :class:`~intervalnn.train.TrainConfig`), ``count`` (an integer
+    >= ``minimum``), ``int`` (any integer), ``choice`` (one of ``choices``)
+    or ``flag`` (a boolean: a command-line switch).  ``none_word`` is a word
+    that stands for the default ``None`` (``--poison-count all``).
+    ``section`` is the part of :class:`~intervalnn.experiment.RunSpec` that
+    holds it (``""``: the spec itself).
     """
 
     name: str
@@ -51,6 +60,8 @@ class Field:
     minimum: int | None = None
     choices: tuple[str, ...] = ()
     metavar: str | None = None
+    infinite: bool = False
+    none_word: str | None = None
 
     @property
     def flag(self) -> str:
@@ -67,6 +78,11 @@ class Field:
             if self.default is None:
                 return None
             raise SpecError(self.name, "a value is required")
+        if self.kind == "flag":
+            return self._flag(value)
+        if self.none_word is not None and isinstance(value, str):
+            if value.strip().lower() == self.none_word:
+                return None
         if isinstance(value, bool | list | tuple | dict | set) or (
             self.is_int and isinstance(value, float)
         ):
@@ -92,6 +108,15 @@ class Field:
                 raise SpecError(self.name, f"{value!r} is not a path") from None
         return str(value)
 
+    def _flag(self, value) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _FLAG_WORDS:
+            return _FLAG_WORDS[value.strip().lower()]
+        raise SpecError(self.name, f"{value!r} is not true or false")
+
     def _integer(self, value) -> int:
         try:
             v = int(value)
@@ -108,7 +133,15 @@ class Field:
             v = float(value)
         except (TypeError, ValueError):
             raise SpecError(self.name, f"{value!r} is not a number; give {example}") from None
+        if self.infinite and v == math.inf:
+            return v  # float() reads inf, Infinity, +inf in any case
+        if self.kind == "number":
+            if not math.isfinite(v):
+                raise SpecError(self.name, f"{value} is not allowed: {rule}")
+            return v
         if not math.isfinite(v) or v < 0 or (self.kind == "rate" and v == 0):
+            if self.infinite:
+                rule = rule.replace("finite number >= 0", "number >= 0 or inf")
             raise SpecError(self.name, f"{value} is not allowed: {rule}")
         return v
 
@@ -122,8 +155,17 @@ def _count(name, section, default, minimum, help=None):
     return Field(name, "count", section, default, help, minimum=minimum)
 
 
-def _choice(name, section, choices, help=None):
-    return Field(name, "choice", section, choices[0], help, choices=tuple(choices))
+def _choice(name, section, choices, help=None, default=None):
+    default = choices[0] if default is None else default
+    return Field(name, "choice", section, default, help, choices=tuple(choices))
+
+
+def _number(name, section, default, help, metavar="X"):
+    return Field(name, "number", section, default, help, metavar=metavar)
+
+
+def _flag(name, section, default, help):
+    return Field(name, "flag", section, default, help)
 
 
 #: Every option of a run, in the order the command line lists them.
@@ -149,7 +191,9 @@ FIELDS: dict[str, Field] = {
             "radius",
             "threat",
             1e-3,
-            "Poisoning radius: every training feature may move by this much.",
+            "Poisoning radius: each poisoned training feature may move by this much (l-inf); "
+            "inf: anywhere (needs --clip, or data with a domain, and --inference-epsilon).",
+            infinite=True,
         ),
         Field(
             "inference_epsilon",
@@ -157,6 +201,51 @@ FIELDS: dict[str, Field] = {
             "threat",
             None,
             "Test-time radius for validation (default: --epsilon; 0: poisoning only).",
+        ),
+        Field(
+            "poison_count",
+            "count",
+            "threat",
+            _THREAT.poison_count,
+            "At most K training points have their features poisoned (default: all of them, "
+            "FullCert's threat model; 'all' in sweep grids).",
+            minimum=0,
+            metavar="K",
+            none_word="all",
+        ),
+        Field(
+            "label_flips",
+            "count",
+            "threat",
+            _THREAT.label_flips,
+            "At most K training labels may be flipped to another class.",
+            minimum=0,
+            metavar="K",
+        ),
+        Field(
+            "label_target",
+            "count",
+            "threat",
+            _THREAT.label_target,
+            "Flipped labels become this class only (default: any other class).",
+            minimum=0,
+            metavar="CLASS",
+        ),
+        _flag(
+            "paired",
+            "threat",
+            _THREAT.paired,
+            "The feature and label budgets touch the same points (default: independent).",
+        ),
+        Field(
+            "trusted",
+            "count",
+            "threat",
+            0,
+            "The first N training points are trusted: never poisoned (added to a .npz data "
+            "set's own 'trusted' mask).",
+            minimum=0,
+            metavar="N",
         ),
         _count("epochs", "training", _TRAIN.epochs, 1, "Passes over the training data."),
         Field(
@@ -175,6 +264,64 @@ FIELDS: dict[str, Field] = {
             "Learning-rate schedule: constant, or 1/t (the rate divided by the step number t).",
         ),
         _count("batch_size", "training", _TRAIN.batch_size, 1, "Training points per SGD step."),
+        Field(
+            "steps",
+            "count",
+            "training",
+            _TRAIN.steps,
+            "Train exactly N SGD steps and keep that model (no model selection on validation).",
+            minimum=1,
+            metavar="N",
+        ),
+        Field(
+            "clip",
+            "number",
+            "training",
+            _TRAIN.clip,
+            "Clip every per-sample gradient (nominal and interval) at this threshold > 0.",
+            metavar="G",
+        ),
+        _choice(
+            "clip_method",
+            "training",
+            CLIP_METHODS,
+            "How --clip clips: clamp (each entry to [-G, G]) or norm (l2 norm at most G).",
+            default=_TRAIN.clip_method,
+        ),
+        _number(
+            "weight_decay",
+            "training",
+            _TRAIN.weight_decay,
+            "Weight decay L as a contraction: theta <- (1 - rate L) theta - rate g.",
+            "L",
+        ),
+        _number(
+            "momentum",
+            "training",
+            _TRAIN.momentum,
+            "SGD momentum M in [0, 1): v <- M v + g, theta <- theta - rate v.",
+            "M",
+        ),
+        _flag(
+            "nesterov",
+            "training",
+            _TRAIN.nesterov,
+            "Nesterov momentum: theta <- theta - rate (g + M v) (needs --momentum).",
+        ),
+        _number(
+            "lr_decay",
+            "training",
+            _TRAIN.lr_decay,
+            "Learning-rate decay D: the rate at step t is max(rate / (1 + D (t - 1)), --lr-min).",
+            "D",
+        ),
+        _number(
+            "lr_min",
+            "training",
+            _TRAIN.lr_min,
+            "The smallest learning rate --lr-decay decays to.",
+            "R",
+        ),
         _count("hidden", "model", 20, 1, "Units of each hidden layer."),
         _count("layers", "model", 2, 1, "Number of Linear layers (2 = Linear-ReLU-Linear)."),
         _choice(

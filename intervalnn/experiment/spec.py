@@ -17,19 +17,49 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from intervalnn.threat import ThreatModel
 from intervalnn.train import TrainConfig
 
 from .errors import SpecError
 from .schema import FIELDS
+
+#: The library's names that are not the schema's (``ThreatModel.test_epsilon``).
+_LIBRARY_NAMES = {"test_epsilon": "inference_epsilon"}
+_WORD = re.compile(r"\b[a-z][a-z_]*\b")
 
 
 def _check(part) -> None:
     """Parse every field of the dataclass ``part`` with its schema entry, in place."""
     for f in dataclasses.fields(part):
         object.__setattr__(part, f.name, FIELDS[f.name].parse(getattr(part, f.name)))
+
+
+def library_error(exc: ValueError) -> SpecError:
+    """The library's one-line ``ValueError`` about its options (:class:`ThreatModel`,
+    :class:`TrainConfig`, the data checks) as a :class:`SpecError` naming the options.
+
+    The rules and their words stay the library's (one home per rule); each option
+    name in the message (``label_flips``, ``test_epsilon``) becomes the schema's
+    ``{name}``, which the command line spells as a flag (``--label-flips``).
+    """
+    text = str(exc)
+    named = []
+
+    def name(m):
+        word = _LIBRARY_NAMES.get(m[0], m[0])
+        if word not in FIELDS:
+            return m[0]
+        named.append(word)
+        return "{" + word + "}"
+
+    reason = _WORD.sub(name, text.replace("{", "(").replace("}", ")"))
+    if not named:
+        return SpecError("options", text)
+    return SpecError(named[0], reason, sentence=True)
 
 
 @dataclass(frozen=True)
@@ -56,13 +86,39 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class ThreatSpec:
-    """Poisoning radius ``epsilon`` (l-infinity) and test-time radius (default: ``epsilon``)."""
+    """The threat model (:class:`~intervalnn.threat.ThreatModel`) and the trusted points.
+
+    Poisoning radius ``epsilon`` (l-infinity; ``inf``: anywhere, which needs
+    gradient clipping or a data domain, and a finite ``inference_epsilon``),
+    test-time radius ``inference_epsilon`` (default: ``epsilon``), at most
+    ``poison_count`` poisoned training points (None: all), ``label_flips``
+    flipped labels (to ``label_target`` only, if given), ``paired`` budgets,
+    and the ``trusted`` first training points, which are never poisoned.
+    The rules that need the data (a budget larger than the training set, a
+    class the data lacks) are checked by :func:`~intervalnn.experiment.prepare`.
+    """
 
     epsilon: float = 1e-3
     inference_epsilon: float | None = None
+    poison_count: int | None = None
+    label_flips: int = 0
+    label_target: int | None = None
+    paired: bool = False
+    trusted: int = 0
 
     def __post_init__(self):
         _check(self)
+        self.threat_model()  # the library's rules: one home
+
+    def threat_model(self, domain: tuple[float, float] | None = None) -> ThreatModel:
+        """The :class:`~intervalnn.threat.ThreatModel` (a :class:`SpecError` if invalid)."""
+        try:
+            return ThreatModel(
+                self.epsilon, self.inference_epsilon, domain, self.poison_count,
+                self.label_flips, self.label_target, self.paired,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise library_error(exc) from None
 
 
 @dataclass(frozen=True)
@@ -94,9 +150,29 @@ class TrainingSpec:
     patience: int = 0
     pretrain_epochs: int = 0
     pretrain_learning_rate: float = 0.5
+    steps: int | None = None
+    clip: float | None = None
+    clip_method: str = "clamp"
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    nesterov: bool = False
+    lr_decay: float = 0.0
+    lr_min: float = 0.0
 
     def __post_init__(self):
         _check(self)
+        self.train_config()  # the library's rules (momentum in [0, 1), rate * decay < 1 ...)
+
+    def train_config(self, *, seed: int = 0, fused: bool = True) -> TrainConfig:
+        """The :class:`~intervalnn.train.TrainConfig` (a :class:`SpecError` if invalid)."""
+        try:
+            return TrainConfig(
+                **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                seed=seed,
+                fused=fused,
+            )
+        except ValueError as exc:
+            raise library_error(exc) from None
 
 
 @dataclass(frozen=True)
@@ -170,18 +246,4 @@ class RunSpec:
 
     def train_config(self, *, fused: bool = True) -> TrainConfig:
         """The :class:`~intervalnn.train.TrainConfig` of this run."""
-        t = self.training
-        return TrainConfig(
-            epochs=t.epochs,
-            learning_rate=t.learning_rate,
-            batch_size=t.batch_size,
-            schedule=t.schedule,
-            seed=self.seed,
-            loss=t.loss,
-            pretrain_epochs=t.pretrain_epochs,
-            pretrain_learning_rate=t.pretrain_learning_rate,
-            validate_every=t.validate_every,
-            min_step=t.min_step,
-            patience=t.patience,
-            fused=fused,
-        )
+        return self.training.train_config(seed=self.seed, fused=fused)
