@@ -175,3 +175,128 @@ def plot_sweep_command(results, **options):
         note = f"skipped {bad['rows']} results rows whose metrics are not numbers in [0, 1]"
         echo_err(f"Note: {note} (e.g. {bad['example']})")
     click.echo(f"figure: {drawn['output']}")
+
+
+@plot_group.command("poison-count", short_help="Certified accuracy against poisoned points k.")
+@version
+@click.argument("results", type=click.Path(readable=False), metavar="RESULTS.jsonl")
+@click.option(
+    "--metric",
+    type=click.Choice(["certified_accuracy", "val_certified_accuracy"]),
+    default="certified_accuracy",
+    show_default=True,
+    help="What the left panel shows against k: certified test or validation accuracy.",
+)
+@click.option(
+    "--per-point/--no-per-point",
+    default=True,
+    show_default=True,
+    help="Certify every saved model on its test split for the right panel (largest certified "
+    "k per test point); --no-per-point draws the left panel from the results alone.",
+)
+@click.option(
+    "--table",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE.csv",
+    help="Also write the per-point table as CSV: group, seed, index, label, certified_k=K "
+    "(1/0) per k, largest_k.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the models' data set lives (default: each cell's --data-dir).",
+)
+@json_option("Also print the numbers as JSON.")
+@figure_options("poison-count.png")
+def plot_poison_count_command(results, as_json, **options):
+    """Certified accuracy against k, the number of poisoned training points (from a sweep
+    over --poison-count), and per test point the largest k for which it is certified.
+
+    Left: certified accuracy (mean ± std over seeds, as the sweep's table:
+    with a search, each seed's cell chosen on validation) against k, one line
+    per combination of the other swept options (epsilon, label_flips,
+    clip ...), dotted: nominal test accuracy.  Cells without a poison_count
+    (every point poisoned, FullCert's threat model) are the right-most point,
+    labelled "all" (a decade right of the largest k on a log axis, one step
+    on a linear one).  The axis is logarithmic when k spans two decades.
+
+    Right (--per-point, needs the sweep's model files): cells that differ
+    only in k (same seed, every other option alike) form a group; each cell's
+    model certifies the test split as 'intervalnn certify --per-sample' does.
+    A test point's largest certified k is the largest k whose model
+    certifies it ("all" above every k; the models are trained separately,
+    so it need not be certified at every smaller k).  The panel shows the
+    fraction of test points whose largest certified k is >= k (mean ± std
+    over the groups of a line); --table writes the per-point flags.
+    Groups whose models were not saved are skipped with a note.
+
+    \b
+    Examples:
+      intervalnn sweep --poison-count 1,10,100,1000 --seed 0-4 --results k.jsonl
+      intervalnn plot poison-count k.jsonl -o k.png --table k.csv
+      intervalnn plot poison-count k.jsonl --no-per-point -o k.pdf --json
+    """
+    table = options["table"]
+    if table is not None and not options["per_point"]:
+        raise click.UsageError("--table writes the per-point results: drop --no-per-point")
+    _check_figure(options["output"], [("results file", results)], options)
+    if table is not None:
+        inputs = [("results file", results), ("--output file", options["output"])]
+        check_output(table, "--table", inputs, make_dirs=False)
+    from .plots import ALL, plot_poison_count
+
+    drawn = plot_poison_count(results, **options)
+    if drawn.get("invalid"):
+        bad = drawn["invalid"]
+        note = f"skipped {bad['rows']} results rows whose metrics are not numbers in [0, 1]"
+        echo_err(f"Note: {note} (e.g. {bad['example']})")
+    per_point = drawn.get("per_point")
+    if per_point is not None:
+        skipped = per_point["skipped"]
+        if skipped["groups"]:
+            why = []
+            if skipped["unsaved"]:
+                why.append(f"{skipped['unsaved']} cells saved no model file")
+            if skipped["missing"]:
+                why.append(
+                    f"{len(skipped['missing'])} model files not found (e.g. "
+                    f"{skipped['missing'][0]})"
+                )
+            echo_err(
+                f"Note: per-point panel: skipped {skipped['groups']} of "
+                f"{skipped['groups'] + per_point['groups']} groups of cells ({'; '.join(why)}); "
+                "run the sweep with --models DIR to keep them"
+            )
+    if as_json:
+        emit(drawn, True)
+        return
+
+    def k_text(k):
+        return ALL if k is None else str(k)
+
+    def label(columns, cell):
+        return ", ".join(f"{c}={cell[c]}" for c in columns) or "all cells"
+
+    def stats(s):
+        return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+
+    metric = drawn["metric"]
+    click.echo(f"{metric} (%, mean ± std over seeds) against poison_count k:")
+    for line in drawn["lines"]:
+        click.echo(f"  {label(drawn['columns'], line['cell'])}")
+        for p in line["points"]:
+            click.echo(
+                f"    k={k_text(p['poison_count']):<8} {stats(p[metric]):>14}  "
+                f"(nominal {stats(p['accuracy'])}, {p['seeds']} seeds)"
+            )
+    if per_point is not None and per_point["lines"]:
+        click.echo("test points certified by a model for >= k (%, mean ± std over seeds):")
+        for line in per_point["lines"]:
+            click.echo(f"  {label(per_point['columns'], line['cell'])}")
+            for k, s in zip(line["poison_counts"], line["certified_at_least"], strict=True):
+                click.echo(f"    k>={k_text(k):<7} {stats(s):>14}  ({line['groups']} seeds)")
+    if drawn.get("table"):
+        click.echo(f"table: {drawn['table']}")
+    click.echo(f"figure: {drawn['output']}")

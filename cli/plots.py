@@ -24,6 +24,8 @@ from intervalnn.experiment import (
     saved_threat,
     summarize,
 )
+from intervalnn.experiment.results import latest
+from intervalnn.experiment.tables import _mean_std
 from intervalnn.threat import ThreatModel
 
 # colour-blind-safe class colours (Okabe-Ito)
@@ -431,3 +433,408 @@ def plot_sweep(results_path, *, x, output, size, dpi) -> dict:
     ax.set_title(f"{Path(results_path).name}: certified accuracy against {x}", fontsize="medium")
     _save(fig, output)
     return {"output": str(output), "x": x, **summary}
+
+
+# ------------------------------------------------------------------ accuracy against poison_count
+
+#: How a row with ``poison_count`` None (every training point may be poisoned: FullCert's
+#: threat model) is labelled on the x axis and in tables: the right-most point.
+ALL = "all"
+
+
+def _k_order(k):
+    """Sort key of poison counts: 0, 1, 10 ... then None ("all")."""
+    return (k is None, 0 if k is None else k)
+
+
+def _k_text(k) -> str:
+    return ALL if k is None else str(k)
+
+
+def _is_count(k) -> bool:
+    return isinstance(k, int) and not isinstance(k, bool) and k >= 0
+
+
+def poison_count_rows(results_path) -> list[dict]:
+    """The finished rows of a results file (the last of each cell), checked for a poison_count.
+
+    A missing file, no finished cell, no row with a poison_count (a sweep
+    without ``--poison-count``) and a poison_count that is not an integer
+    ``>= 0`` are one-line errors.  A row without one means every point (None).
+    """
+    path = Path(results_path)
+    if not path.is_file():
+        what = "is a directory, not a results file" if path.is_dir() else "does not exist"
+        raise OSError(f"results file {results_path} {what}")
+    rows, _ = read_results(path)
+    rows = sorted(
+        (r for r in latest(rows).values() if r["status"] == "ok"), key=lambda r: r["index"]
+    )
+    if not rows:
+        raise ValueError(f"{results_path} holds no finished sweep cells to plot")
+    for r in rows:
+        k = r["config"].get("poison_count")
+        if k is not None and not _is_count(k):
+            raise ValueError(
+                f"{results_path}: cell {r['index']} has poison_count {k!r}, not an integer >= 0 "
+                "(an edited or corrupted results file?)"
+            )
+    if all(r["config"].get("poison_count") is None for r in rows):
+        raise ValueError(
+            f"{results_path} holds no rows with a poison_count (every cell poisons all points): "
+            "sweep it with --poison-count K,K,... (e.g. 1,10,100)"
+        )
+    return rows
+
+
+def accuracy_against_poison_count(rows: list[dict], metric: str = "certified_accuracy") -> dict:
+    """``metric`` (mean ± std over seeds, as ``intervalnn sweep``'s table) against poison_count.
+
+    One line per combination of the other swept options (``columns``); each
+    line's points are sorted by poison_count with None ("all") last.  Returns
+    ``{"columns", "lines": [{"cell", "points": [{"poison_count", "seeds",
+    metric, "accuracy"}]}], "invalid"?}`` (statistics as ``{"mean", "std"}``).
+    """
+    summary = summarize(rows)
+    columns = summary["columns"]
+    others = [c for c in columns if c != "poison_count"]
+    constant = rows[0]["config"].get("poison_count")  # when only one value is swept
+    lines: dict[tuple, list] = {}
+    for entry in summary["rows"]:
+        if entry.get(metric) is None:
+            continue
+        key = tuple(entry["cell"][c] for c in others)
+        k = entry["cell"].get("poison_count", constant)
+        lines.setdefault(key, []).append(
+            {
+                "poison_count": k,
+                "seeds": entry["seeds"],
+                metric: entry[metric],
+                "accuracy": entry["accuracy"],
+            }
+        )
+    if not lines:
+        raise ValueError(f"no finished cell has a {metric} to plot")
+    out = {
+        "columns": others,
+        "lines": [
+            {
+                "cell": dict(zip(others, key, strict=True)),
+                "points": sorted(points, key=lambda p: _k_order(p["poison_count"])),
+            }
+            for key, points in sorted(lines.items(), key=lambda kv: repr(kv[0]))
+        ],
+    }
+    if summary.get("invalid"):
+        out["invalid"] = summary["invalid"]
+    return out
+
+
+def largest_certified_k(poison_counts, certified) -> np.ndarray:
+    """Per test point, the largest poison_count whose model certifies it.
+
+    ``certified`` has one row of per-point flags per entry of
+    ``poison_counts`` (each a separately trained model; None: every point,
+    ranked above any count).  Returns floats: the count, ``inf`` for None,
+    ``nan`` where no model certifies the point.  The models differ, so a
+    point certified at k need not be certified at a smaller k.
+    """
+    values = np.array([math.inf if k is None else float(k) for k in poison_counts])
+    certified = np.asarray(certified, dtype=bool)
+    if certified.ndim != 2 or certified.shape[0] != values.size or values.size == 0:
+        raise ValueError(
+            f"need one row of certified flags per poison_count ({values.size}), "
+            f"got shape {certified.shape}"
+        )
+    best = np.where(certified, values[:, None], -math.inf).max(axis=0)
+    return np.where(best == -math.inf, math.nan, best)
+
+
+def certified_at_least(largest: np.ndarray, poison_counts) -> list[float]:
+    """For each count k (None: all), the fraction of points whose largest certified
+    count (:func:`largest_certified_k`) is ``>= k``: some model trained for k or
+    more poisoned points certifies them."""
+    largest = np.asarray(largest, dtype=np.float64)
+    return [
+        float(np.count_nonzero(largest >= (math.inf if k is None else k)) / largest.size)
+        for k in poison_counts
+    ]
+
+
+def _model_file(row: dict, results_path) -> Path | None:
+    """The model file of a results row: its path as written (relative to where the sweep
+    ran), else relative to the results file, else in the default models directory."""
+    from intervalnn.experiment.sweep import default_models_dir
+
+    stored = Path(row["model"])
+    tries = [stored]
+    if not stored.is_absolute():
+        tries.append(Path(results_path).parent / stored)
+    tries.append(default_models_dir(results_path) / stored.name)
+    return next((p for p in tries if p.is_file()), None)
+
+
+def _check_digest(row: dict, path: Path) -> None:
+    from intervalnn.io import file_digest
+
+    want = row.get("model_sha256")
+    if not isinstance(want, str):
+        return
+    try:
+        got = file_digest(path.read_bytes())
+    except (OSError, ValueError, KeyError):
+        got = None
+    if got != want:
+        raise ValueError(
+            f"{path} is not the model file cell {row['index']} saved (its SHA-256 differs): "
+            "was it overwritten by another sweep?"
+        )
+
+
+def per_point_poison_count(rows: list[dict], results_path, data_dir=None) -> dict:
+    """Per test point, the largest poison_count whose model certifies it.
+
+    Cells that differ only in poison_count (same seed and every other
+    option) form a group; each cell's saved model certifies the test split
+    (:func:`~intervalnn.experiment.certify_saved`, as ``intervalnn certify
+    --per-sample``: the data set and seed in the model file, ``data_dir``
+    or the cell's).  A group with a cell whose model was not saved or cannot
+    be found is skipped and counted.  ``columns`` are the options that
+    vary across groups other than the seed; one line per combination, the
+    fractions (:func:`certified_at_least`) as mean ± std over its groups.
+    """
+    from intervalnn.experiment import certify_saved
+    from intervalnn.experiment.schema import FIELDS
+
+    names = {n for r in rows for n in r["config"]}
+    vary = {n for n in names if len({repr(r["config"].get(n)) for r in rows}) > 1}
+    columns = [n for n in FIELDS if n in vary] + sorted(vary - set(FIELDS))
+    columns = [c for c in columns if c not in ("poison_count", "seed")]
+    groups: dict[tuple, list] = {}
+    for r in rows:
+        key = tuple(sorted((n, repr(v)) for n, v in r["config"].items() if n != "poison_count"))
+        groups.setdefault(key, []).append(r)
+    done, skipped = [], {"groups": 0, "unsaved": 0, "missing": []}
+    for cells in groups.values():
+        cells.sort(key=lambda r: _k_order(r["config"].get("poison_count")))
+        paths = []
+        for r in cells:
+            path = _model_file(r, results_path) if isinstance(r.get("model"), str) else None
+            if path is None:
+                if isinstance(r.get("model"), str):
+                    skipped["missing"].append(r["model"])
+                else:
+                    skipped["unsaved"] += 1
+            paths.append(path)
+        if any(p is None for p in paths):
+            skipped["groups"] += 1
+            continue
+        flags, labels = [], None
+        for r, path in zip(cells, paths, strict=True):
+            _check_digest(r, path)
+            config = r["config"]
+            done_ = certify_saved(path, data_dir=data_dir or config.get("data_dir"))
+            if labels is not None and not np.array_equal(labels, done_.labels):
+                raise ValueError(
+                    f"{path}: its test split differs from the one of the group's other cells "
+                    "(cells that differ only in poison_count must share the data)"
+                )
+            labels = done_.labels
+            flags.append(done_.result.certified)
+        ks = [r["config"].get("poison_count") for r in cells]
+        config = cells[0]["config"]
+        done.append(
+            {
+                "cell": {c: config.get(c) for c in columns},
+                "seed": config.get("seed"),
+                "poison_counts": ks,
+                "labels": labels,
+                "certified": np.array(flags),
+                "largest": largest_certified_k(ks, flags),
+            }
+        )
+    lines: dict[tuple, list] = {}
+    for g in done:
+        lines.setdefault(tuple(g["cell"][c] for c in columns), []).append(g)
+    out_lines = []
+    for key, line in sorted(lines.items(), key=lambda kv: repr(kv[0])):
+        ks = sorted({k for g in line for k in g["poison_counts"]}, key=_k_order)
+        fractions = [certified_at_least(g["largest"], ks) for g in line]
+        out_lines.append(
+            {
+                "cell": dict(zip(columns, key, strict=True)),
+                "poison_counts": ks,
+                "groups": len(line),
+                "certified_at_least": [
+                    _mean_std([f[i] for f in fractions]) for i in range(len(ks))
+                ],
+            }
+        )
+    return {"columns": columns, "lines": out_lines, "groups": done, "skipped": skipped}
+
+
+def per_point_csv(per_point: dict) -> bytes:
+    """The per-point table as CSV: the group (line columns, seed), ``index``, ``label``,
+    ``certified_k=K`` (1/0; empty where the group has no cell with that K) per count, and
+    ``largest_k`` (a count, ``all``, or empty when no model certifies the point)."""
+    import csv
+
+    ks = sorted({k for g in per_point["groups"] for k in g["poison_counts"]}, key=_k_order)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(
+        [*per_point["columns"], "seed", "index", "label"]
+        + [f"certified_k={_k_text(k)}" for k in ks]
+        + ["largest_k"]
+    )
+    for g in per_point["groups"]:
+        row_of = {k: i for i, k in enumerate(g["poison_counts"])}
+        head = [g["cell"][c] for c in per_point["columns"]] + [g["seed"]]
+        for i, (label, largest) in enumerate(zip(g["labels"], g["largest"], strict=True)):
+            flags = ["" if k not in row_of else int(g["certified"][row_of[k], i]) for k in ks]
+            best = "" if math.isnan(largest) else ALL if math.isinf(largest) else int(largest)
+            writer.writerow([*head, i, int(label), *flags, best])
+    return text.getvalue().encode()
+
+
+def _k_axis(poison_counts) -> tuple[dict, bool]:
+    """x positions of poison counts: the count itself, and None ("all") right of the largest
+    (a decade further on a log axis, one mean step further on a linear one); and whether
+    the axis is logarithmic (positive counts spanning two decades or more)."""
+    finite = sorted(k for k in set(poison_counts) if k is not None)
+    positive = [k for k in finite if k > 0]
+    log = bool(positive) and positive[-1] / positive[0] >= 100
+    pos = {k: float(k) for k in finite}
+    if None in poison_counts:
+        top = finite[-1] if finite else 0
+        if log:
+            pos[None] = 10.0 * top
+        else:
+            step = (top - finite[0]) / (len(finite) - 1) if len(finite) > 1 else 1.0
+            pos[None] = top + max(step, 1.0)
+    return pos, log
+
+
+def _k_ticks(ax, pos: dict, log: bool) -> None:
+    finite = sorted(k for k in pos if k is not None)
+    if log:
+        if finite[0] == 0:
+            ax.set_xscale("symlog", linthresh=min(k for k in finite if k > 0))
+        else:
+            ax.set_xscale("log")
+    shown = finite[:: max(1, math.ceil(len(finite) / 10))]
+    if finite[-1] not in shown:
+        shown.append(finite[-1])
+    if None in pos:
+        shown.append(None)
+    ax.set_xticks([pos[k] for k in shown], [_k_text(k) for k in shown])
+    ax.xaxis.set_minor_locator(_null_locator())
+
+
+def _null_locator():
+    from matplotlib.ticker import NullLocator
+
+    return NullLocator()
+
+
+def _line_label(cell: dict) -> str:
+    return ", ".join(f"{c}={v:g}" if isinstance(v, float) else f"{c}={v}" for c, v in cell.items())
+
+
+def plot_poison_count(
+    results_path, *, metric, per_point, data_dir, output, table, size, dpi
+) -> dict:
+    """Certified accuracy against poison_count and, from the saved models, per test point
+    the largest poison_count whose model certifies it (see ``intervalnn plot poison-count``)."""
+    _require_matplotlib()
+    rows = poison_count_rows(results_path)
+    curves = accuracy_against_poison_count(rows, metric)
+    points = None
+    if per_point:
+        points = per_point_poison_count(rows, results_path, data_dir)
+        if table is not None:
+            if not points["groups"]:
+                raise ValueError(
+                    f"--table: no group of cells in {results_path} has all its model files "
+                    "(run the sweep with --models DIR, not --no-models)"
+                )
+            from intervalnn.io import write_atomic
+
+            try:
+                write_atomic(table, per_point_csv(points))
+            except OSError as exc:
+                raise OSError(f"cannot write --table file {table}: {exc.strerror or exc}") from None
+
+    drawn = bool(points and points["lines"])
+    fig = _figure(size, dpi)
+    axes = fig.subplots(1, 2 if drawn else 1, squeeze=False)[0]
+    ax = axes[0]
+    all_ks = [p["poison_count"] for line in curves["lines"] for p in line["points"]]
+    pos, log = _k_axis(all_ks)
+    several = len(curves["lines"]) > 1
+    for i, line in enumerate(curves["lines"]):
+        colour = CLASS_COLOURS[i % len(CLASS_COLOURS)]
+        label = _line_label(line["cell"]) or "certified (mean ± std)"
+        for part, fmt in ((False, "o-"), (True, "s")):  # the counts joined; "all" on its own
+            pts = [p for p in line["points"] if (p["poison_count"] is None) == part]
+            if pts:
+                ax.errorbar(
+                    [pos[p["poison_count"]] for p in pts],
+                    [100 * p[metric]["mean"] for p in pts],
+                    yerr=[100 * p[metric]["std"] for p in pts],
+                    fmt=fmt,
+                    capsize=3,
+                    color=colour,
+                    label=None if part else label,
+                )
+        xs = [pos[p["poison_count"]] for p in line["points"]]
+        ax.plot(xs, [100 * p["accuracy"]["mean"] for p in line["points"]], ":", color=colour, lw=1)
+    if several:
+        ax.plot([], [], "o-", color="0.3", label="certified (mean ± std)")
+    ax.plot([], [], ":", color="0.3", lw=1, label="nominal test accuracy")
+    _k_ticks(ax, pos, log)
+    ax.set_xlabel("poisoned training points k (all: every point, FullCert)")
+    what = "certified test" if metric == "certified_accuracy" else "certified validation"
+    ax.set_ylabel(f"{what} accuracy (%), mean ± std over seeds")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    ax.set_title("accuracy against k", fontsize="medium")
+    if drawn:
+        ax = axes[1]
+        ks = [k for line in points["lines"] for k in line["poison_counts"]]
+        pos, log = _k_axis(ks)
+        for i, line in enumerate(points["lines"]):
+            colour = CLASS_COLOURS[i % len(CLASS_COLOURS)]
+            label = _line_label(line["cell"]) or None
+            ax.errorbar(
+                [pos[k] for k in line["poison_counts"]],
+                [100 * s["mean"] for s in line["certified_at_least"]],
+                yerr=[100 * s["std"] for s in line["certified_at_least"]],
+                fmt="o-",
+                drawstyle="steps-pre",
+                capsize=3,
+                color=colour,
+                label=label,
+            )
+        _k_ticks(ax, pos, log)
+        ax.set_xlabel("k")
+        ax.set_ylabel("test points certified by a model for ≥ k (%)")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize="small")
+        ax.set_title("per test point: largest certified k", fontsize="medium")
+    fig.suptitle(f"{Path(results_path).name}: certified accuracy against poisoned points k")
+    _save(fig, output)
+    out = {"output": str(output), "metric": metric, **curves}
+    if points is not None:
+        out["per_point"] = {
+            "columns": points["columns"],
+            "lines": points["lines"],
+            "groups": len(points["groups"]),
+            "skipped": points["skipped"],
+        }
+    if table is not None and points is not None:
+        out["table"] = str(table)
+    return out
