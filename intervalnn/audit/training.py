@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,6 +24,37 @@ from ..train import batch_indices, pretrain_nominal, train
 from .oracle import require_gmpy2
 
 EXACT_BITS = 300  # bits of sigmoid / softmax in the exact rational SGD
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The training rules the reference SGD follows (those of ``TrainConfig``)."""
+
+    clip: float | None = None
+    clip_method: str = "clamp"
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    nesterov: bool = False
+
+    @classmethod
+    def of(cls, config) -> Rules:
+        return cls(
+            getattr(config, "clip", None),
+            getattr(config, "clip_method", "clamp"),
+            getattr(config, "weight_decay", 0.0),
+            getattr(config, "momentum", 0.0),
+            getattr(config, "nesterov", False),
+        )
+
+
+def learning_rate(config, t: int) -> Fraction:
+    """Step ``t``'s exact rate: ``rate`` (or ``rate / t``), then ``max(. / (1 + d (t-1)), min)``."""
+    lr = Fraction(config.learning_rate)
+    base = lr if config.schedule == "constant" else lr / t
+    d = Fraction(getattr(config, "lr_decay", 0.0))
+    if d:
+        base = max(base / (1 + d * (t - 1)), Fraction(getattr(config, "lr_min", 0.0)))
+    return base
 
 
 def _layer_kinds(model: Sequential) -> list[str]:
@@ -68,7 +100,7 @@ class _Reference:
         "relu": ("_relu_forward", "_relu_backward"),
     }
 
-    def __init__(self, kinds, params, loss: str, exact: bool):
+    def __init__(self, kinds, params, loss: str, exact: bool, rules: Rules | None = None):
         kinds = list(kinds)
         unknown = sorted(set(kinds) - set(self.RULES))
         if unknown:
@@ -78,6 +110,8 @@ class _Reference:
                 f"{kinds.count('linear')} Linear layers but {len(params)} parameter pairs"
             )
         self.kinds, self.loss, self.exact = kinds, loss, exact
+        self.rules = rules if rules is not None else Rules()
+        self.velocity = None  # momentum's velocity, per Linear (None before the first step)
         self.g = require_gmpy2() if exact else None
         if exact:
             self.q = np.frompyfunc(self.g.mpq, 1, 1)
@@ -147,25 +181,111 @@ class _Reference:
         """The model's output on ``x``."""
         return self._run_forward(x)[0]
 
-    def gradients(self, x, y):
-        """Mean-loss parameter gradients (one ``(dW, db)`` per Linear) and the input gradient."""
+    def _backward(self, x, y, per_sample: bool):
+        """Parameter gradients (one ``(dW, db)`` per Linear) and the input gradient.
+
+        ``per_sample``: each row's ``d loss_i / d theta`` (leading axis: rows,
+        no ``1/m``); else the mean loss's.
+        """
         out, tape = self._run_forward(x)
         m = out.shape[0]
         g = self._out_grad(out, y)
-        g = g / m if not self.exact else g * self.g.mpq(1, m)
+        if not per_sample:
+            g = g / m if not self.exact else g * self.g.mpq(1, m)
         grads = []
         for kind, p, a_in in reversed(tape):  # backward, in reverse
+            if per_sample and kind == "linear":  # dW_i = a_i^T g_i (outer product), db_i = g_i
+                grads.append((a_in[:, :, None] * g[:, None, :], g))
+                g = g @ p[0].T
+                continue
             g, pg = getattr(self, self.RULES[kind][1])(a_in, g, p)
             if pg is not None:
                 grads.append(pg)
         grads.reverse()
         return grads, g
 
+    def gradients(self, x, y):
+        """Mean-loss parameter gradients (one ``(dW, db)`` per Linear) and the input gradient."""
+        return self._backward(x, y, per_sample=False)
+
+    def sample_gradients(self, x, y):
+        """Per-sample parameter gradients ``d loss_i / d theta`` (leading axis: rows)."""
+        return self._backward(x, y, per_sample=True)[0]
+
+    def _clip(self, grads):
+        """Each row's gradient clipped by the rules (``clamp`` per entry, or ``norm``)."""
+        gamma, method = self.rules.clip, self.rules.clip_method
+        flat = [p for pair in grads for p in pair]
+        if method == "clamp":
+            if self.exact:
+                gq = self.g.mpq(float(gamma))
+                clamp = lambda a: np.where(a > gq, gq, np.where(a < -gq, -gq, a))  # noqa: E731
+            else:
+                clamp = lambda a: np.clip(a, -gamma, gamma)  # noqa: E731
+            flat = [clamp(p) for p in flat]
+        else:  # norm: g_i * min(1, gamma / ||g_i||_2), the norm over all parameters
+            m = flat[0].shape[0]
+            sq = sum((p.reshape(m, -1) ** 2).sum(axis=1) for p in flat)
+            if self.exact:
+                g = self.g
+                factor = np.empty(m, dtype=object)
+                with g.context(precision=EXACT_BITS):
+                    for r in range(m):
+                        s = g.sqrt(g.mpfr(sq[r]))
+                        f = g.mpfr(float(gamma)) / s if s > 0 else g.mpfr(1)
+                        factor[r] = g.mpq(1) if f >= 1 else g.mpq(*f.as_integer_ratio())
+            else:
+                with np.errstate(divide="ignore"):
+                    factor = np.minimum(1.0, gamma / np.sqrt(sq))
+            flat = [p * factor.reshape(-1, *([1] * (p.ndim - 1))) for p in flat]
+        return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    def batch_gradient(self, x, y):
+        """The batch's gradient under the rules: per-sample gradients clipped, then their mean."""
+        if self.rules.clip is None:
+            return self.gradients(x, y)[0]
+        grads = self._clip(self.sample_gradients(x, y))
+        m = np.asarray(y).shape[0]
+        inv = self.g.mpq(1, m) if self.exact else 1.0 / m
+        if self.exact:
+            return [(gw.sum(axis=0) * inv, gb.sum(axis=0) * inv) for gw, gb in grads]
+        return [(gw.sum(axis=0) / m, gb.sum(axis=0) / m) for gw, gb in grads]
+
+    def _const(self, value: Fraction):
+        """An exact constant: itself (rationals) or its nearest float (float64)."""
+        return self.g.mpq(value.numerator, value.denominator) if self.exact else float(value)
+
     def step(self, x, y, rate: Fraction) -> None:
-        grads, _ = self.gradients(x, y)
-        lam = self.g.mpq(rate.numerator, rate.denominator) if self.exact else float(rate)
+        """One SGD step at the exact ``rate`` under the rules (PyTorch's convention).
+
+        ``v <- mu v + g`` (``v = g`` at the first step); the direction is ``v``,
+        or ``g + mu v`` (Nesterov); ``theta <- (1 - rate wd) theta - rate d``.
+        Float64 takes the nearest float of each exact constant.
+        """
+        grads = self.batch_gradient(x, y)
+        rules = self.rules
+        lam = self._const(rate)
+        if rules.momentum:
+            mu = self._const(Fraction(rules.momentum))
+            if self.velocity is None:
+                self.velocity = grads
+            else:
+                self.velocity = [
+                    (mu * vw + gw, mu * vb + gb)
+                    for (vw, vb), (gw, gb) in zip(self.velocity, grads, strict=True)
+                ]
+            if rules.nesterov:
+                grads = [
+                    (gw + mu * vw, gb + mu * vb)
+                    for (vw, vb), (gw, gb) in zip(self.velocity, grads, strict=True)
+                ]
+            else:
+                grads = self.velocity
+        decay = 1 - rate * Fraction(rules.weight_decay)
+        c = self._const(decay)
+        shrink = (lambda a: c * a) if decay != 1 else (lambda a: a)  # noqa: E731
         self.params = [
-            (w - lam * gw, b - lam * gb)
+            (shrink(w) - lam * gw, shrink(b) - lam * gb)
             for (w, b), (gw, gb) in zip(self.params, grads, strict=True)
         ]
 
@@ -175,33 +295,42 @@ class _Reference:
         )
 
 
+FAR = (1e3, 1e6)  # how far poisoned features move when epsilon = inf (without a data domain)
+SCORE_FLOATS = 2**22  # per-sample gradient entries per chunk when ranking the points
+
+
 @dataclass
 class _Run:
     kind: str
     ref: _Reference
     data: np.ndarray | None  # the poisoned training inputs (None: re-poisoned every step)
+    labels: np.ndarray  # the training labels, some flipped
     exact: bool
+    moved: np.ndarray  # the rows whose features the attack moves
+    flipped: int = 0  # how many labels it changed
+    far: float = 0.0  # step mode with epsilon = inf: how far the moved rows go
     max_excursion: float = -math.inf
     outside: int = 0
     diverged: bool = False
+    certified_flipped: int | None = None
+    uncertified_flipped: int | None = None
 
 
-def _poison(x, eps, domain, kind, rng, grad_sign=None):
-    if kind == "clean":
-        p = x.copy()
-    elif kind == "plus":
-        p = x + eps
-    elif kind == "minus":
-        p = x - eps
-    elif kind == "vertex":
-        p = x + eps * rng.choice([-1.0, 1.0], size=x.shape)
-    elif kind == "random":
-        p = x + eps * rng.uniform(-1.0, 1.0, size=x.shape)
-    elif kind == "adversarial":
-        p = x + eps * grad_sign
+def _move(x, rows, eps, domain, direction, far: float = 0.0):
+    """``x`` with the ``rows`` moved along ``direction`` (entries in [-1, 1]), in the threat model.
+
+    Finite ``eps``: by ``eps * direction``, clipped to the ball (float64
+    rounding never leaves the training box, which is rounded outward).
+    ``eps = inf``: to ``x + far * direction``.  Then clipped to the domain.
+    """
+    p = x.copy()
+    if not rows.any():
+        return p
+    xr, dr = x[rows], direction[rows]
+    if math.isfinite(eps):
+        p[rows] = np.clip(xr + eps * dr, xr - eps, xr + eps)
     else:
-        raise ValueError(kind)
-    p = np.clip(p, x - eps, x + eps)  # float64 rounding never leaves the box
+        p[rows] = xr + far * dr
     return p if domain is None else np.clip(p, domain[0], domain[1])
 
 
@@ -229,9 +358,179 @@ def _excursion(value, lo, hi, exact, tiny) -> tuple[float, int]:
         ratio = np.array([float(v) for v in d.ravel()]).reshape(d.shape) / width
         ex = float(ratio.max()) if ratio.size else -math.inf
         return (max(ex, 5e-324) if outside else ex), outside
-    d = np.maximum(lo - value, value - hi)
+    with np.errstate(invalid="ignore"):
+        d = np.maximum(lo - value, value - hi)
+        ratio = np.where(np.isfinite(width), d / width, np.where(d > 0, math.inf, -math.inf))
     outside = int((d > 0).sum())
-    return float((d / width).max()) if d.size else -math.inf, outside
+    return float(ratio.max()) if d.size else -math.inf, outside
+
+
+def _flip(y, rows, classes: int, target, logits):
+    """``y`` with the labels of ``rows`` changed: to ``target``, else the most likely other class.
+
+    ``logits``: the initial model's (float64) on every row; binary labels flip to ``1 - y``.
+    """
+    yp = y.copy()
+    if not len(rows):
+        return yp
+    if target is not None:
+        yp[rows] = target
+    elif classes == 2:
+        yp[rows] = 1 - y[rows]
+    else:
+        z = np.array(logits[rows], dtype=np.float64)
+        z[np.arange(len(rows)), y[rows]] = -np.inf
+        yp[rows] = z.argmax(axis=1)
+    return yp
+
+
+def _choose(order, cand, kf: int, kl: int, paired: bool):
+    """The feature rows and label rows an attack takes, in the order of preference ``order``.
+
+    ``cand`` marks the rows whose label can change.  ``paired``: the label
+    rows and the feature rows are nested (at most ``max(kf, kl)`` rows in all).
+    """
+    labelable = [int(r) for r in order if cand[r]]
+    if paired and kl > kf:
+        lab = labelable[:kl]
+        return np.array(lab[:kf], dtype=np.int64), np.array(lab, dtype=np.int64)
+    feat = np.asarray(order[:kf], dtype=np.int64)
+    if paired:
+        return feat, np.array([r for r in feat if cand[r]][:kl], dtype=np.int64)
+    return feat, np.array(labelable[:kl], dtype=np.int64)
+
+
+def _scores(ref: _Reference, x, y) -> np.ndarray:
+    """Each row's clean per-sample gradient norm (unclipped) at the initial model: its influence."""
+    size = sum(w.size + b.size for w, b in ref.params)
+    rows = max(1, SCORE_FLOATS // size)
+    out = []
+    with np.errstate(all="ignore"):
+        for s in range(0, x.shape[0], rows):
+            grads = ref.sample_gradients(x[s : s + rows], y[s : s + rows])
+            m = min(rows, x.shape[0] - s)
+            out.append(sum((p.reshape(m, -1) ** 2).sum(axis=1) for pair in grads for p in pair))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+class Attack(NamedTuple):
+    """One concrete poisoning: the training inputs (None: re-poisoned every step), the labels,
+    the rows whose features move, and how far they go when ``epsilon = inf`` (step mode)."""
+
+    kind: str
+    data: np.ndarray | None
+    labels: np.ndarray
+    moved: np.ndarray
+    far: float = 0.0
+
+
+def plan_attacks(
+    xd, y, threat: ThreatModel, trusted, probe: _Reference, classes: int, sampler,
+    vertices: int = 2, randoms: int = 2, adversarial: bool = True,
+) -> list[Attack]:  # fmt: skip
+    """The concrete poisonings of the training set ``(xd, y)`` (float64) within ``threat``.
+
+    The first is the clean data.  ``trusted`` is a boolean mask of the rows
+    never touched; ``probe`` the reference at the initial model (influence
+    scores, gradient signs, the most likely other class); ``sampler`` draws
+    the random choices.  See :func:`audit_training` for the kinds.
+    """
+    n = xd.shape[0]
+    eps, domain = threat.epsilon, threat.domain
+    with np.errstate(all="ignore"):
+        _, gx = probe.gradients(xd, y)
+        logits0 = np.asarray(probe.logits(xd), dtype=np.float64)
+    sign0 = np.sign(gx)
+    none = np.zeros(n, dtype=bool)
+    out = [Attack("clean", xd.copy(), y.copy(), none)]
+
+    attackable = np.flatnonzero(~trusted)
+    # FullCert with epsilon 0 still runs its attacks (by 0: the clean data, a sanity check)
+    k = attackable.size if threat.is_fullcert else threat.feature_budget(n)
+    kf = min(k, attackable.size)
+    target = threat.label_target
+    cand = np.ones(n, dtype=bool) if target is None else (y != target)
+    cand &= ~trusted
+    kl = min(threat.label_flips, int(cand.sum()))
+    if kf == attackable.size and kl == 0:  # every attackable row moves: nothing to choose
+        selections = {"all": attackable}
+    else:
+        score = _scores(probe, xd, y)
+        selections = {
+            "influential": attackable[np.argsort(-score[attackable], kind="stable")],
+            "random": sampler.permutation(attackable),
+        }
+    for sel, order in selections.items():
+        feat, lab = _choose(order, cand, kf, kl, threat.paired)
+        moved = np.zeros(n, dtype=bool)
+        moved[feat] = True
+        labels = _flip(y, lab, classes, target, logits0)
+        tag = "" if sel == "all" else f"{sel}/"
+        plus = "+flip" if kl else ""
+        if kf:
+            modes = []  # (name, direction, far)
+            if math.isfinite(eps):
+                if sel == "all":
+                    modes += [("plus", np.ones_like(xd), 0.0), ("minus", -np.ones_like(xd), 0.0)]
+                modes += [
+                    ("vertex", sampler.choice([-1.0, 1.0], size=xd.shape), 0.0)
+                    for _ in range(vertices)
+                ]
+                modes += [
+                    ("random", sampler.uniform(-1.0, 1.0, size=xd.shape), 0.0)
+                    for _ in range(randoms)
+                ]
+                if adversarial:
+                    modes.append(("adversarial-init", sign0, 0.0))
+            else:
+                away = np.where(sign0 == 0, 1.0, sign0)
+                if domain is None:
+                    modes += [(f"far-{f:.0e}".replace("+0", ""), away, f) for f in FAR]
+                    far = FAR[-1]
+                else:  # as far as the domain goes: its corners
+                    far = max(FAR[-1], 2 * (domain[1] - domain[0]))
+                    modes.append(("corner", away, far))
+                modes += [
+                    ("far-vertex" if domain is None else "corner-vertex",
+                     sampler.choice([-1.0, 1.0], size=xd.shape), far)
+                    for _ in range(vertices)
+                ]  # fmt: skip
+            for name, direction, far in modes:
+                data = _move(xd, moved, eps, domain, direction, far)
+                out.append(Attack(f"{tag}{name}{plus}", data, labels, moved))
+            if not math.isfinite(eps) and domain is not None:
+                for _ in range(randoms):  # anywhere in the domain
+                    data = xd.copy()
+                    data[moved] = sampler.uniform(*domain, size=data[moved].shape)
+                    out.append(Attack(f"{tag}random{plus}", data, labels, moved))
+            if adversarial:
+                far = 0.0 if math.isfinite(eps) else FAR[0] if domain is None else far
+                out.append(Attack(f"{tag}adversarial-step{plus}", None, labels, moved, far))
+        if kl:
+            out.append(Attack(f"{tag}flip", xd.copy(), labels, none))
+    return out
+
+
+def describe_threat(threat: ThreatModel, n: int, trusted: int = 0) -> str:
+    """The threat model in words: which points may change how, and the trusted ones."""
+    eps = threat.epsilon
+    kf = threat.feature_budget(n)
+    parts = []
+    if kf:
+        how = (
+            f"anywhere{' in the domain' if threat.domain else ''}"
+            if math.isinf(eps)
+            else (f"by {eps:g}")
+        )
+        parts.append(f"features of {'all' if kf == n else kf} of {n} points move {how}")
+    if threat.label_flips:
+        to = "another class" if threat.label_target is None else f"class {threat.label_target}"
+        parts.append(f"{threat.label_flips} labels flip to {to}")
+    if threat.paired:
+        parts.append("paired")
+    if trusted:
+        parts.append(f"{trusted} trusted")
+    return "; ".join(parts) if parts else "no poisoning"
 
 
 def audit_training(
@@ -243,6 +542,9 @@ def audit_training(
     *,
     pretrain_x=None,
     pretrain_y=None,
+    test_x=None,
+    test_y=None,
+    trusted=None,
     vertices: int = 2,
     randoms: int = 2,
     adversarial: bool = True,
@@ -250,25 +552,47 @@ def audit_training(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Train ``model`` with ``config`` and check concrete poisoned SGD runs against the box.
+    """Train ``model`` with ``config`` and attack it with concrete poisoned SGD runs.
 
-    Runs, in float64: the clean data, all features ``+eps``, all ``-eps``,
-    ``vertices`` random vertices, ``randoms`` random points of the training
-    box, ``adversarial-init`` (each point moved by ``eps`` along the sign of
-    its loss gradient at the initial model) and ``adversarial-step`` (every
-    batch re-poisoned that way at the current concrete model).  With
-    ``exact``, the clean, +eps, -eps, one vertex, one random and the
-    adversarial-init datasets also in exact rational SGD (tiny
-    configurations only).
-    Returns a JSON-ready dict; it passes when ``max_excursion <= 0`` and no
-    parameter was ever outside (``passed``).
+    Each attack poisons the training set within ``threat`` and replays
+    training in float64 with the independent reference SGD (same initial
+    model, batch order, learning rates and rules: per-sample clipping, weight
+    decay, momentum, Nesterov, rate decay, a fixed step count); after every
+    step each concrete parameter must lie inside the interval parameters.
+
+    Which rows: all attackable rows (FullCert), or k of them (``poison_count``;
+    ``label_flips``), chosen ``influential`` (the largest clean per-sample
+    gradient norms at the initial model) and ``random``; ``trusted`` rows
+    (a boolean mask) are never touched.  How their features move: finite
+    ``epsilon``: all ``+eps`` / ``-eps`` (FullCert only), ``vertices`` random
+    vertices, ``randoms`` random points of the ball, ``adversarial-init``
+    (along the sign of the loss gradient at the initial model) and
+    ``adversarial-step`` (re-poisoned at every step at the current model);
+    ``epsilon = inf``: ``far-1e3`` / ``far-1e6`` (that far along the gradient
+    sign), ``far-vertex`` (random signs), and ``adversarial-step`` 1e3 away,
+    all clipped to the domain (its corners) when there is one.  Labels flip
+    (to ``label_target``, else ``1 - y`` or the most likely other class) on
+    their own rows in every attack, paired or not as the threat model says,
+    and alone (``flip``).  ``exact`` adds exact rational SGD of the clean
+    run and of the first attack of each kind (tiny configurations only).
+
+    With ``test_x``/``test_y``: the kept model (the last: the audit does not
+    validate) is certified on them, and each float64 run's final model, the
+    nominal model trained on that poisoned data, must predict every
+    certified point's label (``certified_flipped`` 0); ``uncertified_flipped``
+    counts the uncertified points whose prediction it changed from the clean
+    run's.  Returns a JSON-ready dict; ``passed`` needs no parameter ever
+    outside, ``max_excursion <= 0`` and no certified flip.
     """
     t0 = time.perf_counter()
     dtype = np.dtype(model.dtype)
     xd = np.asarray(x, dtype=dtype).astype(np.float64)  # the inputs the model trains on
-    y = np.asarray(y)
+    y = np.asarray(y).astype(np.int64)
+    n = xd.shape[0]
     eps, domain = threat.epsilon, threat.domain
     tiny = float(np.finfo(dtype).tiny)
+    rules = Rules.of(config)
+    trusted_mask = np.zeros(n, dtype=bool) if trusted is None else np.asarray(trusted, dtype=bool)
 
     # The initial model, the batch order and the learning rates of train().
     rng = np.random.default_rng(config.seed)
@@ -278,52 +602,45 @@ def audit_training(
         pretrain_nominal(start, pretrain_x, pretrain_y, config, rng)
     init = _linear_params(start)
     kinds = _layer_kinds(model)
-    batches = [
-        b for _ in range(config.epochs) for b in batch_indices(xd.shape[0], config.batch_size, rng)
-    ]
+    steps = getattr(config, "steps", None)
+    per_epoch = -(-n // config.batch_size)
+    epochs = config.epochs if steps is None else -(-steps // per_epoch)
+    batches = [b for _ in range(epochs) for b in batch_indices(n, config.batch_size, rng)]
+    if steps is not None:
+        batches = batches[:steps]
+    classes = max(model.out_features, 2)
 
-    def rate(step: int) -> Fraction:
-        lr = Fraction(config.learning_rate)
-        return lr if config.schedule == "constant" else lr / step
+    probe = _Reference(kinds, init, config.loss, False, rules)
 
     sampler = np.random.default_rng(seed)
-    runs: list[_Run] = []
-    add = lambda kind, data, ex=False: runs.append(  # noqa: E731
-        _Run(kind, _Reference(kinds, init, config.loss, ex), data, ex)
+    attacks = plan_attacks(
+        xd, y, threat, trusted_mask, probe, classes, sampler, vertices, randoms, adversarial
     )
-    add("clean", _poison(xd, eps, domain, "clean", sampler))
-    add("plus", _poison(xd, eps, domain, "plus", sampler))
-    add("minus", _poison(xd, eps, domain, "minus", sampler))
-    signs = {}
-    for _ in range(vertices):
-        s = sampler.choice([-1.0, 1.0], size=xd.shape)
-        signs.setdefault("vertex", s)
-        add("vertex", _poison(xd, eps, domain, "adversarial", sampler, s))
-    for _ in range(randoms):
-        add("random", _poison(xd, eps, domain, "random", sampler))
-    if adversarial:
-        _, gx = _Reference(kinds, init, config.loss, False).gradients(xd, y)
-        signs["adversarial-init"] = np.sign(gx)
-        add("adversarial-init", _poison(xd, eps, domain, "adversarial", sampler, np.sign(gx)))
-        add("adversarial-step", None)
-    if exact:
-        add("clean", _exact_poison(xd, 0.0, domain, np.zeros_like(xd)), True)
-        add("plus", _exact_poison(xd, eps, domain, np.ones_like(xd)), True)
-        add("minus", _exact_poison(xd, eps, domain, -np.ones_like(xd)), True)
-        if "vertex" in signs:
-            add("vertex", _exact_poison(xd, eps, domain, signs["vertex"]), True)
+    runs = [
+        _Run(a.kind, _Reference(kinds, init, config.loss, False, rules), a.data, a.labels,
+             False, a.moved, int((a.labels != y).sum()), a.far)
+        for a in attacks
+    ]  # fmt: skip
+    if exact:  # the clean run and the first dataset of each kind, in rationals
         g = require_gmpy2()
         q = np.frompyfunc(g.mpq, 1, 1)
-        add("random", np.asarray(q(_poison(xd, eps, domain, "random", sampler)), object), True)
-        if "adversarial-init" in signs:
-            add("adversarial-init", _exact_poison(xd, eps, domain, signs["adversarial-init"]), True)
+        seen = set()
+        for a in attacks:
+            if a.data is None or a.kind in seen:
+                continue
+            seen.add(a.kind)
+            data = np.asarray(q(a.data), dtype=object)
+            ref = _Reference(kinds, init, config.loss, True, rules)
+            runs.append(
+                _Run(a.kind, ref, data, a.labels, True, a.moved, int((a.labels != y).sum()))
+            )
 
     state = {"steps": 0, "clean_vs_nominal": 0.0}
     n_steps = len(batches)
 
     def on_step(step, box, nominal):
         idx = batches[step - 1]
-        lam = rate(step)
+        lam = learning_rate(config, step)
         bk = next(iter(box.values())).backend
         names = list(box)
         los = [np.asarray(bk.to_host(box[k].lo), dtype=np.float64) for k in names]
@@ -331,12 +648,16 @@ def audit_training(
         for run in runs:
             if run.diverged:
                 continue
-            if run.data is None:  # re-poison this batch at the current concrete model
-                _, gx = run.ref.gradients(xd[idx], y[idx])
-                xb = _poison(xd[idx], eps, domain, "adversarial", sampler, np.sign(gx))
-            else:
-                xb = run.data[idx]
-            run.ref.step(xb, y[idx], lam)
+            with np.errstate(all="ignore"):
+                if run.data is None:  # re-poison this batch's rows at the current concrete model
+                    _, gxb = run.ref.gradients(xd[idx], y[idx])
+                    s = np.sign(gxb)
+                    if not math.isfinite(eps):
+                        s = np.where(s == 0, 1.0, s)
+                    xb = _move(xd[idx], run.moved[idx], eps, domain, s, run.far)
+                else:
+                    xb = run.data[idx]
+                run.ref.step(xb, run.labels[idx], lam)
             if not run.ref.finite():
                 run.diverged = True
                 continue
@@ -355,23 +676,43 @@ def audit_training(
             progress(step, n_steps)
 
     result = train(
-        model, x, y, threat, config, pretrain_x=pretrain_x, pretrain_y=pretrain_y, on_step=on_step
-    )
+        model, x, y, threat, config, pretrain_x=pretrain_x, pretrain_y=pretrain_y,
+        on_step=on_step, trusted=trusted,
+    )  # fmt: skip
+
+    flips = None
+    if test_x is not None and not result.stopped:
+        flips = _flip_check(model, runs, test_x, test_y, threat)
 
     by_kind: dict[str, dict] = {}
     for run in runs:
         key = run.kind + (" (exact)" if run.exact else "")
         row = by_kind.setdefault(
-            key, {"runs": 0, "max_excursion": -math.inf, "outside": 0, "diverged": 0}
-        )
+            key,
+            {
+                "runs": 0, "features": int(run.moved.sum()), "labels": run.flipped,
+                "max_excursion": -math.inf, "outside": 0, "diverged": 0,
+                "certified_flipped": None, "uncertified_flipped": None,
+            },
+        )  # fmt: skip
         row["runs"] += 1
         row["max_excursion"] = max(row["max_excursion"], run.max_excursion)
         row["outside"] += run.outside
         row["diverged"] += int(run.diverged)
+        for name in ("certified_flipped", "uncertified_flipped"):
+            v = getattr(run, name)
+            if v is not None:
+                row[name] = v if row[name] is None else max(row[name], v)
+    for row in by_kind.values():
+        if not math.isfinite(row["max_excursion"]):
+            row["max_excursion"] = None
     checked = [r for r in runs if not r.diverged]
     max_ex = max((r.max_excursion for r in checked), default=-math.inf)
     outside = sum(r.outside for r in runs)
+    certified_flipped = None if flips is None else max(r.certified_flipped or 0 for r in runs)
     report = {
+        "threat": threat.to_dict(),
+        "threat_description": describe_threat(threat, n, int(trusted_mask.sum())),
         "steps": state["steps"],
         "planned_steps": n_steps,
         "runs": len(runs),
@@ -380,12 +721,46 @@ def audit_training(
         "outside": outside,
         "clean_vs_nominal": state["clean_vs_nominal"],
         "epsilon": eps,
-        "train_size": int(xd.shape[0]),
+        "train_size": n,
+        "trusted": int(trusted_mask.sum()),
         "dtype": str(dtype),
         "fused": result.engine == "fused",
         "by_kind": by_kind,
+        "test_size": None if flips is None else flips["n"],
+        "test_certified": None if flips is None else flips["certified"],
+        "certified_flipped": certified_flipped,
+        "uncertified_flipped": None
+        if flips is None
+        else max((r.uncertified_flipped or 0) for r in runs),
         "stopped": result.stopped,
     }
-    report["passed"] = outside == 0 and (max_ex <= 0 or not math.isfinite(max_ex))
+    report["passed"] = (
+        outside == 0 and (max_ex <= 0 or not math.isfinite(max_ex)) and not certified_flipped
+    )
     report["seconds"] = time.perf_counter() - t0
     return report
+
+
+def _flip_check(model, runs: list[_Run], test_x, test_y, threat: ThreatModel) -> dict:
+    """Certify the kept ``model`` on the test points; each float64 run's flips, in place.
+
+    A run's final parameters are the nominal model trained on its poisoned
+    data (float64).  ``certified_flipped``: certified points it does not
+    predict correctly (the certificate says every model in the box does);
+    ``uncertified_flipped``: uncertified points whose prediction differs
+    from the clean run's.
+    """
+    from ..certify import certify, predict
+
+    ty = np.asarray(test_y).astype(np.int64)
+    cert = certify(model, test_x, ty, threat).certified
+    tx = np.asarray(test_x, dtype=np.dtype(model.dtype)).astype(np.float64)
+    with np.errstate(all="ignore"):
+        clean = predict(runs[0].ref.logits(tx))
+        for run in runs:
+            if run.exact or run.diverged:
+                continue
+            pred = predict(np.asarray(run.ref.logits(tx), dtype=np.float64))
+            run.certified_flipped = int((cert & (pred != ty)).sum())
+            run.uncertified_flipped = int((~cert & (pred != clean)).sum())
+    return {"n": int(ty.size), "certified": int(cert.sum())}
