@@ -44,6 +44,7 @@ def plot_group():
       intervalnn plot curves moons.npz -o curves.pdf
       intervalnn plot epsilon moons.npz --epsilons 0,1e-4,1e-3,1e-2,0.1 -o eps.png
       intervalnn plot sweep sweep.jsonl --x epsilon -o sweep.png
+      intervalnn plot poison-count k.jsonl -o k.png --table k.csv
     """
 
 

@@ -30,7 +30,7 @@ def test_the_walk_finds_every_command():
     paths = {path for path, _ in COMMANDS}
     for name in ("demo", "train", "certify", "info", "sweep", "audit", "audit-training"):
         assert f"intervalnn {name}" in paths
-    for name in ("barriers", "curves", "epsilon", "sweep"):
+    for name in ("barriers", "curves", "epsilon", "sweep", "poison-count"):
         assert f"intervalnn plot {name}" in paths
 
 

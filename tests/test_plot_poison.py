@@ -230,6 +230,29 @@ def test_models_not_saved_are_skipped_with_a_note(tmp_path, data, run, error):
     )
     assert "--table: no group of cells" in msg and "--models DIR" in msg
     assert not (tmp_path / "t.csv").exists()
+    # saved, but since moved away
+    results = _sweep(tmp_path, data)
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    rows[2]["model"] = str(tmp_path / "gone" / "cell2.npz")
+    (tmp_path / "models" / "cell2.npz").unlink()
+    _write(results, rows)
+    res = run("plot", "poison-count", results, "-o", tmp_path / "k.png")
+    assert "1 model files not found (e.g. " in res.stderr and "gone" in res.stderr
+
+
+def test_relative_model_paths_are_found_next_to_the_results(tmp_path, data, run, monkeypatch):
+    # the sweep ran in tmp_path and stored "models/cellI.npz"; plot from another directory
+    results = _sweep(tmp_path, data)
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    for r in rows:
+        r["model"] = f"models/{r['key']}.npz"
+    _write(results, rows)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    got = json.loads(run("plot", "poison-count", results, "-o", "k.png", "--json").stdout)
+    assert got["per_point"]["groups"] == 1 and got["per_point"]["skipped"]["groups"] == 0
+    assert (elsewhere / "k.png").is_file()
 
 
 def test_a_model_file_replaced_since_the_sweep_is_refused(tmp_path, data, error):
