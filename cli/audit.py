@@ -225,21 +225,41 @@ def _print_training(r: dict) -> None:
         f"{r['epsilon']:g}, {r['dtype']}, {r['steps']} steps ({path} training step), "
         f"{r['runs']} concrete runs ({r['exact_runs']} exact)"
     )
-    echo(f"  {'poisoning':<26} {'runs':>5} {'max excursion':>15} {'outside':>8}")
+    echo(f"threat model: {r['threat_description']}")
+    flips = r["certified_flipped"] is not None
+    head = f"  {'attack':<34} {'moved':>5} {'flips':>5} {'runs':>4} {'max excursion':>14}"
+    head += f" {'outside':>7}"
+    echo(head + (f" {'cert. flipped':>13} {'uncert. flipped':>15}" if flips else ""))
     for kind, row in r["by_kind"].items():
-        diverged = f"  ({row['diverged']} diverged)" if row["diverged"] else ""
-        echo(
-            f"  {kind:<26} {row['runs']:>5} {_fmt(row['max_excursion'], '.3g'):>15} "
-            f"{row['outside']:>8}{diverged}"
+        line = (
+            f"  {kind:<34} {row['features']:>5} {row['labels']:>5} {row['runs']:>4} "
+            f"{_fmt(row['max_excursion'], '.3g'):>14} {row['outside']:>7}"
         )
+        if flips:
+            line += (
+                f" {_fmt(row['certified_flipped'], 'd'):>13} "
+                f"{_fmt(row['uncertified_flipped'], 'd'):>15}"
+            )
+        if row["diverged"]:
+            line += f"  ({row['diverged']} diverged)"
+        echo(line)
     echo(
-        "  excursion: max over parameters and steps of max(lo - p, p - hi) / width; "
+        "  moved / flips: training points whose features the attack moves / labels it changes; "
+        "excursion: max over parameters and steps of max(lo - p, p - hi) / width; "
         "<= 0 means inside"
     )
     echo(f"max excursion: {_fmt(r['max_excursion'], '.3g')} (must be <= 0)")
+    if flips:
+        echo(
+            f"test points: {r['test_certified']} of {r['test_size']} certified; certified "
+            f"points a poisoned model misclassifies: {r['certified_flipped']} (must be 0); "
+            f"uncertified points the attacks flipped: up to {r['uncertified_flipped']}"
+        )
+    else:
+        echo("no certified-flip check (training stopped early, or no test points)")
     echo(
         f"clean float64 run vs the nominal model: max |difference| "
-        f"{r['clean_vs_nominal']:.3g} (same initial model, batches and learning rates)"
+        f"{r['clean_vs_nominal']:.3g} (same initial model, batches, learning rates and rules)"
     )
     if r["stopped"]:
         echo(f"training stopped early: {r['stopped']}")
@@ -254,6 +274,12 @@ def _print_training(r: dict) -> None:
     type=click.IntRange(min=1),
     default=None,
     help="Train on the first N training points only (e.g. a tiny --exact run).",
+)
+@click.option(
+    "--test-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Check certified flips on the first N test points only (default: all).",
 )
 @click.option(
     "--vertices",
@@ -285,33 +311,57 @@ def _print_training(r: dict) -> None:
 )
 @click.option("--audit-seed", type=int, default=0, show_default=True, help="Seed of the poisoning.")
 def audit_training_command(
-    as_json, train_size, vertices, randoms, adversarial, exact, layered, audit_seed, **options
+    as_json,
+    train_size,
+    test_size,
+    vertices,
+    randoms,
+    adversarial,
+    exact,
+    layered,
+    audit_seed,
+    **options,
 ):
-    """Rerun certified training and check concrete poisoned SGD runs against the box.
+    """Rerun certified training and attack it with concrete poisoned SGD runs.
 
     Trains with the same options as 'intervalnn train' (no model file is
-    written) and, step by step with the same initial model, batches and
-    learning rates, runs float64 SGD on poisoned training sets inside the
-    training box: the clean data, all +eps, all -eps, random vertices,
-    random points, an adversarial poisoning along the sign of the loss
-    gradient at the initial model, and one re-poisoned at every step.  After
-    every step each concrete parameter must lie in its interval.  --exact
-    adds exact rational SGD (sigmoid/softmax via MPFR at 300 bits).
-    Validation does not change training and is skipped.
+    written; the threat model and training rules too) and, step by step with
+    the same initial model, batches, learning rates and rules (clipping,
+    weight decay, momentum, rate decay), runs float64 SGD on concretely
+    poisoned training sets: the clean data; with every point poisoned
+    (FullCert) all +eps, all -eps, random vertices and random points; with
+    --poison-count / --label-flips the K most influential points (largest
+    clean gradient norm) and K random ones, trusted points never; features
+    moved to random vertices, random points or along the sign of the loss
+    gradient (at the start, and every step), or with --epsilon inf far away
+    (1e3, 1e6; the domain's corners); labels flipped (to --label-target);
+    --paired: the same points.  After every step each concrete parameter
+    must lie in its interval.  --exact adds exact rational SGD
+    (sigmoid/softmax via MPFR at 300 bits).
 
-    Exit code 1 when a concrete parameter leaves its interval.
+    The kept model is then certified on the test points: no poisoned run's
+    final model (the nominal model trained on that poisoned data) may
+    misclassify a certified point; the report also counts the uncertified
+    points the attacks flipped.  Validation does not change training and is
+    skipped.
+
+    Exit code 1 when a concrete parameter leaves its interval or a certified
+    point is flipped.
 
     \b
     Examples:
       intervalnn audit-training --dataset moons --epsilon 0.001
       intervalnn audit-training --dataset moons --epsilon 0.01 --train-size 40 \\
           --hidden 5 --epochs 2 --batch-size 20 --exact
+      intervalnn audit-training --dataset moons --epsilon inf --inference-epsilon 0 \\
+          --poison-count 5 --clip 0.5 --label-flips 3 --paired --trusted 100
     """
     spec = RunSpec.from_options(options)
     with _bar("training audit", as_json) as bar, quiet_divergence():
         report = audit_run(
             spec,
             train_size=train_size,
+            test_size=test_size,
             layered=layered,
             audit_seed=audit_seed,
             progress=bar,
@@ -325,9 +375,17 @@ def audit_training_command(
     else:
         _print_training(report)
     if not report["passed"]:
-        raise Failure(
-            f"training audit FAILED: {report['outside']} concrete parameter values outside "
-            f"their intervals, max excursion {report['max_excursion']:.3g}"
-        )
+        what = []
+        if report["outside"] or (report["max_excursion"] or 0) > 0:
+            what.append(
+                f"{report['outside']} concrete parameter values outside their intervals, "
+                f"max excursion {report['max_excursion']:.3g}"
+            )
+        if report["certified_flipped"]:
+            what.append(f"{report['certified_flipped']} certified test points flipped")
+        raise Failure(f"training audit FAILED: {'; '.join(what)}")
     if not as_json:
-        click.echo("training audit passed: every concrete run stayed inside the parameter box")
+        click.echo(
+            "training audit passed: every concrete run stayed inside the parameter box"
+            + ("" if report["certified_flipped"] is None else "; no certified point flipped")
+        )

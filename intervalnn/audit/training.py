@@ -511,28 +511,6 @@ def plan_attacks(
     return out
 
 
-def describe_threat(threat: ThreatModel, n: int, trusted: int = 0) -> str:
-    """The threat model in words: which points may change how, and the trusted ones."""
-    eps = threat.epsilon
-    kf = threat.feature_budget(n)
-    parts = []
-    if kf:
-        how = (
-            f"anywhere{' in the domain' if threat.domain else ''}"
-            if math.isinf(eps)
-            else (f"by {eps:g}")
-        )
-        parts.append(f"features of {'all' if kf == n else kf} of {n} points move {how}")
-    if threat.label_flips:
-        to = "another class" if threat.label_target is None else f"class {threat.label_target}"
-        parts.append(f"{threat.label_flips} labels flip to {to}")
-    if threat.paired:
-        parts.append("paired")
-    if trusted:
-        parts.append(f"{trusted} trusted")
-    return "; ".join(parts) if parts else "no poisoning"
-
-
 def audit_training(
     model: Sequential,
     x,
@@ -584,6 +562,8 @@ def audit_training(
     run's.  Returns a JSON-ready dict; ``passed`` needs no parameter ever
     outside, ``max_excursion <= 0`` and no certified flip.
     """
+    from ..experiment.describe import describe_threat
+
     t0 = time.perf_counter()
     dtype = np.dtype(model.dtype)
     xd = np.asarray(x, dtype=dtype).astype(np.float64)  # the inputs the model trains on

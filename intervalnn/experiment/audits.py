@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from .errors import SpecError
 from .run import prepare
 from .saved import load_model_and_data, saved_threat
 from .spec import RunSpec
@@ -45,6 +46,7 @@ def audit_run(
     spec: RunSpec,
     *,
     train_size: int | None = None,
+    test_size: int | None = None,
     layered: bool = False,
     audit_seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
@@ -52,11 +54,13 @@ def audit_run(
 ) -> dict:
     """:func:`intervalnn.audit.audit_training` of the training that ``spec`` describes.
 
-    Trains on the first ``train_size`` training points only, if given;
-    ``layered`` audits the layered training step instead of the fused one.
-    ``options`` are those of ``audit_training`` (``vertices``, ``randoms``,
-    ``adversarial``, ``exact``).  Validation does not change training and
-    is skipped.
+    Trains on the first ``train_size`` training points only, if given (the
+    trusted ones among them stay trusted); ``layered`` audits the layered
+    training step instead of the fused one.  The kept model is certified on
+    the test split (its first ``test_size`` points, if given) for the
+    certified-flip check.  ``options`` are those of ``audit_training``
+    (``vertices``, ``randoms``, ``adversarial``, ``exact``).  Validation
+    does not change training and is skipped.
     """
     from intervalnn.audit import audit_training
 
@@ -66,8 +70,18 @@ def audit_run(
     )
     run = prepare(spec, fused=not layered)
     x, y = run.splits.train.x, run.splits.train.y
+    trusted = run.trusted
     if train_size is not None:
         x, y = x[:train_size], y[:train_size]
+        trusted = None if trusted is None else trusted[:train_size]
+        try:
+            run.threat.check_data(len(y), max(run.model.out_features, 2))
+        except ValueError as exc:
+            raise SpecError("train_size", f"{train_size} points: {exc}") from None
+    test = run.splits.test
+    tx, ty = test.x, test.y
+    if test_size is not None:
+        tx, ty = tx[:test_size], ty[:test_size]
     pre = run.splits.pretrain
     report = audit_training(
         run.model,
@@ -77,6 +91,9 @@ def audit_run(
         run.config,
         pretrain_x=None if pre is None else pre.x,
         pretrain_y=None if pre is None else pre.y,
+        test_x=tx if len(ty) else None,
+        test_y=ty if len(ty) else None,
+        trusted=trusted,
         seed=audit_seed,
         progress=progress,
         **options,
