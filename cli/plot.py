@@ -230,7 +230,8 @@ def plot_poison_count_command(results, as_json, **options):
     certifies it ("all" above every k; the models are trained separately,
     so it need not be certified at every smaller k).  The panel shows the
     fraction of test points whose largest certified k is >= k (mean ± std
-    over the groups of a line); --table writes the per-point flags.
+    over the seeds of a line; options searched on validation give lines of
+    their own here, nothing is chosen); --table writes the per-point flags.
     Groups whose models were not saved are skipped with a note.
 
     \b
@@ -244,8 +245,9 @@ def plot_poison_count_command(results, as_json, **options):
         raise click.UsageError("--table writes the per-point results: drop --no-per-point")
     _check_figure(options["output"], [("results file", results)], options)
     if table is not None:
-        inputs = [("results file", results), ("--output file", options["output"])]
-        check_output(table, "--table", inputs, make_dirs=False)
+        if Path(table).resolve() == Path(options["output"]).resolve():
+            raise click.UsageError(f"--table: {table} is the --output file; choose another file")
+        check_output(table, "--table", [("results file", results)], make_dirs=False)
     from .plots import ALL, plot_poison_count
 
     drawn = plot_poison_count(results, **options)

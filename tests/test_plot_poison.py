@@ -267,6 +267,23 @@ def test_a_model_file_replaced_since_the_sweep_is_refused(tmp_path, data, error)
 # ------------------------------------------------------------------ one-line errors
 
 
+def test_a_bad_table_path_is_refused_before_any_work(tmp_path, data, monkeypatch, error):
+    import intervalnn.cli.plots
+
+    def fail(*args, **kw):
+        raise AssertionError("plotted before checking --table")
+
+    monkeypatch.setattr(intervalnn.cli.plots, "plot_poison_count", fail)
+    results = _sweep(tmp_path, data)
+    out = tmp_path / "k.png"
+    msg = error("plot", "poison-count", results, "-o", out, "--table", tmp_path, code=2)
+    assert "--table" in msg and "is a directory" in msg
+    msg = error("plot", "poison-count", results, "-o", out, "--table", out, code=2)
+    assert "--table" in msg and "is the --output file" in msg
+    msg = error("plot", "poison-count", results, "-o", out, "--table", tmp_path / "no" / "t.csv")
+    assert msg.startswith("Error: cannot write --table file") and "does not exist" in msg
+
+
 def test_errors(tmp_path, error):
     out = tmp_path / "k.png"
     msg = error("plot", "poison-count", tmp_path / "none.jsonl", "-o", out)
