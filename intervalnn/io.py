@@ -255,6 +255,18 @@ def _check_schema(path: Path, meta: dict) -> None:
         "an array of two numbers",
         optional=True,
     )
+
+    def count(v) -> bool:
+        return type(v) is int and v >= 0
+
+    for key, ok, want, optional in (  # absent in files written before issue 13: the defaults
+        ("poison_count", count, "an integer >= 0", True),
+        ("label_flips", count, "an integer >= 0", False),
+        ("label_target", count, "an integer >= 0", True),
+        ("paired", lambda v: isinstance(v, bool), "a boolean", False),
+    ):
+        if key in threat:
+            check(f"threat_model.{key}", threat[key], ok, want, optional)
     for key, kind, want in (
         ("config", dict, "an object"),
         ("dataset", dict, "an object"),
@@ -267,9 +279,22 @@ def _check_schema(path: Path, meta: dict) -> None:
                 f"{path}: inconsistent metadata: {key!r} is not a {kind.__name__} (must be "
                 f"{want}, got {_kind(meta[key])})"
             )
+    config = meta.get("config") or {}
+    for key, ok, want, optional in (  # the training rules `info` shows
+        ("steps", lambda v: type(v) is int and v >= 1, "an integer >= 1", True),
+        ("clip", _is_number, "a number", True),
+        ("clip_method", lambda v: isinstance(v, str), "a string", False),
+        ("weight_decay", _is_number, "a number", False),
+        ("momentum", _is_number, "a number", False),
+        ("nesterov", lambda v: isinstance(v, bool), "a boolean", False),
+        ("lr_decay", _is_number, "a number", False),
+        ("lr_min", _is_number, "a number", False),
+    ):
+        if key in config:
+            check(f"config.{key}", config[key], ok, want, optional)
     dataset = meta.get("dataset") or {}
     check("dataset.name", dataset.get("name"), lambda v: isinstance(v, str), "a string", True)
-    for key in ("seed", "pretrain_size", "num_features", "num_classes"):
+    for key in ("seed", "pretrain_size", "num_features", "num_classes", "train_size", "trusted"):
         check(
             f"dataset.{key}",
             dataset.get(key),

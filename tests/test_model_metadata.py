@@ -105,6 +105,20 @@ def test_the_readme_hash_is_the_files_hash(original, tmp_path):
         (lambda m: m["history"][1].update(step={"a": 1}), "history[1].step"),
         (lambda m: m["best"].update(step="4"), "best.step"),
         (lambda m: m.update(config=[]), "config"),
+        # issue 13: the threat model's budgets and the training rules
+        (lambda m: m["threat_model"].update(poison_count="3"), "threat_model.poison_count"),
+        (lambda m: m["threat_model"].update(poison_count=-1), "threat_model.poison_count"),
+        (lambda m: m["threat_model"].update(label_flips=None), "threat_model.label_flips"),
+        (lambda m: m["threat_model"].update(label_target=1.5), "threat_model.label_target"),
+        (lambda m: m["threat_model"].update(paired=1), "threat_model.paired"),
+        (lambda m: m["threat_model"].update(paired=True), "paired needs"),
+        (lambda m: m["threat_model"].update(epsilon=math.inf, test_epsilon=None), "epsilon = inf"),
+        (lambda m: m["config"].update(steps=0), "config.steps"),
+        (lambda m: m["config"].update(clip="1"), "config.clip"),
+        (lambda m: m["config"].update(momentum=[0.9]), "config.momentum"),
+        (lambda m: m["config"].update(nesterov="yes"), "config.nesterov"),
+        (lambda m: m["dataset"].update(trusted=-2), "dataset.trusted"),
+        (lambda m: m["dataset"].update(train_size="n"), "dataset.train_size"),
     ],
 )
 def test_edited_metadata_is_a_model_file_error_naming_the_field(
@@ -149,6 +163,8 @@ def _paths(meta: dict, prefix=()) -> list[tuple]:
 
 _KEYS = ["name", "seed", "pretrain_size", "train", "epsilon", "test_epsilon", "domain", "step"]
 _KEYS += ["epoch", "type", "pretrain_epochs", "validate_every", "x"]
+_KEYS += ["poison_count", "label_flips", "label_target", "paired", "trusted", "train_size"]
+_KEYS += ["clip", "clip_method", "momentum", "nesterov", "weight_decay", "lr_decay", "steps"]
 
 edits = st.lists(
     st.tuples(
@@ -225,3 +241,35 @@ def test_arbitrary_metadata_edits_load_or_raise_model_file_error(original, edits
         info = model_info(path)  # what `intervalnn info` prints
         json.dumps(info, default=str)
         event("loaded")
+
+
+def test_issue13_threat_model_and_rules_round_trip(tmp_path):
+    """k-of-n budgets, label flips, epsilon = inf and the training rules survive a model
+    file (inf through the JSON metadata), and ``info`` shows them."""
+    threat = ThreatModel(math.inf, 0.0, None, 7, 2, 1, True)
+    config = {"clip": 0.5, "clip_method": "norm", "momentum": 0.9, "nesterov": True}
+    config |= {"weight_decay": 0.01, "lr_decay": 0.1, "lr_min": 0.01, "steps": 12}
+    path = tmp_path / "k.npz"
+    save_model(path, _model(), threat, config=config, dataset={"train_size": 50, "trusted": 4})
+    _, meta = load_model(path)
+    assert meta["threat_model"] == threat and math.isinf(meta["threat_model"].epsilon)
+    assert saved_threat(meta).test_epsilon == 0.0  # the stored finite test radius
+    info = model_info(path)
+    assert info["poison_count"] == 7 and info["train_size"] == 50 and info["trusted"] == 4
+    assert (info["label_flips"], info["label_target"], info["paired"]) == (2, 1, True)
+    assert "at most 7 of 50 training points" in info["threat"] and "class 1" in info["threat"]
+    assert info["rules"] == {**config}
+    assert "clip 0.5 (norm)" in info["training_rules"] and "Nesterov" in info["training_rules"]
+
+
+def test_a_model_file_from_before_issue_13_loads_with_the_defaults(original, tmp_path):
+    arrays, meta = original
+    meta = copy.deepcopy(meta)
+    for key in ("poison_count", "label_flips", "label_target", "paired"):
+        meta["threat_model"].pop(key, None)
+    path = _write(tmp_path / "old.npz", arrays, meta)
+    _, loaded = load_model(path)
+    assert loaded["threat_model"].is_fullcert and not loaded["threat_model"].paired
+    info = model_info(path)
+    assert info["poison_count"] is None and info["trusted"] == 0
+    assert info["training_rules"] == "plain SGD" and info["rules"]["momentum"] == 0.0
