@@ -723,7 +723,7 @@ def _k_ticks(ax, pos: dict, log: bool) -> None:
         else:
             ax.set_xscale("log")
     shown = finite[:: max(1, math.ceil(len(finite) / 10))]
-    if finite[-1] not in shown:
+    if finite and finite[-1] not in shown:
         shown.append(finite[-1])
     if None in pos:
         shown.append(None)

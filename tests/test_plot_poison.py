@@ -19,6 +19,7 @@ from intervalnn.threat import ThreatModel
 pytest.importorskip("matplotlib")
 
 from intervalnn.cli.plots import (  # noqa: E402  (after the skip: the module needs no matplotlib)
+    _k_axis,
     accuracy_against_poison_count,
     certified_at_least,
     largest_certified_k,
@@ -98,6 +99,15 @@ def test_largest_certified_k_on_a_constructed_case():
     np.testing.assert_array_equal(again, largest)
     with pytest.raises(ValueError, match="one row of certified flags per poison_count"):
         largest_certified_k(ks, certified[:3])
+
+
+def test_all_is_placed_right_of_the_largest_k():
+    # log axis (k spans two decades): "all" a decade right of the largest k
+    assert _k_axis([1, 10, 100, None]) == ({1: 1.0, 10: 10.0, 100: 100.0, None: 1000.0}, True)
+    assert _k_axis([0, 1, 100]) == ({0: 0.0, 1: 1.0, 100: 100.0}, True)  # symlog with 0
+    # linear: one mean step right
+    assert _k_axis([2, 4, 10, None]) == ({2: 2.0, 4: 4.0, 10: 10.0, None: 14.0}, False)
+    assert _k_axis([None]) == ({None: 1.0}, False)
 
 
 # ------------------------------------------------------------------ models with known certificates
