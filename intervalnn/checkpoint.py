@@ -2,7 +2,9 @@
 
 A checkpoint is an ``.npz`` archive: the current and the kept parameters
 (``lo/``, ``hi/``, ``nominal/`` and ``best_lo/``, ``best_hi/``,
-``best_nominal/`` per parameter name, in the model's dtype) and one JSON
+``best_nominal/`` per parameter name, in the model's dtype), momentum's
+velocities when the run has momentum (``velocity_lo/``, ``velocity_hi/``,
+``velocity_nominal/``: the box and the nominal velocity), and one JSON
 ``meta`` entry with the rest of :class:`intervalnn.train.Checkpoint` (epoch,
 step, history, the batch-order generator's state, ...) and the options of
 the run that wrote it, so that resuming a different run is refused.
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .backend import backend_of
 from .datasets.archive import read_npz
 from .interval import Interval
 from .train import Checkpoint
@@ -28,17 +31,24 @@ class CheckpointError(ValueError):
     """A checkpoint file that is unreadable, damaged, or from another run."""
 
 
+def _host(a) -> np.ndarray:
+    return backend_of(a).to_host(a)
+
+
 def checkpoint_bytes(state: Checkpoint, options: dict) -> bytes:
     """The contents of a checkpoint file for ``state`` of the run with ``options``."""
     arrays = {}
-    for prefix, params, nominal in (
+    planes = [
         ("", state.params, state.nominal),
         ("best_", state.best_params, state.best_nominal),
-    ):
+    ]
+    if state.velocity is not None:
+        planes.append(("velocity_", *state.velocity))
+    for prefix, params, nominal in planes:
         for name, box in params.items():
-            arrays[f"{prefix}lo/{name}"] = np.asarray(box.lo)
-            arrays[f"{prefix}hi/{name}"] = np.asarray(box.hi)
-            arrays[f"{prefix}nominal/{name}"] = np.asarray(nominal[name])
+            arrays[f"{prefix}lo/{name}"] = _host(box.lo)
+            arrays[f"{prefix}hi/{name}"] = _host(box.hi)
+            arrays[f"{prefix}nominal/{name}"] = _host(nominal[name])
     meta = {
         "format": FORMAT,
         "options": options,
@@ -64,8 +74,11 @@ def _parameters(arrays: dict, prefix: str) -> tuple[dict, dict]:
 
 
 def _check_fits(state: Checkpoint, model, where: str) -> None:
-    """The state's parameters have the model's names, shapes and dtype."""
-    for params, nominal in ((state.params, state.nominal), (state.best_params, state.best_nominal)):
+    """The state's parameters (and velocities) have the model's names, shapes and dtype."""
+    planes = [(state.params, state.nominal), (state.best_params, state.best_nominal)]
+    if state.velocity is not None:
+        planes.append(state.velocity)
+    for params, nominal in planes:
         for name, box in model.named_params().items():
             got = params.get(name)
             if got is None or got.shape != box.shape or got.dtype != box.dtype:
@@ -76,9 +89,19 @@ def _check_fits(state: Checkpoint, model, where: str) -> None:
             raise CheckpointError(f"{where}: its parameters are not the model's")
 
 
+def _on(model, params: dict, nominal: dict) -> tuple[dict, dict]:
+    """Velocities on ``model``'s backend (the engine adds them to its own arrays)."""
+    xp = model.backend.xp
+    boxes = {n: Interval(xp.asarray(b.lo), xp.asarray(b.hi)) for n, b in params.items()}
+    return boxes, {n: xp.asarray(v) for n, v in nominal.items()}
+
+
 def load_checkpoint(path, model=None) -> tuple[Checkpoint, dict]:
     """``(state, options)`` of a checkpoint file; :class:`CheckpointError` if it is not one
-    (or, given ``model``, if its parameters do not fit that model)."""
+    (or, given ``model``, if its parameters do not fit that model).
+
+    ``state.velocity`` is None unless the run has momentum; given ``model``, its
+    velocities are on the model's backend."""
     path = Path(path)
     where = f"checkpoint {path}"
     try:
@@ -94,9 +117,13 @@ def load_checkpoint(path, model=None) -> tuple[Checkpoint, dict]:
             float(meta["best_accuracy"]), dict(meta["best_row"]), int(meta["barren"]),
             list(meta["history"]), dict(meta["rng_state"]), float(meta["seconds"]),
         )  # fmt: skip
+        if any(k.startswith("velocity_lo/") for k in arrays):
+            state.velocity = _parameters(arrays, "velocity_")
         np.random.default_rng().bit_generator.state = state.rng_state  # a state it accepts
         if model is not None:
             _check_fits(state, model, where)
+            if state.velocity is not None:
+                state.velocity = _on(model, *state.velocity)
         return state, dict(meta["options"])
     except CheckpointError:
         raise

@@ -151,3 +151,119 @@ def test_a_checkpoint_whose_parameters_do_not_fit_is_a_one_line_error(tmp_path, 
     assert json.loads(bytes(arrays["meta"]).decode())["epoch"] == 1
     message = error(*args, "--checkpoint", tmp_path / "ck.npz", "--resume")
     assert "0.weight" in message
+
+
+# ------------------------------------------------------------------ momentum (issue 13)
+
+
+def _momentum_run(config, resume=None, checkpoints=None, threat=None):
+    sp = two_moons_splits(seed=3, n_train=120)
+    model = mlp(2, 1, hidden=6, seed=1)
+    result = train(
+        model,
+        sp.train.x,
+        sp.train.y,
+        threat or ThreatModel(0.01, poison_count=5),
+        config,
+        sp.val.x,
+        sp.val.y,
+        checkpoint=None if checkpoints is None else checkpoints.append,
+        checkpoint_every=0.0,
+        resume=resume,
+    )
+    return model, result
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_momentum_velocity_survives_a_checkpoint_file_and_resumes_bit_identically(
+    tmp_path, nesterov
+):
+    from intervalnn.checkpoint import checkpoint_bytes, load_checkpoint
+
+    config = TrainConfig(
+        epochs=3, learning_rate=0.5, batch_size=40, validate_every="epoch", momentum=0.9,
+        nesterov=nesterov, weight_decay=0.01, lr_decay=0.1, clip=2.0,
+    )  # fmt: skip
+    checkpoints = []
+    whole = _momentum_run(config, checkpoints=checkpoints)
+    assert [c.epoch for c in checkpoints] == [1, 2, 3]
+    for state in checkpoints[:-1]:
+        assert state.velocity is not None
+        path = tmp_path / f"ck{state.epoch}.npz"
+        path.write_bytes(checkpoint_bytes(state, {"run": 1}))
+        model = mlp(2, 1, hidden=6, seed=1)
+        loaded, options = load_checkpoint(path, model)
+        assert options == {"run": 1}
+        for plane, (mine, theirs) in enumerate(zip(loaded.velocity, state.velocity, strict=True)):
+            assert mine.keys() == theirs.keys()
+            for name, v in mine.items():
+                if plane == 0:
+                    assert np.array_equal(v.lo, theirs[name].lo), name
+                    assert np.array_equal(v.hi, theirs[name].hi), name
+                else:
+                    assert np.array_equal(v, theirs[name]), name
+        _same(whole, _momentum_run(config, resume=loaded))
+
+
+def test_a_velocity_is_needed_to_resume_momentum_bit_identically(tmp_path):
+    """The test above fails without the stored velocity: resuming with none differs."""
+    config = TrainConfig(
+        epochs=2, learning_rate=0.5, batch_size=40, validate_every="epoch", momentum=0.9
+    )
+    checkpoints = []
+    whole = _momentum_run(config, checkpoints=checkpoints)
+    state = checkpoints[0]
+    state.velocity = None
+    model, _ = _momentum_run(config, resume=state)
+    assert any(
+        not np.array_equal(p.lo, q.lo)
+        for p, q in zip(
+            whole[0].named_params().values(), model.named_params().values(), strict=True
+        )
+    )
+
+
+def test_a_checkpoint_without_momentum_stores_no_velocity(tmp_path):
+    from intervalnn.checkpoint import checkpoint_bytes, load_checkpoint
+
+    checkpoints = []
+    _momentum_run(TrainConfig(epochs=1, batch_size=60), checkpoints=checkpoints)
+    data = checkpoint_bytes(checkpoints[0], {})
+    with np.load(__import__("io").BytesIO(data)) as f:
+        assert not any(k.startswith("velocity") for k in f.files)
+    (tmp_path / "ck.npz").write_bytes(data)
+    assert load_checkpoint(tmp_path / "ck.npz")[0].velocity is None
+
+
+def test_an_interrupted_momentum_cli_run_resumes_bit_identically(
+    tmp_path, monkeypatch, invoke, run
+):
+    import intervalnn.train as train_module
+
+    args = ["train", "--dataset", "moons", "--epsilon", "0.01", "--epochs", "3", "--hidden", "6"]
+    args += ["--batch-size", "250", "--validate-every", "epoch", "--poison-count", "10"]
+    args += ["--momentum", "0.9", "--nesterov", "--weight-decay", "0.01", "--clip", "1"]
+    run(*args, "-o", tmp_path / "whole.npz")
+    real = train_module.batch_indices
+    calls = []
+
+    def interrupt_in_epoch_3(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    checkpoint = ["--checkpoint", tmp_path / "ck.npz", "--checkpoint-every", "0"]
+    monkeypatch.setattr(train_module, "batch_indices", interrupt_in_epoch_3)
+    stopped = invoke(*args, *checkpoint, "-o", tmp_path / "resumed.npz")
+    assert stopped.exit_code == 130
+    monkeypatch.setattr(train_module, "batch_indices", real)
+    from intervalnn.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "ck.npz")[0].velocity is not None
+    run(*args, *checkpoint, "--resume", "-o", tmp_path / "resumed.npz")
+    (pa, na, ha), (pb, nb, hb) = (_model_arrays(tmp_path / f) for f in ("whole.npz", "resumed.npz"))
+    for name, (lo, hi) in pa.items():
+        assert np.array_equal(lo, pb[name][0]) and np.array_equal(hi, pb[name][1]), name
+        assert np.array_equal(na[name], nb[name]), name
+    assert len(ha) == len(hb) == 4
