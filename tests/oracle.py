@@ -712,3 +712,187 @@ def count_excursions(trajectory, steps: dict) -> int:
             lo, hi = steps[step][name]
             count += int(np.sum((value < lo) | (value > hi)))
     return count
+
+
+# ------------------------------------------------------------------ per-sample SGD (poisoning)
+# The reference for k-of-n poisoning, label flips and the training rules (issue 13): SGD whose
+# batch gradient is the mean of per-sample gradients, each optionally clipped, with weight decay
+# as a contraction, momentum / Nesterov and a decaying rate.  The per-sample gradients come from
+# the generic chain rule above (:func:`forward` / :func:`backward` on one row, where the loss
+# gradient's 1/m is 1); the arithmetic is :class:`Exact` (rationals, MPFR for the irrational
+# parts) or :class:`FloatArith` (round-to-nearest in a dtype).  Semantics (PyTorch's, exact reals):
+#
+#     g_i  = d loss(x_i, y_i) / d theta              (per sample, no 1/m)
+#     clamp: g_i <- min(max(g_i, -gamma), gamma)      entrywise
+#     norm:  g_i <- g_i * min(1, gamma / ||g_i||_2)   (the norm over all parameters)
+#     g    = (sum_i g_i) / m
+#     v    = g (first step) or mu v + g;  d = v, or g + mu v (Nesterov)
+#     theta <- (1 - rate wd) theta - rate d
+
+
+def _exact_sqrt(s: mpq) -> mpq:
+    """``sqrt(s)`` for ``s >= 0``: exact where it is rational, else MPFR at MPFR_BITS bits."""
+    num, den = int(s.numerator), int(s.denominator)
+    if gmpy2.is_square(num) and gmpy2.is_square(den):
+        return mpq(int(gmpy2.isqrt(num)), int(gmpy2.isqrt(den)))
+    with gmpy2.context(_WIDE):
+        return mpq(*gmpy2.sqrt(mpfr(s)).as_integer_ratio())
+
+
+def _flat(v):
+    if isinstance(v, list):
+        for u in v:
+            yield from _flat(u)
+    else:
+        yield v
+
+
+def _map1(f, a):
+    return [_map1(f, u) for u in a] if isinstance(a, list) else f(a)
+
+
+def per_sample_gradient(arch, params, xi, yi, loss, ar) -> dict:
+    """Row ``xi``'s own parameter gradient by the generic chain rule (batch of one: no 1/m)."""
+    z, inputs = forward(arch, params, [xi], ar)
+    return backward(arch, params, inputs, ar.loss_grad(loss, z, [yi]), ar)
+
+
+def clip_gradient(grads: dict, gamma, method: str, ar) -> dict:
+    """One per-sample gradient clipped: ``clamp`` entrywise or by its l2 ``norm``.
+
+    Exact arithmetic: the norm's square root is exact where rational, else MPFR.  Float
+    arithmetic: ``sqrt`` of the float sum of float squares, the factor ``min(1, gamma /
+    norm)`` in the dtype, as a float SGD computes it.
+    """
+    if method == "clamp":
+        lo, hi = -gamma, gamma
+        return {
+            k: _map1(lambda v: lo if v < lo else hi if v > hi else v, g) for k, g in grads.items()
+        }
+    values = [v for g in grads.values() for v in _flat(g)]
+    if isinstance(ar, Exact):
+        s = ar.sum([v * v for v in values])
+        if s <= gamma * gamma:
+            return grads
+        f = gamma / _exact_sqrt(s)
+    else:
+        s = ar.sum([v * v for v in values])
+        norm = np.sqrt(s)
+        f = ar.one if not norm > gamma else ar.t(gamma) / norm
+    return {k: _map1(lambda v, f=f: v * f, g) for k, g in grads.items()}
+
+
+def per_sample_sgd(
+    arch,
+    init,
+    x,
+    y,
+    loss,
+    batches,
+    rates,
+    ar,
+    *,
+    clip=None,
+    clip_method="clamp",
+    weight_decay=0.0,
+    momentum=0.0,
+    nesterov=False,
+):
+    """SGD with per-sample gradients (module text above); the parameters after each step.
+
+    ``init``: ``name -> array`` (``"0.weight"`` in x out, ``"0.bias"``); ``x``: rows (floats,
+    Fractions or mpq: exact arithmetic takes them exactly, float arithmetic rounds them to its
+    dtype); ``y``: integer labels; ``batches``: lists of row indices; ``rates``: the exact
+    rate of each step (Fractions).  Returns a list of ``name -> nested list`` (mpq for
+    :class:`Exact`, floats of the dtype for :class:`FloatArith`); stops early (shorter
+    list) where a float run overflows.
+    """
+    exact = isinstance(ar, Exact)
+    conv = q if exact else (lambda v: round_to(q(v), ar.dt))
+    params = {k: _map1(conv, np.asarray(v).tolist()) for k, v in init.items()}
+    xs = [[conv(v) for v in row] for row in x]
+    if exact:
+        mu, wd, gamma = q(momentum), q(weight_decay), None if clip is None else q(float(clip))
+    else:
+        mu, wd = round_to(q(momentum), ar.dt), q(weight_decay)
+        gamma = None if clip is None else ar.t(clip)
+    velocity = None
+    out = []
+    for idx, rate in zip(batches, rates, strict=True):
+        per = [per_sample_gradient(arch, params, xs[i], int(y[i]), loss, ar) for i in idx]
+        if gamma is not None:
+            per = [clip_gradient(g, gamma, clip_method, ar) for g in per]
+        m = len(idx)
+        grads = {}
+        for name in params:
+            total = per[0][name]
+            for g in per[1:]:
+                total = _map2(lambda a, b: ar.sum([a, b]), total, g[name])
+            div = m if exact else ar.t(m)
+            grads[name] = _map1(lambda v, div=div: v / div, total)
+        if exact:
+            r, c = q(rate), 1 - q(rate) * wd
+        else:
+            r, c = round_to(q(rate), ar.dt), round_to(1 - q(rate) * wd, ar.dt)
+        new_v, new_params = {}, {}
+        for name, theta in params.items():
+            g = grads[name]
+            d = g
+            if momentum:
+                v = g if velocity is None else _map2(lambda a, b: mu * a + b, velocity[name], g)
+                new_v[name] = v
+                d = _map2(lambda a, b: a + mu * b, g, v) if nesterov else v
+            new_params[name] = _map2(lambda th, dd, c=c, r=r: c * th - r * dd, theta, d)
+        params, velocity = new_params, (new_v if momentum else None)
+        if not exact and not all(np.isfinite(v) for p in params.values() for v in _flat(p)):
+            break
+        out.append(params)
+    return out
+
+
+def rates_of(learning_rate, steps, decay=0.0, lr_min=0.0):
+    """The exact constant-schedule rates ``max(rate / (1 + d (t - 1)), lr_min)``, t = 1..steps."""
+    lam, d, low = Fraction(learning_rate), Fraction(decay), Fraction(lr_min)
+    return [max(lam / (1 + d * (t - 1)), low) for t in range(1, steps + 1)]
+
+
+def epoch_batches(n, batch_size, seed, steps):
+    """The first ``steps`` batches of SGD shuffling ``range(n)`` anew each epoch with
+    ``np.random.default_rng(seed).permutation`` and cutting it into ``batch_size`` rows."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < steps:
+        order = rng.permutation(n)
+        out.extend(order[i : i + batch_size].tolist() for i in range(0, n, batch_size))
+    return out[:steps]
+
+
+def min_subset_sum(values, k):
+    """Exact ``min`` of ``sum_{i in P} values[i]`` over every set ``P`` of at most ``k`` rows,
+    by brute force over the subsets (the empty set's 0 included)."""
+    from itertools import combinations
+
+    vals = [fraction(v) for v in values]
+    best = Fraction(0)
+    for size in range(1, min(k, len(vals)) + 1):
+        for combo in combinations(range(len(vals)), size):
+            best = min(best, sum((vals[i] for i in combo), Fraction(0)))
+    return best
+
+
+def outside_box(trajectory, boxes) -> list[str]:
+    """Entries of a reference ``trajectory`` (``name -> nested list`` per step, exact or float)
+    outside the recorded boxes ``boxes[t][name] = (lo, hi)`` (arrays) of step ``t + 1``,
+    compared exactly; the comparison stops at the shorter of the two."""
+    bad = []
+    for t, (params, box) in enumerate(zip(trajectory, boxes, strict=False), 1):
+        for name, value in params.items():
+            lo, hi = box[name]
+            val = np.asarray(value, dtype=object)
+            for idx in np.ndindex(val.shape):
+                v, a, b = q(val[idx]), lo[idx], hi[idx]
+                ok_lo = q(a) <= v if np.isfinite(a) else a < 0
+                ok_hi = v <= q(b) if np.isfinite(b) else b > 0
+                if not (ok_lo and ok_hi):
+                    bad.append(f"step {t} {name}{idx}: {float(v)!r} not in [{a!r}, {b!r}]")
+    return bad
