@@ -51,6 +51,16 @@ class Linear:
         self.nominal_grads: dict = {}
         self._x = self._x_nominal = None
 
+    @classmethod
+    def from_params(cls, weight: Interval, bias: Interval) -> Linear:
+        """A layer holding the boxes ``weight`` (in, out) and ``bias`` (out,); nominal: lo."""
+        layer = object.__new__(cls)
+        layer.weight, layer.bias = weight, bias
+        layer.nominal = {"weight": weight.lo, "bias": bias.lo}
+        layer.grads, layer.nominal_grads = {}, {}
+        layer._x = layer._x_nominal = None
+        return layer
+
     @property
     def params(self) -> dict[str, Interval]:
         return {"weight": self.weight, "bias": self.bias}
@@ -73,37 +83,71 @@ class Linear:
         return concatenate([x, ones], axis=-1) @ concatenate([self.weight, bias_row], axis=0)
 
     def backward(
-        self, g: Interval, need_input_grad: bool = True, per_sample: bool = False
+        self, g: Interval, need_input_grad: bool = True, per_sample: bool = False, zero_sum_ref=None
     ) -> Interval | None:
         """``dW = x^T g``, ``db = sum_rows g``, ``dx = g W^T`` (g already has the 1/m).
 
-        ``per_sample``: each row's own ``dW_i = x_i^T g_i`` (shape ``(m, in,
-        out)``, endpoint products) and ``db_i = g_i``, not summed.
+        ``per_sample``: keep each row's gradient in factored form,
+        ``sample_factors = (x, g)`` (row i's ``dW_i = x_i^T g_i``, ``db_i =
+        g_i``), not summed.  ``zero_sum_ref``: each row of ``g`` sums to 0
+        over the outputs in the reals (cross-entropy's ``p - onehot``), so
+        ``dx_i = sum_{j != r_i} g_ij (W_j - W_{r_i})`` with ``r_i`` the row's
+        reference output: the outputs' shared dependence on ``dx`` cancels.
         """
         x, self._x = self._x, None
         if per_sample:
-            weight = x.reshape(*x.shape, 1) * g.reshape(g.shape[0], 1, -1)
-            self.grads = {"weight": weight, "bias": g}
+            self.sample_factors = (x, g)
         else:
             self.grads = {"weight": x.T @ g, "bias": g.sum(axis=0)}
-        return g @ self.weight.T if need_input_grad else None
+        if not need_input_grad:
+            return None
+        if zero_sum_ref is None:
+            return g @ self.weight.T
+        return _zero_sum_input_grad(g, self.weight.T, zero_sum_ref)
 
     # nominal model --------------------------------------------------------
     def forward_nominal(self, x):
         self._x_nominal = x
         return x @ self.nominal["weight"] + self.nominal["bias"]
 
-    def backward_nominal(self, g, need_input_grad: bool = True, per_sample: bool = False):
+    def backward_nominal(
+        self, g, need_input_grad: bool = True, per_sample: bool = False, zero_sum_ref=None
+    ):
         x, self._x_nominal = self._x_nominal, None
         if per_sample:
-            self.nominal_grads = {"weight": x[:, :, None] * g[:, None, :], "bias": g}
+            self.nominal_factors = (x, g)
         else:
             self.nominal_grads = {"weight": x.T @ g, "bias": g.sum(axis=0)}
-        return g @ self.nominal["weight"].T if need_input_grad else None
+        if not need_input_grad:
+            return None
+        if zero_sum_ref is None:
+            return g @ self.nominal["weight"].T
+        return _zero_sum_input_grad(g, self.nominal["weight"].T, zero_sum_ref)
 
     def __repr__(self) -> str:
         n_in, n_out = self.weight.shape
         return f"Linear({n_in}, {n_out})"
+
+
+def _zero_sum_input_grad(g, w_t, ref):
+    """``sum_{j != r_i} g_ij (W_j - W_{r_i})`` per row i, ``W_j`` the rows of ``w_t`` (out, in).
+
+    Intervals or floats alike: entry ``r_i`` of ``g`` is dropped exactly and
+    the products summed over the outputs (the sum covers any order).
+    """
+    interval = isinstance(g, Interval)
+    xp = g.backend.xp if interval else backend_of(g).xp
+    ref = xp.asarray(ref)
+    m, k = g.shape
+    rows = xp.arange(m)
+    others = xp.ones((m, k), dtype=bool)
+    others[rows, ref] = False
+    diff = w_t.reshape(1, *w_t.shape) - w_t[ref].reshape(m, 1, -1)  # (m, out, in)
+    if interval:
+        kept = Interval._new(xp.where(others, g.lo, 0), xp.where(others, g.hi, 0))
+        return (kept.reshape(m, k, 1) * diff).sum(axis=1).astype(g.dtype)
+    kept = xp.where(others, g, 0).astype(g.dtype)
+    return (kept[:, :, None] * diff).sum(axis=1)
 
 
 class ReLU:
@@ -122,7 +166,7 @@ class ReLU:
         xp = z.backend.xp
         return Interval._new(xp.maximum(z.lo, 0), xp.maximum(z.hi, 0))
 
-    def backward(self, g: Interval, need_input_grad: bool = True, per_sample=False) -> Interval:
+    def backward(self, g: Interval, need_input_grad=True, per_sample=False, zero_sum_ref=None):
         # g * d with d = 1 (z > 0), 0 (z <= 0) or [0, 1]: exact, no rounding.
         z, self._z = self._z, None
         xp = g.backend.xp
@@ -136,7 +180,7 @@ class ReLU:
         xp = np if type(z) is np.ndarray else backend_of(z).xp
         return xp.maximum(z, 0).astype(z.dtype, copy=False)  # not z * (z > 0): -inf * 0 is NaN
 
-    def backward_nominal(self, g, need_input_grad: bool = True, per_sample=False):
+    def backward_nominal(self, g, need_input_grad=True, per_sample=False, zero_sum_ref=None):
         z, self._z_nominal = self._z_nominal, None
         xp = backend_of(g).xp
         return xp.where(z > 0, g, 0).astype(g.dtype)
@@ -158,19 +202,27 @@ class Sequential:
             x = layer.forward(x)
         return x
 
-    def backward(self, g: Interval, per_sample: bool = False) -> None:
-        """Gradients of every layer's parameters; ``per_sample``: one per row of ``g``."""
+    def backward(self, g: Interval, per_sample: bool = False, zero_sum_ref=None) -> None:
+        """Gradients of every layer's parameters; ``per_sample``: one per row of ``g``.
+
+        ``zero_sum_ref``: ``g``'s rows sum to 0 in the reals (see
+        ``Linear.backward``); used where the last layer is Linear.
+        """
+        ref = zero_sum_ref if isinstance(self.layers[-1], Linear) else None
         for i, layer in reversed(list(enumerate(self.layers))):
-            g = layer.backward(g, need_input_grad=i > 0, per_sample=per_sample)
+            g = layer.backward(g, i > 0, per_sample, ref)
+            ref = None
 
     def forward_nominal(self, x):
         for layer in self.layers:
             x = layer.forward_nominal(x)
         return x
 
-    def backward_nominal(self, g, per_sample: bool = False) -> None:
+    def backward_nominal(self, g, per_sample: bool = False, zero_sum_ref=None) -> None:
+        ref = zero_sum_ref if isinstance(self.layers[-1], Linear) else None
         for i, layer in reversed(list(enumerate(self.layers))):
-            g = layer.backward_nominal(g, need_input_grad=i > 0, per_sample=per_sample)
+            g = layer.backward_nominal(g, i > 0, per_sample, ref)
+            ref = None
 
     def named_params(self) -> dict[str, Interval]:
         return {

@@ -99,36 +99,45 @@ class Clipping:
             )
         return float(bounds.enclose_real(Fraction(float(gamma_up)) * (1 + slack), dtype)[1])
 
-    def clip(self, grads: dict[str, Interval]) -> dict[str, Interval]:
-        """Per-sample gradient boxes (leading axis: rows), clipped; exact for ``clamp``."""
+    def clip(self, grads: dict[str, Interval], factor: Interval | None = None) -> dict:
+        """Per-sample gradient boxes (leading axis: rows), clipped; exact for ``clamp``.
+
+        ``norm`` scales by ``factor`` (:meth:`norm_factor`; computed from
+        ``grads`` when None).
+        """
         if self.method == "clamp":
             return {k: _clamp(g, self.gamma) for k, g in grads.items()}
-        factor = self._norm_factor(grads)
-        out = {}
-        for k, g in grads.items():
-            f = factor.reshape(-1, *([1] * (g.ndim - 1)))
-            out[k] = g * f
-        return out
-
-    def clip_nominal(self, grads: dict) -> dict:
-        """The nominal model's per-sample gradients clipped in float arithmetic (the same rule)."""
-        if self.method == "clamp":
-            return {k: g.clip(-self.gamma, self.gamma) for k, g in grads.items()}
-        any_grad = next(iter(grads.values()))
-        xp, dt, m = backend_of(any_grad).xp, any_grad.dtype.type, any_grad.shape[0]
-        square_sum = sum((g.reshape(m, -1) ** 2).sum(axis=1) for g in grads.values())
-        with np.errstate(divide="ignore"):
-            factor = xp.minimum(dt(1), dt(self.gamma) / xp.sqrt(square_sum))
+        if factor is None:
+            m = next(iter(grads.values())).shape[0]
+            factor = self.norm_factor(
+                _interval_sum(F.sqr(g.reshape(m, -1)).sum(axis=1) for g in grads.values())
+            )
         return {k: g * factor.reshape(-1, *([1] * (g.ndim - 1))) for k, g in grads.items()}
 
-    def _norm_factor(self, grads: dict[str, Interval]) -> Interval:
-        """``min(1, gamma / ||g_i||)`` per row, outward; ``||g||``: the l2 norm over all entries."""
-        m = next(iter(grads.values())).shape[0]
-        square_sum = None
-        for g in grads.values():
-            s = F.sqr(g.reshape(m, -1)).sum(axis=1)
-            square_sum = s if square_sum is None else square_sum + s
-        norm = F.sqrt(square_sum)
+    def clip_nominal(self, grads: dict, factor=None) -> dict:
+        """The nominal model's per-sample gradients clipped in float arithmetic (the same rule).
+
+        ``norm`` scales by ``factor`` (:meth:`nominal_norm_factor`; computed
+        from ``grads`` when None).
+        """
+        if self.method == "clamp":
+            return {k: g.clip(-self.gamma, self.gamma) for k, g in grads.items()}
+        if factor is None:
+            m = next(iter(grads.values())).shape[0]
+            factor = self.nominal_norm_factor(
+                sum((g.reshape(m, -1) ** 2).sum(axis=1) for g in grads.values())
+            )
+        return {k: g * factor.reshape(-1, *([1] * (g.ndim - 1))) for k, g in grads.items()}
+
+    def nominal_norm_factor(self, square_norm):
+        """The nominal model's ``min(1, gamma / sqrt(square_norm))`` per row, in floats."""
+        xp, dt = backend_of(square_norm).xp, square_norm.dtype.type
+        with np.errstate(divide="ignore"):
+            return xp.minimum(dt(1), dt(self.gamma) / xp.sqrt(square_norm))
+
+    def norm_factor(self, square_norm: Interval) -> Interval:
+        """``min(1, gamma / sqrt(s))`` per row for every ``s`` in ``square_norm``, outward."""
+        norm = F.sqrt(square_norm)
         xp = norm.backend.xp
         gamma = Interval._exact(Fraction(self.gamma), norm)
         # min(1, gamma / n) falls as n grows: its lower end comes from n.hi, its upper from n.lo
@@ -140,6 +149,14 @@ class Clipping:
         hi = (gamma / n_lo).hi
         one = xp.ones_like(lo)
         return Interval._new(xp.minimum(lo, one).astype(norm.dtype), xp.minimum(hi, one))
+
+
+def _interval_sum(terms) -> Interval:
+    """``t1 + t2 + ...`` left to right (the nominal model adds in the same order)."""
+    total = None
+    for t in terms:
+        total = t if total is None else total + t
+    return total
 
 
 def _clamp(g: Interval, gamma: float) -> Interval:
@@ -236,38 +253,31 @@ class Poisoning:
         attack = self.attackable(idx)
         plan = self.plan(int(attack.sum()))
         m = idx.shape[0]
-        size = sum(int(np.prod(p.shape)) for p in model.named_params().values())
-        rows = max(1, FRAGMENT_FLOATS // size)
-        total = nominal = loss_sum = None
-        low = high = None
-        for start in range(0, m, rows):
-            sel, att = idx[start : start + rows], attack[start : start + rows]
-            base, z = self._per_sample(model, loss, plan.base, box, clean, y, sel, att)
-            part = loss.value(z, y[sel]) * Interval._exact(sel.shape[0], z)
-            loss_sum = part if loss_sum is None else loss_sum + part
-            if plan.extra is not None and plan.k:
-                extra, _ = self._per_sample(model, loss, plan.extra, box, clean, y, sel, att)
-                low, high = _select(low, high, base, extra, att, plan.k)
-            sums = {k: g.sum(axis=0) for k, g in base.items()}
-            total = sums if total is None else {k: total[k] + sums[k] for k in total}
-            g_nominal = self._nominal_per_sample(model, loss, x[sel], y[sel])
-            part = {k: g.sum(axis=0) for k, g in g_nominal.items()}
-            nominal = part if nominal is None else {k: nominal[k] + part[k] for k in nominal}
-        scale = Interval._exact(Fraction(1, m), next(iter(total.values())))
-        grads = {}
-        for k, t in total.items():
-            if low is not None:
-                t = t + Interval._new(
-                    Interval._new(low[k], low[k]).sum(axis=0).lo,
-                    Interval._new(high[k], high[k]).sum(axis=0).hi,
-                )
-            grads[k] = t * scale
-        dt = next(iter(nominal.values())).dtype.type
-        nominal = {k: g * dt(float(Fraction(1, m))) for k, g in nominal.items()}
-        return grads, nominal, loss_sum * Interval._exact(Fraction(1, m), loss_sum)
+        base = self._rows(model, loss, plan.base, box, clean, y, idx, attack)
+        extra = None
+        if plan.extra is not None and plan.k:
+            extra = self._rows(model, loss, plan.extra, box, clean, y, idx, attack)
+        nominal = self._nominal_rows(model, loss, x[idx], y[idx])
+        any_box = base.factors[next(iter(base.factors))][0]
+        bound = None
+        if self.clipping is not None:
+            size = sum(int(np.prod(p.shape)) for p in model.named_params().values())
+            bound = self.clipping.entry_bound(size, any_box.dtype)
+        inv = Interval._exact(Fraction(1, m), any_box)
+        inv_nominal = any_box.dtype.type(float(Fraction(1, m)))
+        grads, nominal_grads = {}, {}
+        for layer in base.factors:
+            found = _accumulate_python(
+                self.clipping, bound, base, extra, nominal, layer, attack, plan.k
+            )
+            for name, (total, nominal_sum) in found.items():
+                grads[f"{layer}.{name}"] = total * inv
+                nominal_grads[f"{layer}.{name}"] = nominal_sum * inv_nominal
+        value = loss.value(base.z, y[idx])
+        return grads, nominal_grads, value
 
-    def _per_sample(self, model, loss, kind, box, clean, y, sel, att):
-        """Per-sample gradient boxes of rows ``sel`` (clipped), and their logit box.
+    def _rows(self, model, loss, kind, box, clean, y, idx, att) -> Rows:
+        """One pass over the batch rows ``idx``: per-sample gradient factors (a :class:`Rows`).
 
         ``kind = (features_move, labels_flip)`` applies to the attackable rows
         ``att`` only; the others stay clean.
@@ -275,49 +285,136 @@ class Poisoning:
         features_move, labels_flip = kind
         xp = box.backend.xp
         att_dev = xp.asarray(att)
-        inp = clean[sel]
+        inp = clean[idx]
         free = features_move and math.isinf(self.threat.epsilon) and self.threat.domain is None
         if features_move and not free:
             a = att_dev[:, None]
-            inp = Interval._new(xp.where(a, box.lo[sel], inp.lo), xp.where(a, box.hi[sel], inp.hi))
+            inp = Interval._new(xp.where(a, box.lo[idx], inp.lo), xp.where(a, box.hi[idx], inp.hi))
         z = model.forward(inp)
-        dz = loss.sample_grad(z, y[sel])
+        dz = loss.sample_grad(z, y[idx])
         if labels_flip:
-            flipped = loss.flipped_grad(z, y[sel], self.threat.label_target)
+            flipped = loss.flipped_grad(z, y[idx], self.threat.label_target)
             a = att_dev.reshape(-1, *([1] * (z.ndim - 1)))
             dz = Interval._new(xp.where(a, flipped.lo, dz.lo), xp.where(a, flipped.hi, dz.hi))
-        model.backward(dz, per_sample=True)
-        grads = _named_grads(model)
-        if self.clipping is not None:
-            grads = self.clipping.clip(grads)
-        if free:  # moved anywhere: a clipped gradient is all that is known
-            size = sum(int(np.prod(g.shape[1:])) for g in grads.values())
-            bound = self.clipping.entry_bound(size, box.dtype)
-            out = {}
-            for k, g in grads.items():
-                a = att_dev.reshape(-1, *([1] * (g.ndim - 1)))
-                out[k] = Interval._new(
-                    xp.where(a, -bound, g.lo).astype(g.dtype),
-                    xp.where(a, bound, g.hi).astype(g.dtype),
-                )
-            grads = out
-        return grads, z
+        model.backward(dz, per_sample=True, zero_sum_ref=_zero_sum_ref(loss, y[idx]))
+        factors = _factors(model)
+        scale = None
+        if self.clipping is not None and self.clipping.method == "norm":
+            scale = self.clipping.norm_factor(_square_norm(factors, F.sqr, lambda a: a + 1))
+        return Rows(factors, scale, att_dev if free else None, z)
 
-    def _nominal_per_sample(self, model, loss, x, y) -> dict:
-        """The nominal model's per-sample gradients on clean rows ``x``, clipped (floats)."""
+    def _nominal_rows(self, model, loss, x, y) -> Rows:
+        """The nominal model's per-sample gradient factors on clean rows ``x`` (floats)."""
         z = model.forward_nominal(x)
-        model.backward_nominal(loss.nominal_grad(z, y, per_sample=True), per_sample=True)
-        grads = {
-            f"{i}.{k}": layer.nominal_grads[k]
-            for i, layer in enumerate(model.layers)
-            for k in layer.params
-        }
-        return self.clipping.clip_nominal(grads) if self.clipping is not None else grads
+        g = loss.nominal_grad(z, y, per_sample=True)
+        model.backward_nominal(g, per_sample=True, zero_sum_ref=_zero_sum_ref(loss, y))
+        factors = _factors(model, nominal=True)
+        scale = None
+        if self.clipping is not None and self.clipping.method == "norm":
+            square = _square_norm(factors, lambda a: a * a, lambda a: a + a.dtype.type(1))
+            scale = self.clipping.nominal_norm_factor(square)
+        return Rows(factors, scale, None, z)
 
 
-def _named_grads(model: Sequential) -> dict[str, Interval]:
-    layers = enumerate(model.layers)
-    return {f"{i}.{k}": layer.grads[k] for i, layer in layers for k in layer.params}
+class Rows(NamedTuple):
+    """One pass's per-sample gradients in factored form, for every Linear layer.
+
+    Row i's gradient of layer ``l``'s weight is ``x_i^T g_i`` and of its bias
+    ``g_i``, with ``(x, g) = factors[l]``; ``scale`` is the norm-clipping
+    factor per row (None: no norm clipping); ``free`` marks the rows whose
+    clipped gradient is only known to lie in ``[-bound, bound]`` (epsilon =
+    inf); ``z`` the logits.
+    """
+
+    factors: dict
+    scale: object
+    free: object
+    z: object
+
+
+def _zero_sum_ref(loss, y):
+    """Each row's reference class where ``d loss / dz`` sums to 0 (cross-entropy), else None."""
+    return y if loss.name == "ce" else None
+
+
+def _factors(model: Sequential, nominal: bool = False) -> dict:
+    attr = "nominal_factors" if nominal else "sample_factors"
+    return {i: getattr(layer, attr) for i, layer in enumerate(model.layers) if layer.params}
+
+
+def _square_norm(factors: dict, square, plus_one):
+    """Each row's squared gradient norm ``sum_l (||x_l||^2 + 1) ||g_l||^2`` (weight and bias).
+
+    The squared Frobenius norm of ``x^T g`` is ``||x||^2 ||g||^2``: one formula
+    for the box (interval ``square``) and the nominal model (floats), summed
+    over the layers in the same order.
+    """
+    total = None
+    for x, g in factors.values():
+        term = plus_one(square(x).sum(axis=1)) * square(g).sum(axis=1)
+        total = term if total is None else total + term
+    return total
+
+
+def _products(rows: Rows, layer: int, sel, clipping, bound, interval: bool) -> dict:
+    """Rows ``sel`` of layer ``layer``'s per-sample weight and bias gradients, clipped."""
+    x, g = rows.factors[layer]
+    x, g = x[sel], g[sel]
+    r = g.shape[0]
+    grads = {"weight": x.reshape(r, -1, 1) * g.reshape(r, 1, -1), "bias": g}
+    if clipping is None:
+        return grads
+    scale = None if rows.scale is None else rows.scale[sel]
+    if not interval:
+        return clipping.clip_nominal(grads, scale)
+    grads = clipping.clip(grads, scale)
+    if rows.free is not None:
+        free = rows.free[sel]
+        out = {}
+        for k, t in grads.items():
+            xp = t.backend.xp
+            f = free.reshape(-1, *([1] * (t.ndim - 1)))
+            lo = xp.where(f, -bound, t.lo).astype(t.dtype)
+            out[k] = Interval._new(lo, xp.where(f, bound, t.hi).astype(t.dtype))
+        grads = out
+    return grads
+
+
+def _accumulate_python(clipping, bound, base, extra, nominal, layer, attack, k) -> dict:
+    """Layer ``layer``'s summed gradient boxes and nominal sums, by ``"weight"`` / ``"bias"``.
+
+    Rows are taken in fragments of at most :data:`FRAGMENT_FLOATS` entries;
+    the box sums and the nominal sums add the fragments in the same order.
+    """
+    x, g = base.factors[layer]
+    m = g.shape[0]
+    rows = max(1, FRAGMENT_FLOATS // ((x.shape[1] + 1) * g.shape[1]))
+    total = nominal_total = None
+    low = high = None
+    for start in range(0, m, rows):
+        sel = slice(start, start + rows)
+        b = _products(base, layer, sel, clipping, bound, True)
+        sums = {n: t.sum(axis=0) for n, t in b.items()}
+        total = sums if total is None else {n: total[n] + sums[n] for n in total}
+        if extra is not None:
+            e = _products(extra, layer, sel, clipping, bound, True)
+            low, high = _select(low, high, b, e, attack[sel], k)
+        nb = _products(nominal, layer, sel, clipping, bound, False)
+        sums = {n: t.sum(axis=0) for n, t in nb.items()}
+        nominal_total = (
+            sums
+            if nominal_total is None
+            else {n: nominal_total[n] + sums[n] for n in nominal_total}
+        )
+    out = {}
+    for n, t in total.items():
+        if low is not None:
+            t = t + Interval._new(
+                Interval._new(low[n], low[n]).sum(axis=0).lo,
+                Interval._new(high[n], high[n]).sum(axis=0).hi,
+            )
+        out[n] = (t, nominal_total[n])
+    return out
 
 
 def _select(low, high, base, extra, att, k: int):
