@@ -21,7 +21,10 @@ def describe_threat(threat: ThreatModel, n: int | None = None, trusted: int = 0)
     if threat.epsilon == 0 or threat.poison_count == 0:
         features = "no training features poisoned"
     elif threat.poison_count is None:
-        features = f"every training point{of} poisoned within epsilon {_radius(threat.epsilon)}"
+        which = f"every training point{of}"
+        if trusted:
+            which = "every untrusted training point" + (f" ({n - trusted} of {n})" if n else "")
+        features = f"{which} poisoned within epsilon {_radius(threat.epsilon)}"
     else:
         features = (
             f"at most {threat.poison_count}{of} training points poisoned within epsilon "

@@ -112,8 +112,20 @@ def values(name: str, raw, split: bool = False) -> list:
     return out
 
 
+#: Options that came after results files did (issue 13): a cell's key leaves them out at
+#: their defaults, so that a results file written before them still resumes.
+LATER_OPTIONS = (
+    "poison_count", "label_flips", "label_target", "paired", "trusted", "steps", "clip",
+    "clip_method", "weight_decay", "momentum", "nesterov", "lr_decay", "lr_min",
+)  # fmt: skip
+
+
 def cell_key(cell: dict) -> str:
-    """A cell's identity in results files: a hash of its complete configuration."""
+    """A cell's identity in results files: a hash of its complete configuration (the
+    :data:`LATER_OPTIONS` only where they differ from their defaults)."""
+    cell = {
+        k: v for k, v in cell.items() if not (k in LATER_OPTIONS and _same(v, FIELDS[k].default))
+    }
     text = json.dumps(cell, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -275,6 +287,11 @@ class Grid:
                     default = FIELDS[name].default
                     seen.setdefault(name, set()).add(repr(case.get(name, default)))
         return [n for n in FIELDS if len(seen.get(n, ())) > 1]
+
+
+def _same(value, default) -> bool:
+    """``value`` is ``default`` (``0`` is not ``False``: the types must match too)."""
+    return type(value) is type(default) and value == default
 
 
 def _no_twice(table: dict, where: str) -> None:

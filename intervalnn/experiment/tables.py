@@ -33,6 +33,12 @@ def invalid_metric(row: dict) -> str | None:
     return None
 
 
+def _option(row: dict, name: str):
+    """Option ``name`` of a row's cell; its default where the row predates the option."""
+    config = row["config"]
+    return config[name] if name in config else FIELDS[name].default
+
+
 def summarize(rows: list[dict], search=None) -> dict:
     """Mean ± std over seeds per cell of the varying options other than seed and search.
 
@@ -50,12 +56,12 @@ def summarize(rows: list[dict], search=None) -> dict:
     if search is None:
         search = {s for r in rows for s in r.get("search", ())}
     search = sorted(search)
-    vary = [n for n in FIELDS if len({repr(r["config"].get(n)) for r in rows}) > 1]
+    vary = [n for n in FIELDS if len({repr(_option(r, n)) for r in rows}) > 1]
     columns = [n for n in vary if n != "seed" and n not in search]
     groups: dict[tuple, dict] = {}
     for r in rows:
         g = groups.setdefault(
-            tuple(r["config"].get(n) for n in columns), {"best": {}, "failed": 0, "runs": 0}
+            tuple(_option(r, n) for n in columns), {"best": {}, "failed": 0, "runs": 0}
         )
         g["runs"] += 1
         if r["status"] != "ok":
@@ -75,7 +81,7 @@ def summarize(rows: list[dict], search=None) -> dict:
             xs = [r["metrics"][metric] for r in picked if r["metrics"].get(metric) is not None]
             entry[metric] = _mean_std(xs) if xs else None
         if search:
-            chosen = Counter(", ".join(f"{n}={r['config'].get(n)}" for n in search) for r in picked)
+            chosen = Counter(", ".join(f"{n}={_option(r, n)}" for n in search) for r in picked)
             entry["chosen"] = dict(chosen.most_common())
         table.append(entry)
     summary = {"columns": columns, "search": search, "rows": table}
