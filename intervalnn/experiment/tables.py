@@ -9,8 +9,12 @@ from .results import latest
 from .schema import FIELDS
 
 
-def _mean_std(xs: list[float]) -> dict:
+def mean_std(xs: list[float]) -> dict:
+    """``{"mean": ..., "std": ...}`` of ``xs`` (sample std; 0 for one value)."""
     return {"mean": statistics.mean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0}
+
+
+_mean_std = mean_std  # the old private name (cli/plots.py: import mean_std instead)
 
 
 #: The metrics a table reads from a finished row: a number in [0, 1] (the validation
@@ -79,7 +83,7 @@ def summarize(rows: list[dict], search=None) -> dict:
         entry.update(runs=g["runs"], failed=g["failed"])
         for metric in ("certified_accuracy", "accuracy", "val_certified_accuracy"):
             xs = [r["metrics"][metric] for r in picked if r["metrics"].get(metric) is not None]
-            entry[metric] = _mean_std(xs) if xs else None
+            entry[metric] = mean_std(xs) if xs else None
         if search:
             chosen = Counter(", ".join(f"{n}={_option(r, n)}" for n in search) for r in picked)
             entry["chosen"] = dict(chosen.most_common())
