@@ -160,14 +160,16 @@ def _interval_sum(terms) -> Interval:
 
 
 def _clamp(g: Interval, gamma: float) -> Interval:
-    """``clip(t, -gamma, gamma)`` for every ``t`` in ``g``: monotone, so clip both ends.
+    """``clip(t, -gamma, gamma)`` for every ``t`` in ``g`` and for the nominal's ``RN(gamma)``.
 
-    ``gamma`` is compared as the float it is (the nominal model clips at the
-    same float), so nothing is rounded.
+    Clipping is monotone in ``t``, so both ends are clipped: the lower end at
+    ``[-RU(gamma), RD(gamma)]`` and the upper end at ``[-RD(gamma), RU(gamma)]``
+    (``gamma`` exactly as given, and its nearest float in ``g``'s dtype, which
+    the nominal model clips at, both lie in ``[RD(gamma), RU(gamma)]``).
     """
     xp = g.backend.xp
-    dt = g.dtype.type
-    return Interval._new(xp.clip(g.lo, -dt(gamma), dt(gamma)), xp.clip(g.hi, -dt(gamma), dt(gamma)))
+    down, up = bounds.enclose_real(gamma, g.dtype)
+    return Interval._new(xp.clip(g.lo, -up, down), xp.clip(g.hi, -down, up))
 
 
 class Plan(NamedTuple):
