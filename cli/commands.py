@@ -44,7 +44,7 @@ def _data_file(options):
 @command(
     "train",
     interrupted="nothing was written (the model file is written when training ends)",
-    short_help="Certified training (FullCert); writes a model file.",
+    short_help="Certified training (FullCert, k-of-n poisoning); writes a model file.",
 )
 @training_options
 @click.option(
@@ -79,11 +79,20 @@ def _data_file(options):
 def train_command(output, checkpoint, resume, checkpoint_every, as_json, **options):
     """Train with FullCert on a box of poisoned datasets and save the model.
 
+    By default every feature of every training point may move by --epsilon
+    (FullCert).  --poison-count K lets only K points move (--epsilon inf:
+    anywhere, with --clip), --label-flips K flips up to K labels, --trusted N
+    keeps the first N points (and a .npz file's 'trusted' rows) clean; the
+    training rules (--clip, --weight-decay, --momentum, --lr-decay, --steps)
+    keep the boxes tight.  The model file stores all of it (intervalnn info).
+
     \b
     Examples:
       intervalnn train --dataset moons --epsilon 0.01 --output moons.npz
       intervalnn train --dataset mnist17 --data-dir ~/mnist --epsilon 1e-4 \\
           --layers 2 --hidden 10 --batch-size 11007 --epochs 3 -o mnist17.npz
+      intervalnn train --dataset moons --epsilon inf --inference-epsilon 0 \\
+          --poison-count 10 --clip 0.5 --momentum 0.9 -o k10.npz
     """
     check_output(output, "--output", [_data_file(options)])
     if resume and checkpoint is None:
