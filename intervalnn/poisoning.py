@@ -54,7 +54,7 @@ import numpy as np
 from . import functions as F
 from .backend import backend_of
 from .interval import Interval
-from .kernels import bounds
+from .kernels import bounds, kofn
 from .layers import Sequential
 from .threat import ThreatModel
 
@@ -265,16 +265,18 @@ class Poisoning:
         if self.clipping is not None:
             size = sum(int(np.prod(p.shape)) for p in model.named_params().values())
             bound = self.clipping.entry_bound(size, any_box.dtype)
-        inv = Interval._exact(Fraction(1, m), any_box)
-        inv_nominal = any_box.dtype.type(float(Fraction(1, m)))
+        fast = any_box.backend.name == "numpy" and (
+            self.clipping is None
+            or self.clipping.method == "norm"
+            or len(set(bounds.enclose_real(self.clipping.gamma, any_box.dtype))) == 1
+        )  # the kernel clamps at gamma as a float of the dtype
+        accumulate = _accumulate_kernel if fast else _accumulate_python
         grads, nominal_grads = {}, {}
         for layer in base.factors:
-            found = _accumulate_python(
-                self.clipping, bound, base, extra, nominal, layer, attack, plan.k
-            )
-            for name, (total, nominal_sum) in found.items():
-                grads[f"{layer}.{name}"] = total * inv
-                nominal_grads[f"{layer}.{name}"] = nominal_sum * inv_nominal
+            found = accumulate(self.clipping, bound, base, extra, nominal, layer, attack, plan.k)
+            for name, (mean, nominal_mean) in found.items():
+                grads[f"{layer}.{name}"] = mean
+                nominal_grads[f"{layer}.{name}"] = nominal_mean
         value = loss.value(base.z, y[idx])
         return grads, nominal_grads, value
 
@@ -382,8 +384,50 @@ def _products(rows: Rows, layer: int, sel, clipping, bound, interval: bool) -> d
     return grads
 
 
+def _accumulate_kernel(clipping, bound, base, extra, nominal, layer, attack, k) -> dict:
+    """:func:`_accumulate_python`'s bound from the fused CPU kernel (:mod:`kernels.kofn`).
+
+    The kernel takes the factors as they are (no per-sample gradients in
+    memory) and sums the rows in the nominal model's order.
+    """
+    x, g = base.factors[layer]
+    m, dt = g.shape[0], g.dtype
+    ones = np.ones(m, dtype=dt)
+    no = np.zeros(m, dtype=bool)
+    e = extra if extra is not None else base
+
+    def scale(rows):
+        return (ones, ones) if rows.scale is None else (rows.scale.lo, rows.scale.hi)
+
+    def free(rows):
+        return no if rows.free is None else np.asarray(rows.free)
+
+    inv_lo, inv_hi = bounds.enclose_real(Fraction(1, m), dt)
+    inv_nom = dt.type(float(Fraction(1, m)))
+    gamma = clipping.gamma if clipping is not None and clipping.method == "clamp" else 0.0
+    ex, eg = e.factors[layer]
+    nx, ng = nominal.factors[layer]
+    nf = ones if nominal.scale is None else nominal.scale
+    out = {}
+    column = Interval._new(np.ones((m, 1), dtype=dt), np.ones((m, 1), dtype=dt))
+    inputs = {"weight": (x, ex, nx), "bias": (column, column, column.lo)}
+    for name, (a, ea, na) in inputs.items():
+        shape = (a.shape[1], g.shape[1])
+        lo, hi, nom = np.empty(shape, dt), np.empty(shape, dt), np.empty(shape, dt)
+        kofn.outer_kofn(
+            a.lo, a.hi, g.lo, g.hi, ea.lo, ea.hi, eg.lo, eg.hi,
+            *scale(base), *scale(e), free(base), free(e), bound or 0.0,
+            na, ng, nf, np.asarray(attack), k if extra is not None else 0, gamma,
+            inv_lo, inv_hi, inv_nom, lo, hi, nom,
+        )  # fmt: skip
+        if name == "bias":
+            lo, hi, nom = lo[0], hi[0], nom[0]
+        out[name] = (Interval._new(lo, hi), nom)
+    return out
+
+
 def _accumulate_python(clipping, bound, base, extra, nominal, layer, attack, k) -> dict:
-    """Layer ``layer``'s summed gradient boxes and nominal sums, by ``"weight"`` / ``"bias"``.
+    """Layer ``layer``'s mean gradient boxes and nominal means, by ``"weight"`` / ``"bias"``.
 
     Rows are taken in fragments of at most :data:`FRAGMENT_FLOATS` entries;
     the box sums and the nominal sums add the fragments in the same order.
@@ -408,6 +452,8 @@ def _accumulate_python(clipping, bound, base, extra, nominal, layer, attack, k) 
             if nominal_total is None
             else {n: nominal_total[n] + sums[n] for n in nominal_total}
         )
+    inv = Interval._exact(Fraction(1, m), x)
+    inv_nominal = x.dtype.type(float(Fraction(1, m)))
     out = {}
     for n, t in total.items():
         if low is not None:
@@ -415,7 +461,7 @@ def _accumulate_python(clipping, bound, base, extra, nominal, layer, attack, k) 
                 Interval._new(low[n], low[n]).sum(axis=0).lo,
                 Interval._new(high[n], high[n]).sum(axis=0).hi,
             )
-        out[n] = (t, nominal_total[n])
+        out[n] = (t * inv, nominal_total[n] * inv_nominal)
     return out
 
 
