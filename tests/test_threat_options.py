@@ -302,3 +302,29 @@ def test_cells_at_the_new_defaults_keep_their_keys():
     assert cell_key(cell) == cell_key(old)
     assert cell_key({**cell, "poison_count": 5}) != cell_key(cell)
     assert cell_key({**cell, "label_flips": False}) != cell_key(cell)  # 0 and False differ
+
+
+def test_a_toml_grid_takes_inf_flags_and_all(tmp_path):
+    from intervalnn.experiment import Grid, GridError
+
+    path = tmp_path / "g.toml"
+    head = '[grid]\ndataset = "moons"\nepsilon = inf\ninference_epsilon = 0\nclip = 1.0\n'
+    path.write_text(head + "poison_count = [5, 10]\nlabel_flips = 1\npaired = [true, false]\n")
+    cells = Grid.from_toml(path).cells()
+    assert all(math.isinf(c["epsilon"]) for c in cells)
+    assert sorted((c["poison_count"], c["paired"]) for c in cells) == [
+        (5, False), (5, True), (10, False), (10, True)
+    ]  # fmt: skip
+    path.write_text(head + 'poison_count = ["all", 10]\n')
+    assert [c["poison_count"] for c in Grid.from_toml(path).cells()] == [None, 10]
+    path.write_text(head + 'poison_count = ["all", 10]\nlabel_flips = 1\npaired = true\n')
+    with pytest.raises(GridError, match="paired needs a poison_count"):
+        Grid.from_toml(path).cells()
+
+
+def test_splits_refuse_a_trusted_mask_that_does_not_fit():
+    from intervalnn.datasets import Splits, two_moons_splits
+
+    sp = two_moons_splits(seed=0, n_train=20)
+    with pytest.raises(DataError, match="trusted must be a boolean mask of the 20 training rows"):
+        Splits(sp.train, sp.val, sp.test, trusted=np.ones(19, dtype=bool))
