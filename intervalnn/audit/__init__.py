@@ -33,13 +33,23 @@ c. **Rounding slack.**  The same bounds in plain round-to-nearest arithmetic
    soundness costs, in ulps.
 
 :func:`audit_training` reruns certified training and, in lockstep, concrete
-SGD on poisoned datasets inside the training box (vertices, random points, an
-adversarial poisoning along the sign of the loss gradient at the initial
-model, and one that re-poisons every batch at the current model), with the
-same initial parameters, batch order and learning rates.  After every step
-each concrete parameter must lie inside the interval parameters.  The float64
-runs are an independent reference implementation; ``exact=True`` adds exact
-rational SGD (gmpy2 ``mpq``; sigmoid and softmax via MPFR at 300 bits).
+SGD on poisoned datasets inside the threat model (:func:`plan_attacks`): with
+every point poisoned (FullCert) vertices, random points, all +eps / -eps;
+with k of n points (``poison_count``, ``label_flips``) the k most influential
+(largest clean per-sample gradient norm) and k random ones, never trusted
+rows, their features moved to vertices, random points, along the sign of the
+loss gradient (at the initial model, or re-poisoned at every step), or with
+``epsilon = inf`` far away (1e3, 1e6) or to the domain's corners, their labels
+flipped (to ``label_target``), on the same points when ``paired``.  Every run
+shares the initial parameters, batch order, learning rates and training rules
+(per-sample clipping, weight decay as a contraction, momentum, Nesterov, rate
+decay, a fixed step count).  After every step each concrete parameter must lie
+inside the interval parameters.  The float64 runs are an independent reference
+implementation (:class:`Rules` are its rules); ``exact=True`` adds exact
+rational SGD (gmpy2 ``mpq``; sigmoid, softmax and norm clipping via MPFR at 300
+bits).  With test data the kept model is certified, and no run's final model
+(the nominal model trained on that poisoned data) may misclassify a certified
+point; the uncertified points the attacks flip are counted.
 """
 
 from .falsification import falsify
@@ -47,13 +57,15 @@ from .model import EngineBounds, audit_model, engine_bounds
 from .naive import naive_bounds
 from .network import Dense, dense_layers
 from .oracle import PRECISION, oracle_bounds
-from .training import EXACT_BITS, audit_training
+from .training import EXACT_BITS, Attack, Rules, audit_training, plan_attacks
 
 __all__ = [
     "EXACT_BITS",
     "PRECISION",
+    "Attack",
     "Dense",
     "EngineBounds",
+    "Rules",
     "audit_model",
     "audit_training",
     "dense_layers",
@@ -61,4 +73,5 @@ __all__ = [
     "falsify",
     "naive_bounds",
     "oracle_bounds",
+    "plan_attacks",
 ]
