@@ -254,7 +254,6 @@ class Poisoning:
         idx = np.asarray(idx)
         attack = self.attackable(idx)
         plan = self.plan(int(attack.sum()))
-        m = idx.shape[0]
         base = self._rows(model, loss, plan.base, box, clean, y, idx, attack)
         extra = None
         if plan.extra is not None and plan.k:
