@@ -10,6 +10,7 @@ momentum, a shrunken box, a certifier that claims too much) must be caught.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from fractions import Fraction
 
@@ -298,6 +299,22 @@ def test_a_certifier_that_claims_too_much_is_caught(monkeypatch):
     assert r["outside"] == 0  # the box itself is sound
     assert r["test_certified"] == r["test_size"] == 200
     assert r["certified_flipped"] > 0 and not r["passed"]
+
+
+def test_certified_points_are_attacked_in_their_test_box(monkeypatch):
+    """A certifier claiming every correctly classified point: at test radius 0 the clean run
+    flips none of them, at 0.3 the gradient-sign attack on the test inputs flips some."""
+    real = certify_module.certify
+
+    def claims_correct(model, x, y, threat, batch_size=1024):
+        r = real(model, x, y, threat, batch_size)
+        return dataclasses.replace(r, certified=r.nominal_correct.copy())
+
+    monkeypatch.setattr(certify_module, "certify", claims_correct)
+    for radius, flips in [(0.0, False), (0.3, True)]:
+        r = _audit(ThreatModel(0.05, radius, poison_count=2), {})
+        assert r["outside"] == 0
+        assert (r["by_kind"]["clean"]["certified_flipped"] > 0) is flips, radius
 
 
 # ---------------------------------------------------------------- the command

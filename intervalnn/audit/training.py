@@ -728,22 +728,31 @@ def _flip_check(model, runs: list[_Run], test_x, test_y, threat: ThreatModel) ->
     """Certify the kept ``model`` on the test points; each float64 run's flips, in place.
 
     A run's final parameters are the nominal model trained on its poisoned
-    data (float64).  ``certified_flipped``: certified points it does not
-    predict correctly (the certificate says every model in the box does);
-    ``uncertified_flipped``: uncertified points whose prediction differs
-    from the clean run's.
+    data (float64).  ``certified_flipped``: certified points it misclassifies
+    (the certificate says every model in the box classifies them, and every
+    input of their test box, correctly), at the point itself or, with a test
+    radius, at the point moved by it along the sign of that model's loss
+    gradient (FGSM); ``uncertified_flipped``: uncertified points whose
+    prediction differs from the clean run's.
     """
     from ..certify import certify, predict
 
     ty = np.asarray(test_y).astype(np.int64)
     cert = certify(model, test_x, ty, threat).certified
+    given = np.asarray(test_x, dtype=np.float64)
     tx = np.asarray(test_x, dtype=np.dtype(model.dtype)).astype(np.float64)
+    eps = threat.inference_epsilon
     with np.errstate(all="ignore"):
         clean = predict(runs[0].ref.logits(tx))
         for run in runs:
             if run.exact or run.diverged:
                 continue
             pred = predict(np.asarray(run.ref.logits(tx), dtype=np.float64))
-            run.certified_flipped = int((cert & (pred != ty)).sum())
+            wrong = pred != ty
+            if eps > 0:  # the test box is around the points as given
+                _, gx = run.ref.gradients(given, ty)
+                moved = _move(given, np.ones(len(ty), bool), eps, threat.domain, np.sign(gx))
+                wrong |= predict(np.asarray(run.ref.logits(moved), dtype=np.float64)) != ty
+            run.certified_flipped = int((cert & wrong).sum())
             run.uncertified_flipped = int((~cert & (pred != clean)).sum())
     return {"n": int(ty.size), "certified": int(cert.sum())}
