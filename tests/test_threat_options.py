@@ -328,3 +328,18 @@ def test_splits_refuse_a_trusted_mask_that_does_not_fit():
     sp = two_moons_splits(seed=0, n_train=20)
     with pytest.raises(DataError, match="trusted must be a boolean mask of the 20 training rows"):
         Splits(sp.train, sp.val, sp.test, trusted=np.ones(19, dtype=bool))
+
+
+def test_infinite_epsilon_needs_clipping_only_without_a_data_domain(npz):
+    """The library's rule: with a domain every poisoned feature stays bounded."""
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, size=(80, 2))
+    y = (x[:, 0] > 0.5).astype(np.int64)
+    boxed = npz("box.npz", x=x, y=y, domain=np.array([0.0, 1.0]))
+    spec = RunSpec.from_options(dataset=str(boxed), epsilon="inf", inference_epsilon=0)
+    run = prepare(spec)
+    assert math.isinf(run.threat.epsilon) and run.threat.domain == (0.0, 1.0)
+    free = npz("free.npz", x=x, y=y)
+    with pytest.raises(SpecError, match="needs gradient clipping"):
+        prepare(spec.replace(dataset=str(free)))
+    assert prepare(spec.replace(dataset=str(free), clip=1.0)).config.clip == 1.0
