@@ -25,7 +25,7 @@ from intervalnn.experiment import (
     summarize,
 )
 from intervalnn.experiment.results import latest
-from intervalnn.experiment.tables import _mean_std
+from intervalnn.experiment.tables import mean_std
 from intervalnn.threat import ThreatModel
 
 # colour-blind-safe class colours (Okabe-Ito)
@@ -666,7 +666,7 @@ def per_point_poison_count(rows: list[dict], results_path, data_dir=None) -> dic
                 "poison_counts": ks,
                 "groups": len(line),
                 "certified_at_least": [
-                    _mean_std([f[i] for f in fractions]) for i in range(len(ks))
+                    mean_std([f[i] for f in fractions]) for i in range(len(ks))
                 ],
             }
         )
