@@ -1,4 +1,4 @@
-"""MNIST 1-vs-7: the IDX reader :func:`load_idx` and :func:`mnist17_splits`."""
+"""MNIST: the IDX reader :func:`load_idx`, :func:`mnist17_splits` and :func:`mnist_splits`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from .base import DataError, Dataset, Splits, sorted_split
 
-__all__ = ["MNIST_FILES", "MNIST_MD5", "load_idx", "mnist17_splits"]
+__all__ = ["MNIST_FILES", "MNIST_MD5", "load_idx", "mnist17_splits", "mnist_splits"]
 
 _IDX_MAGIC = {0x00000801: 1, 0x00000803: 3}  # unsigned byte labels / images
 
@@ -101,10 +101,10 @@ def _find_mnist_file(data_dir: Path, base: str) -> Path | None:
     return None
 
 
-def _load_mnist_raw(data_dir, verify: bool = True) -> dict[str, np.ndarray]:
+def _load_mnist_raw(data_dir, verify: bool = True, name: str = "mnist") -> dict[str, np.ndarray]:
     """The four MNIST arrays (uint8), keyed like :data:`MNIST_FILES`."""
     if data_dir is None:
-        raise DataError("mnist17 needs data_dir (a directory with the MNIST files). " + _MNIST_HELP)
+        raise DataError(f"{name} needs data_dir (a directory with the MNIST files). " + _MNIST_HELP)
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"MNIST data directory {data_dir} does not exist. " + _MNIST_HELP)
@@ -135,6 +135,48 @@ def _load_mnist_raw(data_dir, verify: bool = True) -> dict[str, np.ndarray]:
     return out
 
 
+def _mnist_splits(
+    data_dir, digits, name: str, seed, n_val: int, n_pretrain: int, verify: bool
+) -> Splits:
+    """The one MNIST splitter: keep ``digits`` (class ``i`` is ``digits[i]``), scale, split.
+
+    ``digits`` lists the kept digits in class order.  Of the kept training
+    images a seeded permutation (``np.random.default_rng(seed)``) takes
+    ``n_val`` for validation, then ``n_pretrain`` for pretraining (removed
+    from training); each split keeps the original file order.
+    """
+    raw = _load_mnist_raw(data_dir, verify=verify, name=name)
+    digits = np.asarray(digits, dtype=np.int64)
+    k = len(digits)
+    to_class = np.full(10, -1, dtype=np.int64)
+    to_class[digits] = np.arange(k)
+
+    def select(images, labels):
+        keep = np.isin(labels, digits)
+        x = images[keep].reshape(-1, 28 * 28).astype(np.float64) / 255.0
+        return x, to_class[labels[keep]]
+
+    x_tr, y_tr = select(raw["train_images"], raw["train_labels"])
+    x_te, y_te = select(raw["test_images"], raw["test_labels"])
+    n = len(y_tr)
+    n_val, n_pretrain = int(n_val), int(n_pretrain)
+    if n_val < 0 or n_pretrain < 0 or n_val + n_pretrain >= n:
+        raise ValueError(
+            f"{name}_splits: need 0 <= n_val, 0 <= n_pretrain and n_val + n_pretrain < {n}; "
+            f"got n_val={n_val}, n_pretrain={n_pretrain}"
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    i_val, i_pre, i_tr = sorted_split(perm, [n_val, n_pretrain])
+    return Splits(
+        train=Dataset(x_tr[i_tr], y_tr[i_tr], k, f"{name}/train"),
+        val=Dataset(x_tr[i_val], y_tr[i_val], k, f"{name}/val"),
+        test=Dataset(x_te, y_te, k, f"{name}/test"),
+        pretrain=Dataset(x_tr[i_pre], y_tr[i_pre], k, f"{name}/pretrain") if n_pretrain else None,
+        domain=(0.0, 1.0),
+        name=name,
+    )
+
+
 def mnist17_splits(
     data_dir, seed=0, n_val: int = 2000, n_pretrain: int = 0, verify: bool = True
 ) -> Splits:
@@ -163,31 +205,20 @@ def mnist17_splits(
     The test set is the 2,163 test images of 1s and 7s.  ``domain`` is
     ``(0.0, 1.0)``.
     """
-    raw = _load_mnist_raw(data_dir, verify=verify)
-    digits = (1, 7)
+    return _mnist_splits(data_dir, (1, 7), "mnist17", seed, n_val, n_pretrain, verify)
 
-    def select(images, labels):
-        keep = np.isin(labels, digits)
-        x = images[keep].reshape(-1, 28 * 28).astype(np.float64) / 255.0
-        y = (labels[keep] == digits[1]).astype(np.int64)
-        return x, y
 
-    x_tr, y_tr = select(raw["train_images"], raw["train_labels"])
-    x_te, y_te = select(raw["test_images"], raw["test_labels"])
-    n = len(y_tr)
-    n_val, n_pretrain = int(n_val), int(n_pretrain)
-    if n_val < 0 or n_pretrain < 0 or n_val + n_pretrain >= n:
-        raise ValueError(
-            f"mnist17_splits: need 0 <= n_val, 0 <= n_pretrain and n_val + n_pretrain < {n}; "
-            f"got n_val={n_val}, n_pretrain={n_pretrain}"
-        )
-    perm = np.random.default_rng(seed).permutation(n)
-    i_val, i_pre, i_tr = sorted_split(perm, [n_val, n_pretrain])
-    return Splits(
-        train=Dataset(x_tr[i_tr], y_tr[i_tr], 2, "mnist17/train"),
-        val=Dataset(x_tr[i_val], y_tr[i_val], 2, "mnist17/val"),
-        test=Dataset(x_te, y_te, 2, "mnist17/test"),
-        pretrain=Dataset(x_tr[i_pre], y_tr[i_pre], 2, "mnist17/pretrain") if n_pretrain else None,
-        domain=(0.0, 1.0),
-        name="mnist17",
-    )
+def mnist_splits(
+    data_dir, seed=0, n_val: int = 5000, n_pretrain: int = 0, verify: bool = True
+) -> Splits:
+    """Full MNIST, 10 classes (digit ``d`` is class ``d``); otherwise as :func:`mnist17_splits`.
+
+    The same files, checks, pixel scaling (float64 ``x / 255`` in ``[0, 1]``),
+    flattening and split rule: of the 60,000 training images a seeded
+    permutation selects ``n_val`` (default 5,000) for validation and then
+    ``n_pretrain`` for pretraining (removed from training); the rest (55,000
+    with the defaults) is the training set.  The test set is the 10,000 test
+    images.  ``domain`` is ``(0.0, 1.0)``.  Train with ``loss="ce"`` and a
+    10-output model.
+    """
+    return _mnist_splits(data_dir, range(10), "mnist", seed, n_val, n_pretrain, verify)
