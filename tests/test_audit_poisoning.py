@@ -144,7 +144,7 @@ def test_attacks_respect_the_threat_model(eps, paired):
     params = [(rng.normal(size=(3, 5)), rng.normal(size=5)), (rng.normal(size=(5, 3)), np.zeros(3))]
     probe = _Reference(["linear", "relu", "linear"], params, "ce", False)
     attacks = plan_attacks(x, y, threat, trusted, probe, classes, rng, vertices=2, randoms=2)
-    assert attacks[0].kind == "clean" and (attacks[0].data == x).all()
+    assert attacks[0].kind == "clean" and (attacks[0].inputs(x) == x).all()
     assert {a.kind.split("/")[0] for a in attacks[1:]} == {"influential", "random"}
     for a in attacks:
         flipped = a.labels != y
@@ -153,16 +153,17 @@ def test_attacks_respect_the_threat_model(eps, paired):
         assert (a.labels[flipped] == 2).all()  # only to the target class
         if paired:
             assert (a.moved | flipped).sum() <= 6, a.kind
-        if a.data is None:  # re-poisoned every step
+        if a.values is None:  # re-poisoned every step
             continue
-        moved = (a.data != x).any(axis=1)
+        data = a.inputs(x)
+        moved = (data != x).any(axis=1)
         assert not (moved & ~a.moved).any(), a.kind  # only the chosen rows move
-        assert ((a.data >= 0) & (a.data <= 1)).all()  # in the domain
+        assert ((data >= 0) & (data <= 1)).all()  # in the domain
         if math.isfinite(eps):
-            assert (np.abs(a.data - x) <= eps).all(), a.kind
+            assert (np.abs(data - x) <= eps).all(), a.kind
     if math.isinf(eps):  # the domain's corners
         corner = next(a for a in attacks if a.kind == "influential/corner+flip")
-        assert corner.moved.any() and np.isin(corner.data[corner.moved], [0.0, 1.0]).all()
+        assert corner.moved.any() and np.isin(corner.values, [0.0, 1.0]).all()
     full = plan_attacks(x, y, ThreatModel(0.1), np.zeros(n, bool), probe, classes, rng)
     assert {"plus", "minus", "adversarial-init", "adversarial-step"} <= {a.kind for a in full}
     assert all(a.moved.all() for a in full[1:])

@@ -303,12 +303,13 @@ SCORE_FLOATS = 2**22  # per-sample gradient entries per chunk when ranking the p
 class _Run:
     kind: str
     ref: _Reference
-    data: np.ndarray | None  # the poisoned training inputs (None: re-poisoned every step)
+    values: np.ndarray | None  # the moved rows' features (None: re-poisoned every step)
     labels: np.ndarray  # the training labels, some flipped
     exact: bool
     moved: np.ndarray  # the rows whose features the attack moves
     flipped: int = 0  # how many labels it changed
     far: float = 0.0  # step mode with epsilon = inf: how far the moved rows go
+    pos: np.ndarray | None = None  # per training row, its row in values (-1: not moved)
     max_excursion: float = -math.inf
     outside: int = 0
     diverged: bool = False
@@ -316,34 +317,27 @@ class _Run:
     uncertified_flipped: int | None = None
 
 
-def _move(x, rows, eps, domain, direction, far: float = 0.0):
-    """``x`` with the ``rows`` moved along ``direction`` (entries in [-1, 1]), in the threat model.
+def _move(x, eps, domain, direction, far: float = 0.0):
+    """Rows ``x`` moved along ``direction`` (entries in [-1, 1]) within the threat model.
 
     Finite ``eps``: by ``eps * direction``, clipped to the ball (float64
     rounding never leaves the training box, which is rounded outward).
     ``eps = inf``: to ``x + far * direction``.  Then clipped to the domain.
     """
-    p = x.copy()
-    if not rows.any():
-        return p
-    xr, dr = x[rows], direction[rows]
     if math.isfinite(eps):
-        p[rows] = np.clip(xr + eps * dr, xr - eps, xr + eps)
+        p = np.clip(x + eps * direction, x - eps, x + eps)
     else:
-        p[rows] = xr + far * dr
+        p = x + far * direction
     return p if domain is None else np.clip(p, domain[0], domain[1])
 
 
-def _exact_poison(x, eps, domain, signs):
-    """``x + eps * signs`` (signs in {-1, 0, 1}) as exact rationals, clipped to the domain."""
-    g = require_gmpy2()
-    q = np.frompyfunc(g.mpq, 1, 1)
-    e = g.mpq(float(eps))
-    p = np.asarray(q(x), dtype=object) + np.asarray(signs, dtype=np.int64).astype(object) * e
-    if domain is not None:
-        a, b = g.mpq(float(domain[0])), g.mpq(float(domain[1]))
-        p = np.where(p < a, a, np.where(p > b, b, p))
-    return p
+def _patch(base, idx, moved, values, pos):
+    """Rows ``idx`` of ``base`` with the moved ones replaced by their poisoned ``values``."""
+    xb = base[idx].copy()
+    m = moved[idx]
+    if m.any():
+        xb[m] = values[pos[idx[m]]]
+    return xb
 
 
 def _excursion(value, lo, hi, exact, tiny) -> tuple[float, int]:
@@ -414,14 +408,21 @@ def _scores(ref: _Reference, x, y) -> np.ndarray:
 
 
 class Attack(NamedTuple):
-    """One concrete poisoning: the training inputs (None: re-poisoned every step), the labels,
-    the rows whose features move, and how far they go when ``epsilon = inf`` (step mode)."""
+    """One concrete poisoning: the rows whose features move (a mask) and their new features
+    (in row order; None: re-poisoned every step, ``far`` away when ``epsilon = inf``), and
+    the labels (some flipped)."""
 
     kind: str
-    data: np.ndarray | None
+    values: np.ndarray | None
     labels: np.ndarray
     moved: np.ndarray
     far: float = 0.0
+
+    def inputs(self, x) -> np.ndarray:
+        """The poisoned training inputs (``x`` with the moved rows replaced)."""
+        out = np.array(x, copy=True)
+        out[self.moved] = self.values
+        return out
 
 
 def plan_attacks(
@@ -442,7 +443,8 @@ def plan_attacks(
         logits0 = np.asarray(probe.logits(xd), dtype=np.float64)
     sign0 = np.sign(gx)
     none = np.zeros(n, dtype=bool)
-    out = [Attack("clean", xd.copy(), y.copy(), none)]
+    d = xd.shape[1]
+    out = [Attack("clean", xd[:0].copy(), y.copy(), none)]
 
     attackable = np.flatnonzero(~trusted)
     # FullCert with epsilon 0 still runs its attacks (by 0: the clean data, a sanity check)
@@ -464,6 +466,7 @@ def plan_attacks(
         feat, lab = _choose(order, cand, kf, kl, threat.paired)
         moved = np.zeros(n, dtype=bool)
         moved[feat] = True
+        xm, k = xd[moved], int(moved.sum())
         labels = _flip(y, lab, classes, target, logits0)
         tag = "" if sel == "all" else f"{sel}/"
         plus = "+flip" if kl else ""
@@ -471,19 +474,18 @@ def plan_attacks(
             modes = []  # (name, direction, far)
             if math.isfinite(eps):
                 if sel == "all":
-                    modes += [("plus", np.ones_like(xd), 0.0), ("minus", -np.ones_like(xd), 0.0)]
+                    modes += [("plus", np.ones_like(xm), 0.0), ("minus", -np.ones_like(xm), 0.0)]
                 modes += [
-                    ("vertex", sampler.choice([-1.0, 1.0], size=xd.shape), 0.0)
+                    ("vertex", sampler.choice([-1.0, 1.0], size=(k, d)), 0.0)
                     for _ in range(vertices)
                 ]
                 modes += [
-                    ("random", sampler.uniform(-1.0, 1.0, size=xd.shape), 0.0)
-                    for _ in range(randoms)
+                    ("random", sampler.uniform(-1.0, 1.0, size=(k, d)), 0.0) for _ in range(randoms)
                 ]
                 if adversarial:
-                    modes.append(("adversarial-init", sign0, 0.0))
+                    modes.append(("adversarial-init", sign0[moved], 0.0))
             else:
-                away = np.where(sign0 == 0, 1.0, sign0)
+                away = np.where(sign0[moved] == 0, 1.0, sign0[moved])
                 if domain is None:
                     modes += [(f"far-{f:.0e}".replace("+0", ""), away, f) for f in FAR]
                     far = FAR[-1]
@@ -492,22 +494,21 @@ def plan_attacks(
                     modes.append(("corner", away, far))
                 modes += [
                     ("far-vertex" if domain is None else "corner-vertex",
-                     sampler.choice([-1.0, 1.0], size=xd.shape), far)
+                     sampler.choice([-1.0, 1.0], size=(k, d)), far)
                     for _ in range(vertices)
                 ]  # fmt: skip
             for name, direction, far in modes:
-                data = _move(xd, moved, eps, domain, direction, far)
-                out.append(Attack(f"{tag}{name}{plus}", data, labels, moved))
+                values = _move(xm, eps, domain, direction, far)
+                out.append(Attack(f"{tag}{name}{plus}", values, labels, moved))
             if not math.isfinite(eps) and domain is not None:
                 for _ in range(randoms):  # anywhere in the domain
-                    data = xd.copy()
-                    data[moved] = sampler.uniform(*domain, size=data[moved].shape)
-                    out.append(Attack(f"{tag}random{plus}", data, labels, moved))
+                    values = sampler.uniform(*domain, size=(k, d))
+                    out.append(Attack(f"{tag}random{plus}", values, labels, moved))
             if adversarial:
                 far = 0.0 if math.isfinite(eps) else FAR[0] if domain is None else far
                 out.append(Attack(f"{tag}adversarial-step{plus}", None, labels, moved, far))
         if kl:
-            out.append(Attack(f"{tag}flip", xd.copy(), labels, none))
+            out.append(Attack(f"{tag}flip", xd[:0].copy(), labels, none))
     return out
 
 
@@ -599,7 +600,7 @@ def audit_training(
         xd, y, threat, trusted_mask, probe, classes, sampler, vertices, randoms, adversarial
     )
     runs = [
-        _Run(a.kind, _Reference(kinds, init, config.loss, False, rules), a.data, a.labels,
+        _Run(a.kind, _Reference(kinds, init, config.loss, False, rules), a.values, a.labels,
              False, a.moved, int((a.labels != y).sum()), a.far)
         for a in attacks
     ]  # fmt: skip
@@ -609,14 +610,18 @@ def audit_training(
         seen = set()
         for a in attacks:
             # far-away rows (beyond FAR[0]) make the sigmoid / softmax rationals enormous
-            if a.data is None or a.kind in seen or np.abs(a.data).max() > 2 * FAR[0]:
+            if a.values is None or a.kind in seen or np.abs(a.values).max(initial=0) > 2 * FAR[0]:
                 continue
             seen.add(a.kind)
-            data = np.asarray(q(a.data), dtype=object)
+            data = np.asarray(q(a.values), dtype=object).reshape(a.values.shape)
             ref = _Reference(kinds, init, config.loss, True, rules)
             runs.append(
                 _Run(a.kind, ref, data, a.labels, True, a.moved, int((a.labels != y).sum()))
             )
+        xq = np.asarray(q(xd), dtype=object).reshape(xd.shape)
+    for run in runs:
+        run.pos = np.full(n, -1, dtype=np.int64)
+        run.pos[run.moved] = np.arange(int(run.moved.sum()))
 
     state = {"steps": 0, "clean_vs_nominal": 0.0}
     n_steps = len(batches)
@@ -632,14 +637,15 @@ def audit_training(
             if run.diverged:
                 continue
             with np.errstate(all="ignore"):
-                if run.data is None:  # re-poison this batch's rows at the current concrete model
+                if run.values is None:  # re-poison the batch's rows at the current concrete model
                     _, gxb = run.ref.gradients(xd[idx], y[idx])
                     s = np.sign(gxb)
                     if not math.isfinite(eps):
                         s = np.where(s == 0, 1.0, s)
-                    xb = _move(xd[idx], run.moved[idx], eps, domain, s, run.far)
+                    xb, m = xd[idx].copy(), run.moved[idx]
+                    xb[m] = _move(xb[m], eps, domain, s[m], run.far)
                 else:
-                    xb = run.data[idx]
+                    xb = _patch(xq if run.exact else xd, idx, run.moved, run.values, run.pos)
                 run.ref.step(xb, run.labels[idx], lam)
             if not run.ref.finite():
                 run.diverged = True
@@ -751,7 +757,7 @@ def _flip_check(model, runs: list[_Run], test_x, test_y, threat: ThreatModel) ->
             wrong = pred != ty
             if eps > 0:  # the test box is around the points as given
                 _, gx = run.ref.gradients(given, ty)
-                moved = _move(given, np.ones(len(ty), bool), eps, threat.domain, np.sign(gx))
+                moved = _move(given, eps, threat.domain, np.sign(gx))
                 wrong |= predict(np.asarray(run.ref.logits(moved), dtype=np.float64)) != ty
             run.certified_flipped = int((cert & wrong).sum())
             run.uncertified_flipped = int((~cert & (pred != clean)).sum())
