@@ -227,12 +227,13 @@ def _print_training(r: dict) -> None:
     )
     echo(f"threat model: {r['threat_description']}")
     flips = r["certified_flipped"] is not None
-    head = f"  {'attack':<34} {'moved':>5} {'flips':>5} {'runs':>4} {'max excursion':>14}"
+    w = max(len("attack"), *(len(k) for k in r["by_kind"]))
+    head = f"  {'attack':<{w}} {'moved':>5} {'flips':>5} {'runs':>4} {'max excursion':>14}"
     head += f" {'outside':>7}"
     echo(head + (f" {'cert. flipped':>13} {'uncert. flipped':>15}" if flips else ""))
     for kind, row in r["by_kind"].items():
         line = (
-            f"  {kind:<34} {row['features']:>5} {row['labels']:>5} {row['runs']:>4} "
+            f"  {kind:<{w}} {row['features']:>5} {row['labels']:>5} {row['runs']:>4} "
             f"{_fmt(row['max_excursion'], '.3g'):>14} {row['outside']:>7}"
         )
         if flips:
