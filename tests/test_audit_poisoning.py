@@ -36,6 +36,7 @@ TRUSTED = np.arange(100) < 50  # the first half of the training points
 # name: (threat model, extra training options, trusted mask)
 CASES = {
     "k-of-n": (ThreatModel(0.1, 0.0, poison_count=2), {}, None),
+    "fullcert-clip-decay": (ThreatModel(0.01, 0.0), dict(fused=True, clip=0.5, lr_decay=0.3), None),
     "inf-clamp": (ThreatModel(math.inf, 0.0, poison_count=2), dict(clip=0.5), None),
     "inf-norm": (
         ThreatModel(math.inf, 0.0, poison_count=2),
@@ -92,7 +93,10 @@ def test_poisoned_runs_stay_inside_and_flip_no_certified_point(case):
     first = (
         "flip" if threat.label_flips else "vertex" if math.isfinite(threat.epsilon) else "far-1e6"
     )
-    assert {"clean", f"influential/{first}", f"random/{first}"} <= kinds
+    if threat.is_fullcert:  # every point moves: no choice of points
+        assert {"clean", "plus", "minus", "vertex", "adversarial-step"} <= kinds
+    else:
+        assert {"clean", f"influential/{first}", f"random/{first}"} <= kinds
     k = threat.feature_budget(100)
     for kind, row in r["by_kind"].items():  # the attacks stay within the budgets
         assert row["features"] <= k and row["labels"] <= threat.label_flips, kind
@@ -125,6 +129,32 @@ def test_exact_rational_sgd_stays_inside(threat, extra, trusted):
     assert "clean (exact)" in exact and len(exact) == r["exact_runs"]
     assert all(row["outside"] == 0 for row in exact.values())
     assert r["certified_flipped"] == 0
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_three_classes_flipped_to_the_most_likely_other_class(paired):
+    """Cross-entropy on three blobs, untargeted flips (exact runs too)."""
+    rng = np.random.default_rng(0)
+    centers = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]])
+
+    def blobs(m):
+        y = rng.integers(0, 3, m)
+        return centers[y] + rng.normal(size=(m, 2)), y
+
+    (x, y), (px, py), (tx, ty) = blobs(24), blobs(200), blobs(100)
+    threat = ThreatModel(0.1, 0.0, poison_count=2, label_flips=2, paired=paired)
+    model = mlp(2, 3, hidden=4, layers=2, seed=0)
+    cfg = TrainConfig(
+        epochs=2, batch_size=12, learning_rate=0.2, loss="ce", pretrain_epochs=20, clip=0.2
+    )
+    r = audit_training(
+        model, x, y, threat, cfg, pretrain_x=px, pretrain_y=py, test_x=tx, test_y=ty,
+        exact=True, vertices=1, randoms=1,
+    )  # fmt: skip
+    assert r["passed"] and r["outside"] == 0 and r["exact_runs"] == 9
+    assert r["test_certified"] > 0 and r["certified_flipped"] == 0
+    assert r["uncertified_flipped"] > 0
+    assert r["by_kind"]["influential/flip"]["labels"] == 2
 
 
 # ---------------------------------------------------------------- the attacks themselves
@@ -167,6 +197,22 @@ def test_attacks_respect_the_threat_model(eps, paired):
     full = plan_attacks(x, y, ThreatModel(0.1), np.zeros(n, bool), probe, classes, rng)
     assert {"plus", "minus", "adversarial-init", "adversarial-step"} <= {a.kind for a in full}
     assert all(a.moved.all() for a in full[1:])
+
+
+def test_untargeted_flips_go_to_the_most_likely_other_class():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(20, 2)), rng.integers(0, 3, size=20)
+    probe = _Reference(["linear"], [(rng.normal(size=(2, 3)), np.zeros(3))], "ce", False)
+    attacks = plan_attacks(x, y, ThreatModel(0.0, label_flips=5), np.zeros(20, bool), probe, 3, rng)
+    z = probe.logits(x)
+    assert [a.kind for a in attacks] == ["clean", "influential/flip", "random/flip"]
+    for a in attacks[1:]:
+        rows = np.flatnonzero(a.labels != y)
+        assert rows.size == 5
+        for r in rows:
+            other = z[r].copy()
+            other[y[r]] = -np.inf
+            assert a.labels[r] == other.argmax()
 
 
 def test_influential_points_have_the_largest_gradients():
