@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 H = "tests/test_harness.py"
 R = "tests/test_regressions.py"
 T = "tests/test_mutants.py"
+P = "tests/test_poisoning.py"
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,11 @@ class Mutant:
     replacement: str
     tests: tuple[str, ...]  # pytest arguments (files or node ids), relative to the root
     description: str
+
+
+def p(*names: str) -> tuple[str, ...]:
+    """Tests of tests/test_poisoning.py by function name (all their parametrizations)."""
+    return tuple(f"{P}::{n}" for n in names)
 
 
 def t(*names: str) -> tuple[str, ...]:
@@ -354,6 +360,93 @@ MUTANTS: list[Mutant] = [
         "return x @ self.weight + self.bias",
         (f"{R}::test_layered_forward_contains_a_float_sum_that_adds_the_bias_first",),
         "layered Linear: the bias outside the GEMM bound (float sums adding it first escape)",
+    ),
+    # ------------------------------------------------ issue 13: k-of-n poisoning and training rules
+    Mutant(
+        "poisoning-k-minus-1-terms",
+        "intervalnn/poisoning.py",
+        "low, high = _select(low, high, b, e, attack[sel], k)",
+        "low, high = _select(low, high, b, e, attack[sel], k - 1 if k > 1 else k)",
+        p(
+            "test_batch_gradient_accumulation_against_brute_force",
+            "test_adversarial_poisonings_stay_in_the_box",
+        ),
+        "k-of-n accumulation: k' - 1 deviation terms selected instead of k'",
+    ),
+    Mutant(
+        "poisoning-deviation-lo-nearest",
+        "intervalnn/poisoning.py",
+        "d_lo = xp.minimum(kern.add_rd(e.lo, -b.lo), 0)",
+        "d_lo = xp.minimum(e.lo - b.lo, 0)",
+        p("test_select_against_brute_force_over_subsets"),
+        "k-of-n accumulation: lower deviations rounded to nearest, not down",
+    ),
+    Mutant(
+        "poisoning-deviation-hi-nearest",
+        "intervalnn/poisoning.py",
+        "d_hi = xp.maximum(kern.add_ru(e.hi, -b.hi), 0)",
+        "d_hi = xp.maximum(e.hi - b.hi, 0)",
+        p("test_select_against_brute_force_over_subsets"),
+        "k-of-n accumulation: upper deviations rounded to nearest, not up",
+    ),
+    Mutant(
+        "poisoning-deviation-lo-not-clamped",
+        "intervalnn/poisoning.py",
+        "d_lo = xp.minimum(kern.add_rd(e.lo, -b.lo), 0)",
+        "d_lo = kern.add_rd(e.lo, -b.lo)",
+        p("test_select_against_brute_force_over_subsets"),
+        "k-of-n accumulation: lower deviations not clamped at 0 (a positive one may be selected)",
+    ),
+    Mutant(
+        "poisoning-deviation-hi-not-clamped",
+        "intervalnn/poisoning.py",
+        "d_hi = xp.maximum(kern.add_ru(e.hi, -b.hi), 0)",
+        "d_hi = kern.add_ru(e.hi, -b.hi)",
+        p("test_select_against_brute_force_over_subsets"),
+        "k-of-n accumulation: upper deviations not clamped at 0",
+    ),
+    Mutant(
+        "poisoning-norm-factor-hi-from-norm-hi",
+        "intervalnn/poisoning.py",
+        "n_lo = Interval(xp.maximum(norm.lo, gamma.hi))",
+        "n_lo = Interval(xp.maximum(norm.hi, gamma.hi))",
+        p("test_clipping_boxes_contain_clipped_members_exactly_and_in_float"),
+        "norm clipping: the factor's upper end from the norm's upper end (too small)",
+    ),
+    Mutant(
+        "optim-momentum-drops-mu",
+        "intervalnn/optim.py",
+        "v = Interval._exact(mu, theta) * velocity[0][name] + g",
+        "v = velocity[0][name] + g",
+        p("test_training_rules_stay_in_the_box"),
+        "momentum: the box's velocity v + g instead of mu v + g",
+    ),
+    Mutant(
+        "poisoning-paired-min-budget",
+        "intervalnn/poisoning.py",
+        "return Plan(clean, (True, True), min(max(kf, kl), attackable))",
+        "return Plan(clean, (True, True), min(min(kf, kl), attackable))",
+        p(
+            "test_batch_gradient_contains_every_admissible_assignment",
+            "test_adversarial_poisonings_stay_in_the_box",
+        ),
+        "paired budgets: k' = min(kf, kl) instead of max(kf, kl)",
+    ),
+    Mutant(
+        "poisoning-independent-max-budget",
+        "intervalnn/poisoning.py",
+        "return Plan(clean, (True, True), min(kf + kl, attackable))",
+        "return Plan(clean, (True, True), min(max(kf, kl), attackable))",
+        p("test_batch_gradient_contains_every_admissible_assignment"),
+        "independent budgets: k' = max(kf, kl) instead of kf + kl",
+    ),
+    Mutant(
+        "poisoning-free-rows-bound-half-gamma",
+        "intervalnn/poisoning.py",
+        "bound = self.clipping.entry_bound(size, any_box.dtype)",
+        "bound = self.clipping.gamma / 2",
+        p("test_unbounded_poisoning_with_clipping_stays_in_the_box"),
+        "eps = inf: a moved row's clipped gradient bounded by gamma / 2",
     ),
 ]
 

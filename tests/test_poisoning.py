@@ -205,7 +205,8 @@ class Case:
                 feat, lab = chosen[:kf], list(rng.permutation(chosen))[:kl] if chosen else []
             else:
                 feat = order[:kf]
-                lab = list(rng.permutation(free))[:kl] if j % 2 else order[:kl]
+                # disjoint sets (kf + kl points touched), or random (overlapping) ones
+                lab = list(rng.permutation(free))[:kl] if j % 2 else (order[kf:] + order[:kf])[:kl]
             if rng.random() < 0.25 and len(feat) > 1:  # sometimes fewer than the budget
                 feat = feat[: int(rng.integers(1, len(feat)))]
             xs = [[Fraction(float(v)) for v in row] for row in self.x]
@@ -630,6 +631,82 @@ def test_batch_gradient_accumulation_against_brute_force(dtype, kind):
                 )
                 assert q(g.lo[pos]) <= q(lo / m), (kind, trial, name, pos, plan)
                 assert q(hi / m) <= q(g.hi[pos]), (kind, trial, name, pos, plan)
+
+
+def _assignments(att, kf, kl, paired):
+    """Every admissible (features moved, label flipped) state per row of a batch.
+
+    Independent budgets: at most ``kf`` rows moved and ``kl`` flipped; paired: the
+    touched rows number at most ``max(kf, kl)`` (moved at most kf, flipped at most kl).
+    Trusted rows stay clean.
+    """
+    from itertools import product
+
+    rows = np.flatnonzero(att)
+    for states in product(range(4), repeat=rows.shape[0]):
+        moved = sum(s & 1 for s in states)
+        flipped = sum(s >> 1 for s in states)
+        touched = sum(s > 0 for s in states)
+        if moved > kf or flipped > kl or (paired and touched > max(kf, kl)):
+            continue
+        full = [0] * att.shape[0]
+        for r, st in zip(rows, states, strict=True):
+            full[r] = st
+        yield full
+
+
+@pytest.mark.parametrize("kind", ["paired", "independent", "independent-inf"])
+def test_batch_gradient_contains_every_admissible_assignment(kind):
+    """The batch box contains sum_i box_i(state_i) / m for every admissible assignment of
+    states (clean, moved, flipped, both) to the batch rows -- the threat model's definition,
+    brute force, with the library's own per-state per-sample boxes."""
+    rng = np.random.default_rng(len(kind))
+    loss = get_loss("ce")
+    dtype = np.float64
+    for trial in range(15):
+        m = int(rng.integers(2, 5))
+        n = m + int(rng.integers(0, 2))
+        d = int(rng.integers(1, 3))
+        model = random_model(rng, d, 3, int(rng.integers(1, 3)), dtype, 1.0)
+        x, y = rng.uniform(-1, 1, (n, d)), rng.integers(0, 3, n)
+        kf = int(rng.integers(1, m))
+        kl = int(rng.integers(1, m))
+        clip = None
+        eps = 0.5
+        if kind == "independent-inf":
+            eps, clip = math.inf, Clipping(float(rng.choice([0.05, 0.3])), "clamp")
+        threat = ThreatModel(eps, test_epsilon=0.0, poison_count=kf, label_flips=kl,
+                             paired=kind == "paired")  # fmt: skip
+        trusted = rng.random(n) < 0.25 if trial % 3 == 0 else None
+        pois = Poisoning(threat, n, trusted, clip)
+        box = threat.train_box(x, dtype)
+        clean = ThreatModel(0.0).train_box(x, dtype)
+        idx = rng.permutation(n)[:m]
+        grads, _, _ = pois.batch_gradient(model, loss, box, clean, x, y, idx)
+        att = pois.attackable(idx)
+        states = [
+            _library_sample_grads(
+                pois, model, loss, (bool(s & 1), bool(s >> 1)), box, clean, y, idx, att
+            )  # fmt: skip
+            for s in range(4)
+        ]
+        for name, g in grads.items():
+            per = [
+                (fraction_array_of(st[name].lo), fraction_array_of(st[name].hi)) for st in states
+            ]
+            lo_min = hi_max = None
+            for assign in _assignments(att, kf, kl, threat.paired):
+                lo = sum(per[s][0][i] for i, s in enumerate(assign))
+                hi = sum(per[s][1][i] for i, s in enumerate(assign))
+                lo_min = lo if lo_min is None else np.minimum(lo_min, lo)
+                hi_max = hi if hi_max is None else np.maximum(hi_max, hi)
+            for pos in np.ndindex(g.shape):
+                assert q(g.lo[pos]) <= q(lo_min[pos] / m), (kind, trial, name, pos)
+                assert q(hi_max[pos] / m) <= q(g.hi[pos]), (kind, trial, name, pos)
+
+
+def fraction_array_of(a):
+    return np.vectorize(fraction, otypes=[object])(np.asarray(a))
 
 
 # ---------------------------------------------------------------- findings
