@@ -64,7 +64,9 @@ class Row:
     poison_count: int | None
     label_flips: int = 0
     paired: bool = False
-    rate: float = 4.0
+    rate: float = 4.0  # the recipe: learning rate, clamp threshold, learning-rate decay
+    clip: float = 0.3
+    decay: float = 0.6
     agt: str = "–"  # AGT measured on a 2-core machine (issue 13)
     prototype: str = "–"  # the round-to-nearest prototype's best recipe (issue 13)
 
@@ -171,14 +173,15 @@ def floats(text: str) -> list[float]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, default=5, help="seeds per row (0, 1, ...)")
+    ap.add_argument("--seeds", type=int, default=5, help="seeds per row (default 5)")
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds start here (default 0)")
     ap.add_argument("--rows", default=None, help="comma-separated row ids (default: all)")
     ap.add_argument("--quick", action="store_true", help="one seed")
     ap.add_argument("--json", default=None, metavar="OUT", help="write per-seed numbers here")
     ap.add_argument("--epochs", type=int, default=12, help="most full-batch steps (default 12)")
     ap.add_argument("--rate", default=None, help="learning rate(s) (default: the row's, 4 or 2)")
-    ap.add_argument("--clip", default="0.3", help="clamp threshold(s) (default 0.3)")
-    ap.add_argument("--decay", default="0.6", help="learning-rate decay(s) (default 0.6)")
+    ap.add_argument("--clip", default=None, help="clamp threshold(s) (default: the row's)")
+    ap.add_argument("--decay", default=None, help="learning-rate decay(s) (default: the row's)")
     ap.add_argument(
         "--select",
         action="store_true",
@@ -194,10 +197,9 @@ def main(argv=None) -> int:
         rows = [known[n] for n in names]
     else:
         rows = ROWS
-    seeds = range(1 if args.quick else args.seeds)
-    clips, decays = floats(args.clip), floats(args.decay)
-    grid_size = len(clips) * len(decays) * (len(floats(args.rate)) if args.rate else 1)
-    if grid_size > 1 and not args.select:
+    seeds = range(args.first_seed, args.first_seed + (1 if args.quick else args.seeds))
+    grid = [len(floats(v)) for v in (args.rate, args.clip, args.decay) if v]
+    if math.prod(grid) > 1 and not args.select:
         ap.error("several --rate/--clip/--decay values need --select")
 
     commit = subprocess.run(
@@ -206,6 +208,8 @@ def main(argv=None) -> int:
     records, lines = [], []
     for row in rows:
         rates = floats(args.rate) if args.rate else [row.rate]
+        clips = floats(args.clip) if args.clip else [row.clip]
+        decays = floats(args.decay) if args.decay else [row.decay]
         chosen = []
         for seed in seeds:
             tried = []
