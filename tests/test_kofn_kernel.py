@@ -420,8 +420,16 @@ def test_medium_cases_against_exact_greedy_bound_and_numpy_interval_ops(dt):
             c[key] = (lo, (lo + rng.random(lo.shape) * 0.1).astype(dt))
         c["ea"] = (np.minimum(c["ea"][0], c["a"][0]), np.maximum(c["ea"][1], c["a"][1]))
         c["k"] = 4
+        c["free"][:] = c["efree"][:] = False
         lo, hi, _ = run(c)
         assert_sound(c, (lo, hi, None), brute=False)
+        # tight: within the rounding of b + k + 3 sequential steps of the exact bound
+        eps = Fraction(float(np.finfo(dt).eps))
+        for i, j in np.ndindex(lo.shape):
+            x_lo, x_hi = exact_range(c, i, j, brute=False)
+            scale = sum(max(map(abs, _row_range(c, s, i, j, e))) for s in range(b) for e in (0, 1))
+            slack = (b + c["k"] + 3) * eps * scale / b
+            assert x_lo - _q(lo[i, j]) <= slack and _q(hi[i, j]) - x_hi <= slack
         ref = _numpy_reference(c)
         finite = np.isfinite(ref.lo) & np.isfinite(ref.hi)
         # same boxes, same selected values, sequential directed sums instead of an a-priori
