@@ -252,7 +252,8 @@ def _print_training(r: dict) -> None:
     echo(f"max excursion: {_fmt(r['max_excursion'], '.3g')} (must be <= 0)")
     if flips:
         echo(
-            f"test points: {r['test_certified']} of {r['test_size']} certified; certified "
+            f"kept model: step {r['kept_step']}; test points: {r['test_certified']} of "
+            f"{r['test_size']} certified; certified "
             f"points a poisoned model misclassifies: {r['certified_flipped']} (must be 0); "
             f"uncertified points the attacks flipped: up to {r['uncertified_flipped']}"
         )
@@ -281,6 +282,12 @@ def _print_training(r: dict) -> None:
     type=click.IntRange(min=1),
     default=None,
     help="Check certified flips on the first N test points only (default: all).",
+)
+@click.option(
+    "--validate",
+    is_flag=True,
+    help="Validate as 'intervalnn train' does and check the model it would keep "
+    "(default: the last model, no validation).",
 )
 @click.option(
     "--vertices",
@@ -315,6 +322,7 @@ def audit_training_command(
     as_json,
     train_size,
     test_size,
+    validate,
     vertices,
     randoms,
     adversarial,
@@ -343,8 +351,9 @@ def audit_training_command(
     The kept model is then certified on the test points: no poisoned run's
     final model (the nominal model trained on that poisoned data) may
     misclassify a certified point; the report also counts the uncertified
-    points the attacks flipped.  Validation does not change training and is
-    skipped.
+    points the attacks flipped.  The kept model is the last one, or with
+    --validate the one 'intervalnn train' would keep (validation does not
+    change training, only which step is kept).
 
     Exit code 1 when a concrete parameter leaves its interval or a certified
     point is flipped.
@@ -363,6 +372,7 @@ def audit_training_command(
             spec,
             train_size=train_size,
             test_size=test_size,
+            validate=validate,
             layered=layered,
             audit_seed=audit_seed,
             progress=bar,

@@ -23,11 +23,12 @@ import intervalnn.poisoning as poisoning_module
 from intervalnn.audit import audit_training
 from intervalnn.audit import training as training_module
 from intervalnn.audit.training import Rules, _Reference, learning_rate, plan_attacks
+from intervalnn.certify import certify
 from intervalnn.datasets import two_moons_splits
 from intervalnn.layers import mlp
 from intervalnn.optim import PLAIN, SGD
 from intervalnn.threat import ThreatModel
-from intervalnn.train import TrainConfig
+from intervalnn.train import TrainConfig, train
 
 SPLITS = two_moons_splits(seed=0, n_train=100, n_pretrain=300, n_test=200)
 BASE = dict(epochs=3, learning_rate=0.5, batch_size=50, pretrain_epochs=20, seed=1, fused=False)
@@ -129,6 +130,22 @@ def test_exact_rational_sgd_stays_inside(threat, extra, trusted):
     assert "clean (exact)" in exact and len(exact) == r["exact_runs"]
     assert all(row["outside"] == 0 for row in exact.values())
     assert r["certified_flipped"] == 0
+
+
+def test_the_kept_step_is_the_one_train_keeps_by_validation():
+    threat, extra, trusted = CASES["inf-clamp"]
+    extra = {**extra, "epochs": 4, "min_step": 2}
+    sp = SPLITS
+    r = _audit(threat, extra, trusted, val_x=sp.val.x, val_y=sp.val.y)
+    model = mlp(2, 1, hidden=8, layers=2, seed=0)
+    cfg = TrainConfig(**{**BASE, **extra})
+    res = train(model, sp.train.x, sp.train.y, threat, cfg, sp.val.x, sp.val.y, sp.pretrain.x,
+                sp.pretrain.y)  # fmt: skip
+    assert r["steps"] == 8 and r["kept_step"] == res.best["step"] == 2
+    assert r["test_certified"] == int(certify(model, sp.test.x, sp.test.y, threat).certified.sum())
+    assert r["passed"] and r["certified_flipped"] == 0 and r["uncertified_flipped"] > 0
+    # without validation the last model is kept and checked
+    assert _audit(threat, extra, trusted)["kept_step"] == 8
 
 
 @pytest.mark.parametrize("paired", [False, True])
@@ -380,7 +397,10 @@ def test_cli_audit_training_poisoning(invoke):
     assert r["passed"] and r["steps"] == 2 and r["trusted"] == 20
     assert r["threat"]["poison_count"] == 2 and r["threat"]["paired"]
     assert r["certified_flipped"] == 0 and r["test_size"] == 50
-    assert "influential/far-1e6+flip" in r["by_kind"]
+    assert "influential/far-1e6+flip" in r["by_kind"] and r["kept_step"] == 2
+    res = invoke(*args, "--validate", "--min-step", 1, "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["kept_step"] in (1, 2)
     res = invoke(*args)
     assert res.exit_code == 0, res.output
     assert "cert. flipped" in res.stdout and "no certified point flipped" in res.stdout

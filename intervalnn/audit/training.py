@@ -12,7 +12,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -310,6 +310,7 @@ class _Run:
     flipped: int = 0  # how many labels it changed
     far: float = 0.0  # step mode with epsilon = inf: how far the moved rows go
     pos: np.ndarray | None = None  # per training row, its row in values (-1: not moved)
+    seen: dict = field(default_factory=dict)  # step -> (predictions, misclassified) on test
     max_excursion: float = -math.inf
     outside: int = 0
     diverged: bool = False
@@ -523,6 +524,8 @@ def audit_training(
     pretrain_y=None,
     test_x=None,
     test_y=None,
+    val_x=None,
+    val_y=None,
     trusted=None,
     vertices: int = 2,
     randoms: int = 2,
@@ -557,13 +560,16 @@ def audit_training(
     the attacks that move rows 1e6 away, whose exact sigmoids have millions
     of bits).
 
-    With ``test_x``/``test_y``: the kept model (the last: the audit does not
-    validate) is certified on them, and each float64 run's final model, the
-    nominal model trained on that poisoned data, must predict every
-    certified point's label (``certified_flipped`` 0); ``uncertified_flipped``
-    counts the uncertified points whose prediction it changed from the clean
-    run's.  Returns a JSON-ready dict; ``passed`` needs no parameter ever
-    outside, ``max_excursion <= 0`` and no certified flip.
+    With ``test_x``/``test_y``: the kept model is certified on them, and
+    each float64 run's model at the kept step, the nominal model trained on
+    that poisoned data, must classify every certified point correctly, also
+    when a test radius moves it along that model's loss gradient sign
+    (``certified_flipped`` 0); ``uncertified_flipped`` counts the uncertified
+    points whose prediction it changed from the clean run's.  The kept step
+    is the last one, or with ``val_x``/``val_y`` (and no fixed ``steps``)
+    the one ``train`` keeps by validation (``kept_step``).  Returns a
+    JSON-ready dict; ``passed`` needs no parameter ever outside,
+    ``max_excursion <= 0`` and no certified flip.
     """
     from ..experiment.describe import describe_threat
 
@@ -625,6 +631,12 @@ def audit_training(
 
     state = {"steps": 0, "clean_vs_nominal": 0.0}
     n_steps = len(batches)
+    # with model selection the kept step is known at the end only: test every step
+    test = None if test_x is None else _TestSet(model, test_x, test_y, threat)
+    selects = test is not None and val_x is not None and steps is None
+    if selects:
+        for run in runs:
+            test.look(run, 0)
 
     def on_step(step, box, nominal):
         idx = batches[step - 1]
@@ -661,17 +673,24 @@ def audit_training(
         diff = max(float(np.max(np.abs(a - b))) for a, b in zip(flat_clean, flat_nom, strict=True))
         state["clean_vs_nominal"] = max(state["clean_vs_nominal"], diff)
         state["steps"] = step
+        if selects:
+            for run in runs:
+                test.look(run, step)
         if progress is not None:
             progress(step, n_steps)
 
     result = train(
-        model, x, y, threat, config, pretrain_x=pretrain_x, pretrain_y=pretrain_y,
-        on_step=on_step, trusted=trusted,
+        model, x, y, threat, config, val_x, val_y, pretrain_x=pretrain_x,
+        pretrain_y=pretrain_y, on_step=on_step, trusted=trusted,
     )  # fmt: skip
+    kept = result.best.get("step", state["steps"]) if selects else state["steps"]
 
     flips = None
-    if test_x is not None and not result.stopped:
-        flips = _flip_check(model, runs, test_x, test_y, threat)
+    if test is not None and not result.stopped:
+        if not selects:
+            for run in runs:
+                test.look(run, kept)
+        flips = test.flips(model, runs, kept)
 
     by_kind: dict[str, dict] = {}
     for run in runs:
@@ -715,6 +734,7 @@ def audit_training(
         "dtype": str(dtype),
         "fused": result.engine == "fused",
         "by_kind": by_kind,
+        "kept_step": kept,
         "test_size": None if flips is None else flips["n"],
         "test_certified": None if flips is None else flips["certified"],
         "certified_flipped": certified_flipped,
@@ -730,35 +750,50 @@ def audit_training(
     return report
 
 
-def _flip_check(model, runs: list[_Run], test_x, test_y, threat: ThreatModel) -> dict:
-    """Certify the kept ``model`` on the test points; each float64 run's flips, in place.
+class _TestSet:
+    """The certified-flip check on the test points ``x``, ``y`` under the threat model."""
 
-    A run's final parameters are the nominal model trained on its poisoned
-    data (float64).  ``certified_flipped``: certified points it misclassifies
-    (the certificate says every model in the box classifies them, and every
-    input of their test box, correctly), at the point itself or, with a test
-    radius, at the point moved by it along the sign of that model's loss
-    gradient (FGSM); ``uncertified_flipped``: uncertified points whose
-    prediction differs from the clean run's.
-    """
-    from ..certify import certify, predict
+    def __init__(self, model, x, y, threat: ThreatModel):
+        self.x, self.y, self.threat = x, np.asarray(y).astype(np.int64), threat
+        self.given = np.asarray(x, dtype=np.float64)  # the test box is around these
+        self.rounded = np.asarray(x, dtype=np.dtype(model.dtype)).astype(np.float64)
 
-    ty = np.asarray(test_y).astype(np.int64)
-    cert = certify(model, test_x, ty, threat).certified
-    given = np.asarray(test_x, dtype=np.float64)
-    tx = np.asarray(test_x, dtype=np.dtype(model.dtype)).astype(np.float64)
-    eps = threat.inference_epsilon
-    with np.errstate(all="ignore"):
-        clean = predict(runs[0].ref.logits(tx))
+    def look(self, run: _Run, step: int) -> None:
+        """Record ``run``'s predictions at ``step`` and which points it misclassifies.
+
+        Misclassified: at the point itself or, with a test radius, at the
+        point moved by it along the sign of the run's loss gradient (FGSM).
+        """
+        from ..certify import predict
+
+        if run.exact or run.diverged:
+            return
+        with np.errstate(all="ignore"):
+            pred = predict(np.asarray(run.ref.logits(self.rounded), dtype=np.float64))
+            wrong = pred != self.y
+            eps = self.threat.inference_epsilon
+            if eps > 0:
+                _, gx = run.ref.gradients(self.given, self.y)
+                moved = _move(self.given, eps, self.threat.domain, np.sign(gx))
+                wrong |= predict(np.asarray(run.ref.logits(moved), dtype=np.float64)) != self.y
+        run.seen[step] = (pred, wrong)
+
+    def flips(self, model, runs: list[_Run], step: int) -> dict:
+        """Certify the kept ``model``; each float64 run's flips at ``step``, in place.
+
+        A run's parameters are the nominal model trained on its poisoned data
+        (float64).  ``certified_flipped``: certified points it misclassifies
+        (the certificate says every model in the box classifies them, and
+        every input of their test box, correctly); ``uncertified_flipped``:
+        uncertified points whose prediction differs from the clean run's.
+        """
+        from ..certify import certify
+
+        cert = certify(model, self.x, self.y, self.threat).certified
+        clean = runs[0].seen[step][0]
         for run in runs:
-            if run.exact or run.diverged:
-                continue
-            pred = predict(np.asarray(run.ref.logits(tx), dtype=np.float64))
-            wrong = pred != ty
-            if eps > 0:  # the test box is around the points as given
-                _, gx = run.ref.gradients(given, ty)
-                moved = _move(given, eps, threat.domain, np.sign(gx))
-                wrong |= predict(np.asarray(run.ref.logits(moved), dtype=np.float64)) != ty
-            run.certified_flipped = int((cert & wrong).sum())
-            run.uncertified_flipped = int((~cert & (pred != clean)).sum())
-    return {"n": int(ty.size), "certified": int(cert.sum())}
+            if step in run.seen:
+                pred, wrong = run.seen[step]
+                run.certified_flipped = int((cert & wrong).sum())
+                run.uncertified_flipped = int((~cert & (pred != clean)).sum())
+        return {"n": int(self.y.size), "certified": int(cert.sum())}

@@ -47,6 +47,7 @@ def audit_run(
     *,
     train_size: int | None = None,
     test_size: int | None = None,
+    validate: bool = False,
     layered: bool = False,
     audit_seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
@@ -58,16 +59,17 @@ def audit_run(
     trusted ones among them stay trusted); ``layered`` audits the layered
     training step instead of the fused one.  The kept model is certified on
     the test split (its first ``test_size`` points, if given) for the
-    certified-flip check.  ``options`` are those of ``audit_training``
-    (``vertices``, ``randoms``, ``adversarial``, ``exact``).  Validation
-    does not change training and is skipped.
+    certified-flip check: the last model, or with ``validate`` the one
+    ``train`` keeps by certified validation accuracy (validation as the spec
+    says).  ``options`` are those of ``audit_training`` (``vertices``,
+    ``randoms``, ``adversarial``, ``exact``).
     """
     from intervalnn.audit import audit_training
 
-    # no validation data: validate (widths only) once an epoch, not at every step
-    spec = dataclasses.replace(
-        spec, training=dataclasses.replace(spec.training, validate_every="epoch")
-    )
+    if not validate:  # no validation data: widths only, once an epoch, not at every step
+        spec = dataclasses.replace(
+            spec, training=dataclasses.replace(spec.training, validate_every="epoch")
+        )
     run = prepare(spec, fused=not layered)
     x, y = run.splits.train.x, run.splits.train.y
     trusted = run.trusted
@@ -93,6 +95,8 @@ def audit_run(
         pretrain_y=None if pre is None else pre.y,
         test_x=tx if len(ty) else None,
         test_y=ty if len(ty) else None,
+        val_x=run.splits.val.x if validate else None,
+        val_y=run.splits.val.y if validate else None,
         trusted=trusted,
         seed=audit_seed,
         progress=progress,
