@@ -111,7 +111,8 @@ class Case:
             self.trusted = rng.random(n) < 0.4
         self.threat = self._threat(threat_kind, rng, n, x_scale)
         kw = dict(rule or {})
-        if math.isinf(self.threat.epsilon) and "clip" not in kw:
+        needs_clip = math.isinf(self.threat.epsilon) and self.threat.domain is None
+        if needs_clip and "clip" not in kw:
             kw["clip"] = float(rng.choice([0.1, 1.0, 3.0]))
             kw["clip_method"] = str(rng.choice(["clamp", "norm"]))
         if "clip" not in kw and rng.random() < 0.25:
@@ -127,8 +128,14 @@ class Case:
             self.boxes.append({k: (b.lo.copy(), b.hi.copy()) for k, b in box.items()})
             self.nominals.append({k: v.tolist() for k, v in nominal.items()})
 
-        self.result = train(self.model, self.x, self.y, self.threat, self.config,
-                            on_step=hook, trusted=self.trusted)  # fmt: skip
+        try:
+            self.result = train(self.model, self.x, self.y, self.threat, self.config,
+                                on_step=hook, trusted=self.trusted)  # fmt: skip
+        except ValueError as err:  # the known crash of test_norm_clipping_of_overflowing_...
+            if "sqrt needs x >= 0" not in str(err) or self.config.clip_method != "norm":
+                raise
+            self.boxes = []
+        self.stopped = self.result.stopped if self.boxes else "norm clipping overflow (xfail)"
         self.batches = epoch_batches(n, self.batch_size, self.config.seed, len(self.boxes))
         self.rates = rates_of(lr, len(self.boxes), self.config.lr_decay, self.config.lr_min)
 
@@ -153,6 +160,13 @@ class Case:
                                label_target=target)  # fmt: skip
         if kind == "fullcert":
             return ThreatModel(eps)
+        dom = (-x_scale * float(rng.choice([1.0, 2.0])), x_scale * float(rng.choice([1.0, 1.5])))
+        if kind == "domain":  # a clipped ball, k of n points
+            return ThreatModel(eps, domain=dom, poison_count=k)
+        if kind == "inf-domain":  # anywhere in the domain, no clipping needed
+            kl = kl if rng.random() < 0.5 else 0
+            return ThreatModel(math.inf, test_epsilon=0.0, domain=dom, poison_count=k,
+                               label_flips=kl)  # fmt: skip
         raise AssertionError(kind)
 
     # ------------------------------------------------------------ concrete poisonings
@@ -222,8 +236,19 @@ class Case:
         return out
 
     def _move(self, i, g, j):
-        rng, eps = self.rng, self.threat.epsilon
+        rng, eps, dom = self.rng, self.threat.epsilon, self.threat.domain
         row = self.x[i]
+        if dom is not None:
+            lo, hi = Fraction(dom[0]), Fraction(dom[1])
+            if math.isinf(eps):  # a vertex of the domain, or a random point in it
+                if j % 2:
+                    return [hi if v > 0 else lo for v in g]
+                return [lo + (hi - lo) * Fraction(float(rng.random())) for _ in row]
+            sign = rng.choice([-1, 1], size=row.shape)
+            moved = [
+                Fraction(float(v)) + int(s) * Fraction(eps) for v, s in zip(row, sign, strict=True)
+            ]
+            return [min(max(v, lo), hi) for v in moved]
         if math.isinf(eps):
             far = float(rng.choice([1e6, 1e300, 1.0, 1e-300]))
             sign = np.where(g > 0, 1.0, -1.0) if j % 2 else rng.choice([-1.0, 1.0], size=row.shape)
@@ -252,7 +277,7 @@ class Case:
 
     def check(self, float_too=True):
         """Nominal, clean exact SGD and every poisoning (exact and float64) inside the boxes."""
-        assert self.boxes, f"no step recorded: {self.result.stopped}"
+        assert self.boxes, f"no step recorded: {self.stopped}"
         bad = outside_box(self.nominals, self.boxes)
         assert not bad, f"{self}: nominal outside: {bad[:3]}"
         clean = [[Fraction(float(v)) for v in r] for r in self.x]
@@ -283,14 +308,19 @@ class Case:
 # ---------------------------------------------------------------- 1. every threat model
 
 
-KINDS = ["features", "inf", "labels", "paired", "independent"]
+KINDS = ["features", "inf", "labels", "paired", "independent", "domain", "inf-domain"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_adversarial_poisonings_stay_in_the_box(kind):
     """k-of-n features, eps = inf with clipping, label flips, paired, independent budgets."""
-    for seed in range(12):
-        Case(1000 * seed + KINDS.index(kind), kind).check()
+    checked = 0
+    for seed in range(40):
+        case = Case(1000 * seed + KINDS.index(kind), kind)
+        if case.boxes or case.stopped != "norm clipping overflow (xfail)":
+            case.check()
+            checked += 1
+    assert checked >= 35
 
 
 @pytest.mark.parametrize("method", ["clamp", "norm"])
@@ -712,18 +742,12 @@ def fraction_array_of(a):
 # ---------------------------------------------------------------- findings
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="float32 clamp clipping clamps the box at float32(gamma), which can lie below the "
-    "real gamma (float32(0.7) = 0.69999999): exact SGD clipping at gamma escapes the box",
-)
-def test_float32_clamp_threshold_below_gamma_escapes_the_box():
+def test_float32_clamp_threshold_below_gamma_stays_in_the_box():
     """Linear(1, 1) at w = b = 0, x = 10, y = 0, bce, rate 1, one step, clip = 0.7 (clamp).
 
-    The exact per-sample weight gradient sigmoid(0) * 10 = 5 clamps to 0.7, so the exact
+    Found by these tests, fixed in b4d2a7c.  The exact per-sample weight gradient sigmoid(0) * 10 = 5 clamps to 0.7, so the exact
     weight after the step is -0.7; the float32 box's lower end is -float32(0.7) =
-    -0.699999988.  (float64 clamps at 0.7 itself: sound.)  ``Clipping.entry_bound``
-    already rounds gamma up for the eps = inf bound; ``_clamp`` rounds it to nearest.
+    -0.699999988 when the box clamps at float32(0.7) < 0.7.
     """
     model = Sequential(Linear(1, 1, rng=np.random.default_rng(0), dtype=np.float32))
     zero = {"0.weight": np.zeros((1, 1), np.float32), "0.bias": np.zeros(1, np.float32)}
@@ -733,6 +757,29 @@ def test_float32_clamp_threshold_below_gamma_escapes_the_box():
     train(model, np.array([[10.0]]), np.array([0]), ThreatModel(0.0, label_flips=1), config,
           on_step=lambda s, box, nom: boxes.append(box["0.weight"].lo[0, 0]))  # fmt: skip
     assert Fraction(float(boxes[0])) <= Fraction(-0.7)
-    # and in the unit: a member above gamma clips to gamma, inside the clipped box?
+    # and in the unit: a member above gamma clips to gamma, inside the clipped box
     clipped = Clipping(0.7, "clamp").clip({"w": Interval(np.array([[5.0]], np.float32))})
     assert Fraction(float(clipped["w"].hi[0, 0])) >= Fraction(0.7)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="norm clipping crashes (ValueError from sqrt) when a per-sample squared norm "
+    "overflows: the interval sum of overflowing squares has lower bound -inf",
+)
+def test_norm_clipping_of_overflowing_gradients_trains():
+    """Linear(2, 1) at w = (1, 1), b = 0, x = (1e200, 1e200) and (1, 1), k = 1 of 2, eps = 0.1,
+    clip = 1 (norm): the per-sample weight gradient is about 1e200 per entry, its square
+    overflows, ``F.sqr(...).sum(axis=1)`` is [-inf, inf] and ``F.sqrt`` raises.  Clipping
+    bounds every clipped gradient by gamma whatever its norm, so training should go on
+    (``norm_factor`` even handles an infinite norm).  Not unsound: a crash.
+    """
+    model = Sequential(Linear(2, 1, rng=np.random.default_rng(0)))
+    start = {"0.weight": np.ones((2, 1)), "0.bias": np.zeros(1)}
+    model.load({k: Interval(v) for k, v in start.items()}, {k: v.copy() for k, v in start.items()})
+    config = TrainConfig(epochs=1, learning_rate=1.0, batch_size=2, steps=1, clip=1.0,
+                         clip_method="norm", loss="bce")  # fmt: skip
+    x = np.array([[1e200, 1e200], [1.0, 1.0]])
+    with np.errstate(over="ignore"):
+        result = train(model, x, np.array([0, 1]), ThreatModel(0.1, poison_count=1), config)
+    assert result.stopped is None
