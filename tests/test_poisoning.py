@@ -745,9 +745,9 @@ def fraction_array_of(a):
 def test_float32_clamp_threshold_below_gamma_stays_in_the_box():
     """Linear(1, 1) at w = b = 0, x = 10, y = 0, bce, rate 1, one step, clip = 0.7 (clamp).
 
-    Found by these tests, fixed in b4d2a7c.  The exact per-sample weight gradient sigmoid(0) * 10 = 5 clamps to 0.7, so the exact
-    weight after the step is -0.7; the float32 box's lower end is -float32(0.7) =
-    -0.699999988 when the box clamps at float32(0.7) < 0.7.
+    Found by these tests, fixed in b4d2a7c.  The exact per-sample weight gradient
+    sigmoid(0) * 10 = 5 clamps to 0.7, so the exact weight after the step is -0.7; the
+    float32 box's lower end was -float32(0.7) = -0.699999988 (clamped at float32(0.7)).
     """
     model = Sequential(Linear(1, 1, rng=np.random.default_rng(0), dtype=np.float32))
     zero = {"0.weight": np.zeros((1, 1), np.float32), "0.bias": np.zeros(1, np.float32)}
