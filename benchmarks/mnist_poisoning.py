@@ -17,10 +17,11 @@ The AGT fine-tuning setting, through the public library API only:
    the attacker never touches them);
 3. then certified k-of-n training on the (possibly poisoned) training set:
    large batches, per-sample gradient clipping, a small learning rate and at
-   most ``--max-steps`` SGD steps (rounded up to whole epochs); certified
-   validation accuracy after every step, the best step with ``min_step = 1``
-   kept (at least one step on the poisoned data: the pretrained point box,
-   step 0, never counts);
+   ``--max-steps`` SGD steps (``TrainConfig(steps=...)``); certified
+   validation accuracy after every step, and the step ``train`` would keep
+   with ``min_step = 1`` and no ``steps`` (the first best certified
+   validation accuracy at step >= 1: the pretrained point box, step 0, never
+   counts) read from the history, so one run gives both figures below;
 4. ``intervalnn.certify.certify`` on the TEST split (``test_epsilon = 0``:
    certificates against training poisoning only).
 
@@ -37,8 +38,10 @@ count ``N`` chosen on validation beforehand: ``N`` is the step with the best
 certified validation accuracy of seed 0's run (its data only), and every
 seed's figure is its model after exactly ``N`` steps.  Training is
 deterministic given the seed, so that model is the one
-``TrainConfig(steps=N)`` trains (``--check-fixed`` reruns one cell with
-``steps=N`` and asserts the same certified test accuracy).  The test set is
+``TrainConfig(steps=N)`` trains, and the kept step's model is the one
+``TrainConfig(steps=None, min_step=1)`` keeps within the same steps
+(``--check-fixed`` reruns one cell with ``steps=N`` and asserts the same
+certified test accuracy).  The test set is
 certified after every step through the ``on_step`` hook (measurement only;
 it plays no part in any choice).
 
@@ -111,9 +114,7 @@ def run_cell(splits, row, k, seed, args, steps=None):
     )
     t0 = time.perf_counter()
     pretrain_nominal(model, splits.pretrain.x, splits.pretrain.y, pre, np.random.default_rng(seed))
-    per_epoch = -(-len(splits.train) // args.batch)
     config = TrainConfig(
-        epochs=-(-args.max_steps // per_epoch),
         learning_rate=args.rate,
         batch_size=args.batch,
         seed=seed,
@@ -122,7 +123,7 @@ def run_cell(splits, row, k, seed, args, steps=None):
         min_step=1,
         clip=args.clip,
         clip_method="norm" if row == "inf-norm" else "clamp",
-        steps=steps,
+        steps=args.max_steps if steps is None else steps,
     )
     te = splits.test
     per_step = []
@@ -136,8 +137,12 @@ def run_cell(splits, row, k, seed, args, steps=None):
         on_step=on_step,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
-    kept = result.best.get("step", per_step[-1][0] if per_step else 0) if steps is None else steps
-    final = certify(model, te.x, te.y, threat)  # the model train kept
+    # the selection rule of train (config.steps is None): the first step >= min_step with the
+    # best certified validation accuracy; with steps set, train itself keeps the last model
+    kept, best = per_step[-1][0], -1.0
+    for r in result.history:
+        if r["step"] >= config.min_step and r["val_certified_accuracy"] > best:
+            kept, best = r["step"], r["val_certified_accuracy"]
     hist = [
         (r["step"], r.get("val_certified_accuracy"), r.get("val_accuracy")) for r in result.history
     ]
@@ -149,7 +154,6 @@ def run_cell(splits, row, k, seed, args, steps=None):
         "stopped": result.stopped,
         "seconds": seconds,
         "kept": kept,
-        "kept_test": (final.certified_accuracy, final.nominal_accuracy),
         "val": hist,  # (step, certified, nominal) on validation, step 0 = pretrained
         "test": per_step,  # (step, certified, nominal) on test, steps >= 1
     }
