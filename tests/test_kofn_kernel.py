@@ -235,7 +235,7 @@ def _nominal_precondition(c):
 @pytest.mark.parametrize("selection", ["list", "select"])
 def test_sound_against_brute_force_over_vertices_and_poisoned_sets(dt, selection):
     rng = np.random.default_rng(1 if dt is np.float64 else 2)
-    for _ in range(200):
+    for _ in range(160):
         c = make_case(rng, dt)
         assert_sound(c, run(c, selection))
 
@@ -313,7 +313,7 @@ def test_k_extreme_deviations_are_selected_exactly(dt):
     """Distinct point deviations: the bound is the exact sum of the k smallest, to a few ulps."""
     rng = np.random.default_rng(5)
     b = 12
-    for k in range(0, b + 2):
+    for k in (0, 1, 2, 3, 5, 8, 11, 12, 13):
         c = make_case(rng, dt, b=b, n_in=2, n_out=9)
         pts = rng.permutation(b).astype(dt)
         c.update(
