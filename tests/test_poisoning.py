@@ -597,7 +597,8 @@ def _library_sample_grads(pois, model, loss, kind, box, clean, y, idx, att):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @pytest.mark.parametrize(
-    "kind", ["features", "labels", "paired", "independent", "inf-clamp", "inf-norm"]
+    "kind",
+    ["features", "labels", "paired", "independent", "inf-clamp", "inf-clamp-0.3", "inf-norm"],
 )
 def test_batch_gradient_accumulation_against_brute_force(dtype, kind):
     """batch_gradient's box contains (sum base + extreme subset of k' deviations) / m, exactly.
@@ -629,7 +630,9 @@ def test_batch_gradient_accumulation_against_brute_force(dtype, kind):
                 0.1, poison_count=min(k, max(n - 1, 1)), label_flips=int(rng.integers(1, n + 1))
             )
         else:
-            clip = Clipping(0.5, kind.split("-")[1])
+            # 0.3 is no float32: float32 then takes the NumPy path (_accumulate_python)
+            gamma = 0.3 if kind.endswith("0.3") else 0.5
+            clip = Clipping(gamma, kind.split("-")[1])
             threat = ThreatModel(math.inf, test_epsilon=0.0, poison_count=k)
         trusted = rng.random(n) < 0.3 if trial % 3 == 0 else None
         pois = Poisoning(threat, n, trusted, clip)
@@ -737,6 +740,76 @@ def test_batch_gradient_contains_every_admissible_assignment(kind):
 
 def fraction_array_of(a):
     return np.vectorize(fraction, otypes=[object])(np.asarray(a))
+
+
+def _dyadic(rng, shape, dtype):
+    """Floats with short mantissas over a wide range of exponents: their products are exact,
+    their differences mostly not (so a deviation rounded to nearest shows)."""
+    mant = rng.integers(-(2**10), 2**10, size=shape).astype(np.float64)
+    exp = rng.integers(-30 if dtype == np.float32 else -60, 30, size=shape)
+    return (mant * np.exp2(exp)).astype(dtype)
+
+
+def _corner_hull(a0, a1, g0, g1):
+    ps = [fraction(u) * fraction(v) for u in (a0, a1) for v in (g0, g1)]
+    return min(ps), max(ps)
+
+
+@pytest.mark.parametrize("selection", [None, "list", "select"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_outer_kofn_against_brute_force_over_subsets(dtype, selection):
+    """kernels.kofn.outer_kofn (the CPU path of the k-of-n accumulation) against exact
+    rationals: per coordinate, [sum_s base_s + min over subsets of <= k attackable rows of
+    sum (extra_s - base_s)] with base_s, extra_s the exact hulls of a_s g_s, ea_s eg_s."""
+    from intervalnn.kernels.kofn import outer_kofn
+
+    rng = np.random.default_rng(17 + (selection or "").__len__())
+    for _ in range(120):
+        b, n_in, n_out = int(rng.integers(1, 7)), int(rng.integers(1, 3)), int(rng.integers(1, 4))
+        k = int(rng.integers(1, b + 1))
+        attack = rng.random(b) < 0.8
+        if selection is not None and k >= attack.sum():
+            continue
+
+        def box(shape):
+            u, v = _dyadic(rng, shape, dtype), _dyadic(rng, shape, dtype)
+            return np.minimum(u, v), np.maximum(u, v)
+
+        a_lo, a_hi = box((b, n_in))
+        g_lo, g_hi = box((b, n_out))
+        # the poisoned boxes: wider, or (some rows) elsewhere (a positive deviation)
+        ea_lo, ea_hi = box((b, n_in))
+        eg_lo, eg_hi = box((b, n_out))
+        wide = rng.random(b) < 0.7
+        ea_lo = np.where(wide[:, None], np.minimum(ea_lo, a_lo), ea_lo)
+        ea_hi = np.where(wide[:, None], np.maximum(ea_hi, a_hi), ea_hi)
+        eg_lo = np.where(wide[:, None], np.minimum(eg_lo, g_lo), eg_lo)
+        eg_hi = np.where(wide[:, None], np.maximum(eg_hi, g_hi), eg_hi)
+        one = np.ones(b, dtype)
+        no = np.zeros(b, bool)
+        out = [np.empty((n_in, n_out), dtype) for _ in range(3)]
+        outer_kofn(
+            a_lo, a_hi, g_lo, g_hi, ea_lo, ea_hi, eg_lo, eg_hi, one, one, one, one, no, no,
+            0.0, a_lo, g_lo, one, attack, k, 0.0, 1.0, 1.0, 1.0, *out, selection=selection,
+        )  # fmt: skip
+        rows = np.flatnonzero(attack)
+        for i in range(n_in):
+            for j in range(n_out):
+                base = [
+                    _corner_hull(a_lo[s, i], a_hi[s, i], g_lo[s, j], g_hi[s, j]) for s in range(b)
+                ]
+                extra = [
+                    _corner_hull(ea_lo[s, i], ea_hi[s, i], eg_lo[s, j], eg_hi[s, j])
+                    for s in range(b)
+                ]
+                lo = sum(x for x, _ in base) + min_subset_sum(
+                    [extra[s][0] - base[s][0] for s in rows], k
+                )
+                hi = sum(y for _, y in base) - min_subset_sum(
+                    [base[s][1] - extra[s][1] for s in rows], k
+                )
+                assert fraction(out[0][i, j]) <= lo, (b, k, i, j, float(out[0][i, j]), float(lo))
+                assert hi <= fraction(out[1][i, j]), (b, k, i, j, float(out[1][i, j]), float(hi))
 
 
 # ---------------------------------------------------------------- findings
