@@ -136,7 +136,13 @@ class Clipping:
             return xp.minimum(dt(1), dt(self.gamma) / xp.sqrt(square_norm))
 
     def norm_factor(self, square_norm: Interval) -> Interval:
-        """``min(1, gamma / sqrt(s))`` per row for every ``s`` in ``square_norm``, outward."""
+        """``min(1, gamma / sqrt(s))`` per row for every ``s`` in ``square_norm``, outward.
+
+        A sum of squares is ``>= 0``; an overflowing one has lower bound
+        ``-inf`` from :meth:`Interval.sum`, so it is raised to 0 first.
+        """
+        xp = square_norm.backend.xp
+        square_norm = Interval._new(xp.maximum(square_norm.lo, 0), square_norm.hi)
         norm = F.sqrt(square_norm)
         xp = norm.backend.xp
         gamma = Interval._exact(Fraction(self.gamma), norm)
@@ -371,6 +377,8 @@ def _products(rows: Rows, layer: int, sel, clipping, bound, interval: bool) -> d
     if not interval:
         return clipping.clip_nominal(grads, scale)
     grads = clipping.clip(grads, scale)
+    if clipping.method == "norm":  # a clipped entry is at most bound in magnitude, real or float
+        grads = {k: _clamp(t, bound) for k, t in grads.items()}
     if rows.free is not None:
         free = rows.free[sel]
         out = {}
@@ -403,7 +411,8 @@ def _accumulate_kernel(clipping, bound, base, extra, nominal, layer, attack, k) 
 
     inv_lo, inv_hi = bounds.enclose_real(Fraction(1, m), dt)
     inv_nom = dt.type(float(Fraction(1, m)))
-    gamma = clipping.gamma if clipping is not None and clipping.method == "clamp" else 0.0
+    # norm clipping: every clipped entry, real or float, lies in [-bound, bound] (entry_bound)
+    gamma = 0.0 if clipping is None else clipping.gamma if clipping.method == "clamp" else bound
     ex, eg = e.factors[layer]
     nx, ng = nominal.factors[layer]
     nf = ones if nominal.scale is None else nominal.scale
