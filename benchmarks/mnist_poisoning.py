@@ -1,6 +1,6 @@
 """MNIST k-of-n poisoning: certified test accuracy against k (issue 13).
 
-    python benchmarks/mnist_poisoning.py --dataset mnist17|mnist [--seeds 3]
+    python benchmarks/mnist_poisoning.py --dataset mnist17|mnist [--seeds 3] [--first-seed 0]
         [--rows eps0.1,inf-clamp,inf-norm,flip] [--ks 1,10,100,1000] [--json OUT]
         [--hidden 100] [--batch 5000] [--rate R] [--clip G] [--max-steps 8]
         [--n-pretrain 2000] [--pretrain-epochs 5] [--data-dir DIR]
@@ -35,7 +35,7 @@ poison_count=k, label_flips=...)``):
 
 Besides the step kept on validation, the script reports the FIXED step
 count ``N`` chosen on validation beforehand: ``N`` is the step with the best
-certified validation accuracy of seed 0's run (its data only), and every
+certified validation accuracy of the first seed's run (its data only), and every
 seed's figure is its model after exactly ``N`` steps.  Training is
 deterministic given the seed, so that model is the one
 ``TrainConfig(steps=N)`` trains, and the kept step's model is the one
@@ -226,6 +226,7 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", default="mnist17", choices=("mnist17", "mnist"))
     p.add_argument("--data-dir", default=DEFAULT_DIR)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--rows", default=",".join(ROWS))
     p.add_argument("--ks", default="1,10,100,1000")
     p.add_argument("--hidden", type=int, default=100)
@@ -256,9 +257,9 @@ def main(argv=None) -> int:
         kw["n_val"] = args.n_val
     splits_by_seed = {
         s: load_dataset(args.dataset, data_dir=args.data_dir, seed=s, **kw)
-        for s in range(args.seeds)
+        for s in range(args.first_seed, args.first_seed + args.seeds)
     }
-    sp = splits_by_seed[0]
+    sp = splits_by_seed[args.first_seed]
     print(
         f"# {args.dataset}: train {len(sp.train)}, val {len(sp.val)}, pretrain "
         f"{len(sp.pretrain)}, test {len(sp.test)}; 784-{args.hidden}-"
@@ -270,7 +271,7 @@ def main(argv=None) -> int:
     cells = []
     for row in rows:
         for k in ks:
-            for seed in range(args.seeds):
+            for seed in splits_by_seed:
                 c = run_cell(splits_by_seed[seed], row, k, seed, args)
                 cells.append(c)
                 ks_ = kept_step(c)
@@ -293,7 +294,7 @@ def main(argv=None) -> int:
             cs = [c for c in cells if c["row"] == row and c["k"] == k]
             kept = [kept_step(c) for c in cs]
             sel = [at_step(c, s) for c, s in zip(cs, kept, strict=True)]
-            n_fixed = kept[0]  # chosen on seed 0's validation set
+            n_fixed = kept[0]  # chosen on the first seed's validation set
             fixed = [at_step(c, n_fixed) for c in cs]
             print(
                 f"| {row} | {k} | {mean_std([a for a, _ in sel])} | {mean_std([b for _, b in sel])}"
