@@ -2,7 +2,7 @@
 
     python benchmarks/mnist_poisoning.py --dataset mnist17|mnist [--seeds 3] [--first-seed 0]
         [--rows eps0.1,inf-clamp,inf-norm,flip] [--ks 1,10,100,1000] [--json OUT]
-        [--hidden 100] [--batch 5000] [--rate R] [--clip G] [--max-steps 8]
+        [--hidden 100] [--batch 2000] [--rate 0.1] [--clip 0.01] [--max-steps 3]
         [--n-pretrain 2000] [--pretrain-epochs 5] [--data-dir DIR]
 
 The AGT fine-tuning setting, through the public library API only:
@@ -230,10 +230,10 @@ def main(argv=None) -> int:
     p.add_argument("--rows", default=",".join(ROWS))
     p.add_argument("--ks", default="1,10,100,1000")
     p.add_argument("--hidden", type=int, default=100)
-    p.add_argument("--batch", type=int, default=5000)
+    p.add_argument("--batch", type=int, default=2000)
     p.add_argument("--rate", type=float, default=0.1)
     p.add_argument("--clip", type=float, default=0.01)
-    p.add_argument("--max-steps", type=int, default=8)
+    p.add_argument("--max-steps", type=int, default=3)
     p.add_argument("--n-val", type=int, default=None)
     p.add_argument("--n-pretrain", type=int, default=2000)
     p.add_argument("--pretrain-epochs", type=int, default=5)
