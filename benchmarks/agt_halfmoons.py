@@ -15,13 +15,15 @@ Sosnin et al., TMLR 2025), with the data built here from NumPy alone:
 * a 6-128-2 ReLU MLP, cross-entropy, full-batch SGD (batch 3,000), float64;
 * certificates against training poisoning only (``test_epsilon = 0``).
 
-The recipe is the prototype's best (``DESIGN.md`` section 7): learning rate
-4 with decay 0.6 (rate 2 for the largest k), clamp clipping of per-sample
-gradients at 0.3, certified validation accuracy after every step and the
-best of at most 12 steps kept; then the test set is certified with
-``intervalnn.certify.certify``.  Each seed changes the data and the
-initialisation.  Everything goes through the public library API, so the
-figures follow the library's bounds as they tighten.
+The recipe starts from the prototype's best (``DESIGN.md`` section 7):
+learning rate 4 with decay 0.6, clamp clipping of per-sample gradients at
+0.3, certified validation accuracy after every step and the best of at most
+12 steps kept; rows with k > 1 (but eps = 0.01, k = 50) use rate 8 and
+clamp 0.1 instead, chosen on validation data of other seeds (``TUNED``);
+then the test set is certified with ``intervalnn.certify.certify``.  Each
+seed changes the data and the initialisation.  Everything goes through the
+public library API, so the figures follow the library's bounds as they
+tighten.
 
 ``--rate/--clip/--decay`` override the recipe for every chosen row (for
 tuning); ``--select`` instead tries each combination of the listed rates,
@@ -80,22 +82,38 @@ class Row:
         )
 
 
+# Tuned on certified *validation* accuracy of seeds 100-102 (never the test set, never the
+# table's seeds 0-4): rate 8 with clamp 0.1 beat the prototype's rate 4 / clamp 0.3 (and rates
+# 2, 16, 32, clamps 0.03-0.2) in every row tried except those with k = 1 and eps = 0.01, k = 50,
+# which keep the prototype's recipe.
+TUNED = {"rate": 8.0, "clip": 0.1}
+
 ROWS = [
     Row("eps0.01-k50", "ε = 0.01, k = 50", 0.01, 50, agt=".842", prototype=".909"),
-    Row("eps0.01-k100", "ε = 0.01, k = 100", 0.01, 100, agt=".658", prototype=".894"),
-    Row("eps0.01-k200", "ε = 0.01, k = 200", 0.01, 200, agt=".386", prototype=".869"),
-    Row("eps0.01-k300", "ε = 0.01, k = 300", 0.01, 300, rate=2.0, agt=".120", prototype=".860"),
-    Row("k10-eps0.05", "k = 10, ε = 0.05", 0.05, 10, agt=".842", prototype=".917"),
-    Row("k10-eps0.1", "k = 10, ε = 0.1", 0.1, 10, agt=".612", prototype=".905"),
-    Row("k10-eps0.15", "k = 10, ε = 0.15", 0.15, 10, agt="–", prototype=".894"),
-    Row("k10-eps0.2", "k = 10, ε = 0.2", 0.2, 10, agt=".260", prototype=".883"),
+    Row("eps0.01-k100", "ε = 0.01, k = 100", 0.01, 100, **TUNED, agt=".658", prototype=".894"),
+    Row("eps0.01-k200", "ε = 0.01, k = 200", 0.01, 200, **TUNED, agt=".386", prototype=".869"),
+    Row("eps0.01-k300", "ε = 0.01, k = 300", 0.01, 300, **TUNED, agt=".120", prototype=".860"),
+    Row("k10-eps0.05", "k = 10, ε = 0.05", 0.05, 10, **TUNED, agt=".842", prototype=".917"),
+    Row("k10-eps0.1", "k = 10, ε = 0.1", 0.1, 10, **TUNED, agt=".612", prototype=".905"),
+    Row("k10-eps0.15", "k = 10, ε = 0.15", 0.15, 10, **TUNED, agt="–", prototype=".894"),
+    Row("k10-eps0.2", "k = 10, ε = 0.2", 0.2, 10, **TUNED, agt=".260", prototype=".883"),
     Row("flip-k1", "label flips k = 1", 0.0, 0, 1, agt=".910", prototype=".938"),
-    Row("flip-k7", "label flips k = 7", 0.0, 0, 7, agt=".032", prototype=".894"),
+    Row("flip-k7", "label flips k = 7", 0.0, 0, 7, **TUNED, agt=".032", prototype=".894"),
     Row("paired-k1", "paired, ε = 0.1, k = 1", 0.1, 1, 1, True, agt=".890", prototype=".936"),
-    Row("paired-k7", "paired, ε = 0.1, k = 7", 0.1, 7, 7, True, agt=".000", prototype=".892"),
+    Row(
+        "paired-k7",
+        "paired, ε = 0.1, k = 7",
+        0.1,
+        7,
+        7,
+        True,
+        **TUNED,
+        agt=".000",
+        prototype=".892",
+    ),
     Row("inf-k1", "ε = ∞, clamp clipping, k = 1", math.inf, 1, prototype=".928"),
-    Row("inf-k10", "ε = ∞, clamp clipping, k = 10", math.inf, 10, prototype=".850"),
-    Row("inf-k50", "ε = ∞, clamp clipping, k = 50", math.inf, 50, prototype=".781"),
+    Row("inf-k10", "ε = ∞, clamp clipping, k = 10", math.inf, 10, **TUNED, prototype=".850"),
+    Row("inf-k50", "ε = ∞, clamp clipping, k = 50", math.inf, 50, **TUNED, prototype=".781"),
 ]
 
 
@@ -205,7 +223,7 @@ def main(argv=None) -> int:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
-    records, lines = [], []
+    records, lines, recipes = [], [], []
     for row in rows:
         rates = floats(args.rate) if args.rate else [row.rate]
         clips = floats(args.clip) if args.clip else [row.clip]
@@ -227,6 +245,7 @@ def main(argv=None) -> int:
             best = max(tried, key=lambda r: r["val_certified"])  # first best on validation
             best["chosen"] = True
             chosen.append(dict(best, seconds=sum(r["seconds"] for r in tried)))
+        recipes.append(f"{row.name} {rates}, {clips}, {decays}")
         lines.append(
             f"| {row.label} | {row.agt} | {row.prototype} | "
             f"{mean_std(r['certified'] for r in chosen)} | "
@@ -240,6 +259,7 @@ def main(argv=None) -> int:
     )
     print("|---|---|---|---|---|---:|")
     print("\n".join(lines))
+    print("\nrecipes (rate, clamp, decay): " + "; ".join(recipes))
     if args.json:
         with open(args.json, "x") as f:  # never overwrite
             json.dump({"commit": commit, "argv": sys.argv[1:], "runs": records}, f, indent=1)
