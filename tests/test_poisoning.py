@@ -50,6 +50,8 @@ from intervalnn.threat import ThreatModel
 from intervalnn.train import TrainConfig, train
 
 DTYPES = (np.float64, np.float32)
+# the float SGD replay: sums left to right as written, no fused multiply-adds
+ORDER, FMA = "natural", False
 
 
 # ---------------------------------------------------------------- a random tiny problem
@@ -77,14 +79,16 @@ def random_model(rng, n_in, n_out, depth, dtype, w_scale):
 class Case:
     """A random training problem, threat model and configuration; the library's boxes."""
 
-    def __init__(self, seed, threat_kind, rule=None, dtype=None, magnitude=None):
+    def __init__(
+        self, seed, threat_kind, rule=None, dtype=None, magnitude=None, n=None, k=None, batch=None
+    ):
         rng = np.random.default_rng(seed)
         self.rng = rng
         self.dtype = dtype or DTYPES[int(rng.integers(2))]
         self.loss = "bce" if rng.random() < 0.5 else "ce"
         k_out = 1 if self.loss == "bce" else int(rng.integers(2, 5))
         self.classes = max(k_out, 2)
-        n = self.n = int(rng.integers(3, 13))
+        n = self.n = int(rng.integers(3, 13)) if n is None else n
         d = int(rng.integers(1, 4))
         mag = (
             magnitude
@@ -103,7 +107,8 @@ class Case:
         self.model = random_model(rng, d, k_out, depth, self.dtype, w_scale)
         self.init = {k: v.copy() for k, v in self.model.named_nominal().items()}
         self.arch = arch_of(self.model)
-        self.batch_size = int(rng.integers(1, n + 1))
+        self.batch_size = int(rng.integers(1, n + 1)) if batch is None else batch
+        self.k = k
         self.steps = int(rng.integers(1, 5)) if mag != "large" else int(rng.integers(1, 3))
         lr = float(rng.choice([0.05, 0.25, 1.0])) if mag != "large" else 1e-3
         self.trusted = None
@@ -141,8 +146,8 @@ class Case:
 
     def _threat(self, kind, rng, n, x_scale):
         eps = x_scale * float(rng.choice([1e-3, 0.05, 0.5]))
-        k = int(rng.integers(1, n))  # 1..n-1
-        kl = int(rng.integers(1, n + 1))
+        k = int(rng.integers(1, n)) if self.k is None else self.k  # 1..n-1
+        kl = int(rng.integers(1, n + 1)) if self.k is None else self.k
         target = int(rng.integers(self.classes)) if rng.random() < 0.5 else None
         if kind == "features":
             return ThreatModel(eps, poison_count=k)
@@ -287,7 +292,7 @@ class Case:
             assert not bad, f"{self}: exact SGD outside: {bad[:3]}"
             rows = self.float_rows(xs) if float_too else None
             if rows is not None:
-                ar = FloatArith(self.dtype, np.random.default_rng(0), order="natural")
+                ar = FloatArith(self.dtype, np.random.default_rng(0), order=ORDER, fma=FMA)
                 with np.errstate(over="ignore"):  # the nominal's own data: rows in its dtype
                     rows = rows.astype(self.dtype)
                 if not np.isfinite(rows).all():
@@ -362,6 +367,14 @@ def test_extreme_magnitudes_stay_in_the_box(dtype, magnitude):
             case.check()
             checked += 1
     assert checked >= 6
+
+
+@pytest.mark.parametrize("kind", ["features", "labels", "independent"])
+def test_large_budgets_in_large_batches_stay_in_the_box(kind):
+    """n = 40: budgets above 24 in batches with more rows take the kernel's selection (not
+    its sorted list) path."""
+    for seed in range(3):
+        Case(4000 + 10 * seed + len(kind), kind, n=40, k=25 + 3 * seed, batch=40).check()
 
 
 def test_trusted_rows_never_move_and_the_rest_stays_in_the_box():
