@@ -449,14 +449,6 @@ MUTANTS: list[Mutant] = [
         "eps = inf: a moved row's clipped gradient bounded by gamma / 2",
     ),
     Mutant(
-        "kofn-list-k-minus-1-terms",
-        "kernels/kofn.py",
-        "dl[j] = r.add_rd(dl[j], big_l[p, j])",
-        "dl[j] = r.add_rd(dl[j], big_l[p, j] if p < kl - 1 else zero)",
-        p("test_outer_kofn_against_brute_force_over_subsets"),
-        "fused k-of-n (list selection): k' - 1 lower deviation terms summed instead of k'",
-    ),
-    Mutant(
         "kofn-select-k-minus-1-terms",
         "kernels/kofn.py",
         "for p in range(c):\n                    acc = r.add_rd(acc, w[j, p])",
@@ -497,15 +489,15 @@ MUTANTS: list[Mutant] = [
         "fused k-of-n: upper deviations not clamped at 0",
     ),
     Mutant(
-        "kofn-k-minus-1-through-training",
+        "kofn-list-k-minus-1-terms",
         "kernels/kofn.py",
         "kl = k if mode == LIST else 1",
         "kl = (k - 1 if k > 1 else 1) if mode == LIST else 1",
         p(
+            "test_outer_kofn_against_brute_force_over_subsets",
             "test_batch_gradient_contains_every_admissible_assignment",
-            "test_adversarial_poisonings_stay_in_the_box",
         ),
-        "fused k-of-n (list selection, through batch_gradient): k' - 1 deviations",
+        "fused k-of-n (sorted-list selection): k' - 1 deviations kept and summed",
     ),
 ]
 
