@@ -21,7 +21,7 @@ from functools import cached_property
 import numpy as np
 
 from .engine import Engine, make_engine
-from .layers import Linear, Sequential
+from .layers import Linear, Sequential, class_pairs
 from .threat import ThreatModel
 
 
@@ -87,12 +87,6 @@ def margins(lo, hi, y) -> np.ndarray:
     return lo[rows, y] - others.max(axis=1)
 
 
-def class_pairs(k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The pairs ``c < j`` of ``k`` classes, in row-major order: the columns of the differences."""
-    c, j = np.triu_indices(k, 1)
-    return c, j
-
-
 def difference_margins(lo, hi, y, k: int) -> np.ndarray:
     """Certified slack from bounds ``[lo, hi]`` on ``z_c - z_j`` (columns: :func:`class_pairs`).
 
@@ -128,9 +122,8 @@ def difference_model(model: Sequential, params: dict) -> Sequential | None:
         if layer.params:
             clone.set_params({k: params[f"{i}.{k}"] for k in layer.params})
         layers.append(clone)
-    c, j = class_pairs(model.out_features)
-    w, b = params[f"{last}.weight"], params[f"{last}.bias"]
-    layers.append(Linear.from_params(w[:, c] - w[:, j], b[c] - b[j]))
+    weight, bias = params[f"{last}.weight"], params[f"{last}.bias"]
+    layers.append(Linear.from_params(weight, bias).differences())
     return Sequential(*layers)
 
 

@@ -65,6 +65,19 @@ class Linear:
     def params(self) -> dict[str, Interval]:
         return {"weight": self.weight, "bias": self.bias}
 
+    def differences(self) -> Linear:
+        """The layer whose outputs are ``z_c - z_j`` for the pairs ``c < j`` (:func:`class_pairs`).
+
+        Its weight is ``W_c - W_j`` and bias ``b_c - b_j`` (intervals, and the
+        nominal's in floats), so an input box enters each difference once.
+        """
+        c, j = class_pairs(self.weight.shape[1])
+        w, b = self.weight, self.bias
+        layer = Linear.from_params(w[:, c] - w[:, j], b[c] - b[j])
+        w, b = self.nominal["weight"], self.nominal["bias"]
+        layer.nominal = {"weight": w[:, c] - w[:, j], "bias": b[c] - b[j]}
+        return layer
+
     def set_params(self, params: dict[str, Interval]) -> None:
         self.weight, self.bias = params["weight"], params["bias"]
 
@@ -127,6 +140,32 @@ class Linear:
     def __repr__(self) -> str:
         n_in, n_out = self.weight.shape
         return f"Linear({n_in}, {n_out})"
+
+
+def class_pairs(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs ``c < j`` of ``k`` outputs in row-major order: the columns of differences."""
+    c, j = np.triu_indices(k, 1)
+    return c, j
+
+
+def difference_matrix(pairs, k: int):
+    """``D[b, i, j] = z_j - z_i`` (shape (m, k, k)) from ``pairs[b, p] = z_c - z_j`` (class_pairs).
+
+    Intervals or floats alike; the negations and the zero diagonal are exact.
+    """
+    c, j = class_pairs(k)
+    interval = isinstance(pairs, Interval)
+    xp = pairs.backend.xp if interval else backend_of(pairs).xp
+    m = pairs.shape[0]
+    if not interval:
+        out = xp.zeros((m, k, k), dtype=pairs.dtype)
+        out[:, j, c], out[:, c, j] = pairs, -pairs
+        return out
+    lo = xp.zeros((m, k, k), dtype=pairs.dtype)
+    hi = xp.zeros((m, k, k), dtype=pairs.dtype)
+    lo[:, j, c], hi[:, j, c] = pairs.lo, pairs.hi
+    lo[:, c, j], hi[:, c, j] = -pairs.hi, -pairs.lo
+    return Interval._new(lo, hi)
 
 
 def _zero_sum_input_grad(g, w_t, ref):
@@ -223,6 +262,21 @@ class Sequential:
         for i, layer in reversed(list(enumerate(self.layers))):
             g = layer.backward_nominal(g, i > 0, per_sample, ref)
             ref = None
+
+    def logit_differences(self, nominal: bool = False):
+        """After ``forward`` (``forward_nominal``): ``D[b, i, j]`` bounding ``z_j - z_i``.
+
+        Computed through the last layer's difference layer from its cached
+        input (:meth:`Linear.differences`); None unless the last layer is a
+        Linear with at least two outputs.
+        """
+        last = self.layers[-1]
+        if not isinstance(last, Linear) or last.weight.shape[1] < 2:
+            return None
+        pairs = last.differences()
+        if nominal:
+            return difference_matrix(pairs.forward_nominal(last._x_nominal), last.weight.shape[1])
+        return difference_matrix(pairs.forward(last._x), last.weight.shape[1])
 
     def named_params(self) -> dict[str, Interval]:
         return {

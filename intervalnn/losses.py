@@ -36,18 +36,21 @@ class Loss:
 
     A loss gives ``probabilities(z)`` (sigmoid or softmax, an interval) and
     ``targets(y, z)`` (the label as that output's target); the per-sample
-    gradient ``d loss_i / dz_i`` is their difference.
+    gradient ``d loss_i / dz_i`` is their difference.  ``diffs`` (softmax
+    only, shape ``(m, K, K)``, ``[b, i, j]`` bounding ``z_j - z_i``) are
+    logit-difference bounds computed directly (``Linear.differences``),
+    tighter than the differences of the logits' bounds; None: from ``z``.
     """
 
-    def sample_grad(self, z: Interval, y) -> Interval:
+    def sample_grad(self, z: Interval, y, diffs: Interval | None = None) -> Interval:
         """Bounds on each row's own ``d loss_i / dz_i`` (no ``1/m``)."""
-        return self.probabilities(z) - self.targets(y, z)
+        return self.probabilities(z, diffs) - self.targets(y, z)
 
     def grad(self, z: Interval, y) -> Interval:
         """Bounds on ``d mean-loss / dz``, same shape as ``z``."""
         return self.sample_grad(z, y) * _batch_factor(z.shape[0], z)
 
-    def flipped_grad(self, z: Interval, y, target: int | None = None) -> Interval:
+    def flipped_grad(self, z: Interval, y, target: int | None = None, diffs=None) -> Interval:
         """Bounds on ``d loss_i / dz_i`` over row i's label ``y_i`` and every label it may become.
 
         Untargeted, a label may become any class, so each target entry is
@@ -60,17 +63,20 @@ class Loss:
         else:
             alt = self.targets(z.backend.xp.full(z.shape[0], target), z)
             t = t.hull(alt)
-        return self.probabilities(z) - t
+        return self.probabilities(z, diffs) - t
 
-    def nominal_grad(self, z, y, per_sample: bool = False):
+    def nominal_grad(self, z, y, per_sample: bool = False, diffs=None):
         """The nominal model's ``d mean-loss / dz`` at its logits ``z`` (an array).
 
         The lower endpoint of the interval formula at the point ``z``: inside
         the box gradient whenever ``z`` lies in the box logits (module
-        docstring).  ``per_sample``: each row's ``d loss_i / dz_i`` (no ``1/m``).
+        docstring).  ``per_sample``: each row's ``d loss_i / dz_i`` (no ``1/m``),
+        with the nominal logit differences ``diffs`` (an array) if given.
         """
         point = Interval._new(z, z)
-        return (self.sample_grad(point, y) if per_sample else self.grad(point, y)).lo
+        if not per_sample:
+            return self.grad(point, y).lo
+        return self.sample_grad(point, y, None if diffs is None else Interval._new(diffs, diffs)).lo
 
 
 class BCEWithLogits(Loss):
@@ -93,7 +99,7 @@ class BCEWithLogits(Loss):
         """Bounds on the mean loss over the batch."""
         return F.softplus(self._flip(z, y)).mean()
 
-    def probabilities(self, z: Interval) -> Interval:
+    def probabilities(self, z: Interval, diffs=None) -> Interval:
         return F.sigmoid(z)
 
     def targets(self, y, z: Interval) -> Interval:
@@ -112,10 +118,11 @@ class CrossEntropy(Loss):
     num_outputs = None  # any K >= 2
 
     @staticmethod
-    def _others_sum(z: Interval) -> Interval:
+    def _others_sum(z: Interval, diff: Interval | None = None) -> Interval:
         m, k = z.shape
         xp = z.backend.xp
-        diff = z.reshape(m, 1, k) - z.reshape(m, k, 1)  # [b, i, j] = z_j - z_i
+        if diff is None:
+            diff = z.reshape(m, 1, k) - z.reshape(m, k, 1)  # [b, i, j] = z_j - z_i
         off_diagonal = xp.asarray(1 - np.eye(k), dtype=z.dtype)
         s = (F.exp(diff) * off_diagonal).sum(axis=2)
         # A sum of exponentials is >= 0; an overflowing sum has lower bound -inf, not a bound
@@ -127,8 +134,8 @@ class CrossEntropy(Loss):
         rows = z.backend.xp.arange(z.shape[0])
         return F.log1p(s[rows, _labels(y, z)]).mean()
 
-    def probabilities(self, z: Interval) -> Interval:
-        return 1.0 / (1.0 + self._others_sum(z))
+    def probabilities(self, z: Interval, diffs=None) -> Interval:
+        return 1.0 / (1.0 + self._others_sum(z, diffs))
 
     def targets(self, y, z: Interval) -> Interval:
         xp = z.backend.xp

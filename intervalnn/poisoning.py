@@ -300,9 +300,10 @@ class Poisoning:
             a = att_dev[:, None]
             inp = Interval._new(xp.where(a, box.lo[idx], inp.lo), xp.where(a, box.hi[idx], inp.hi))
         z = model.forward(inp)
-        dz = loss.sample_grad(z, y[idx])
+        diffs = model.logit_differences() if loss.name == "ce" else None
+        dz = loss.sample_grad(z, y[idx], diffs)
         if labels_flip:
-            flipped = loss.flipped_grad(z, y[idx], self.threat.label_target)
+            flipped = loss.flipped_grad(z, y[idx], self.threat.label_target, diffs)
             a = att_dev.reshape(-1, *([1] * (z.ndim - 1)))
             dz = Interval._new(xp.where(a, flipped.lo, dz.lo), xp.where(a, flipped.hi, dz.hi))
         model.backward(dz, per_sample=True, zero_sum_ref=_zero_sum_ref(loss, y[idx]))
@@ -315,7 +316,8 @@ class Poisoning:
     def _nominal_rows(self, model, loss, x, y) -> Rows:
         """The nominal model's per-sample gradient factors on clean rows ``x`` (floats)."""
         z = model.forward_nominal(x)
-        g = loss.nominal_grad(z, y, per_sample=True)
+        diffs = model.logit_differences(nominal=True) if loss.name == "ce" else None
+        g = loss.nominal_grad(z, y, per_sample=True, diffs=diffs)
         model.backward_nominal(g, per_sample=True, zero_sum_ref=_zero_sum_ref(loss, y))
         factors = _factors(model, nominal=True)
         scale = None
