@@ -665,9 +665,7 @@ def per_point_poison_count(rows: list[dict], results_path, data_dir=None) -> dic
                 "cell": dict(zip(columns, key, strict=True)),
                 "poison_counts": ks,
                 "groups": len(line),
-                "certified_at_least": [
-                    mean_std([f[i] for f in fractions]) for i in range(len(ks))
-                ],
+                "certified_at_least": [mean_std([f[i] for f in fractions]) for i in range(len(ks))],
             }
         )
     return {"columns": columns, "lines": out_lines, "groups": done, "skipped": skipped}

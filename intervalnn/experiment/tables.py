@@ -14,9 +14,6 @@ def mean_std(xs: list[float]) -> dict:
     return {"mean": statistics.mean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0}
 
 
-_mean_std = mean_std  # the old private name (cli/plots.py: import mean_std instead)
-
-
 #: The metrics a table reads from a finished row: a number in [0, 1] (the validation
 #: accuracy may be null: a run without a validation set).
 METRICS = ("certified_accuracy", "accuracy", "val_certified_accuracy")
