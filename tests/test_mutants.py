@@ -431,7 +431,9 @@ def test_certify_margin_exactly_zero_on_the_layered_path(k, monkeypatch):
     x = np.array([[0.25, 0.5]])
     r = float(model.forward(Interval(x)).hi[0, 0])  # the GEMM's own error radius
     assert r > 0
-    bias = np.array([r]) if k == 1 else np.array([-r, r])  # lower bound of the label's logit: 0
+    # the lower bound of the label's logit (k = 1), of z_1 - z_0 (k = 2: certificates bound the
+    # difference through one column W_1 - W_0 = 0 with bias b_1 - b_0 = r): 0
+    bias = np.array([r]) if k == 1 else np.array([0.0, r])
     model.load({"0.weight": Interval(np.zeros((2, k))), "0.bias": Interval(bias)})
     res = certify(model, x, np.array([1]), ThreatModel(0.0))
     assert res.margin[0] == 0.0, res.margin
