@@ -42,6 +42,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -215,6 +216,8 @@ def main(argv=None) -> int:
         rows = [known[n] for n in names]
     else:
         rows = ROWS
+    if args.json and os.path.exists(args.json):
+        ap.error(f"{args.json} exists: choose another --json file (never overwritten)")
     seeds = range(args.first_seed, args.first_seed + (1 if args.quick else args.seeds))
     grid = [len(floats(v)) for v in (args.rate, args.clip, args.decay) if v]
     if math.prod(grid) > 1 and not args.select:
