@@ -146,8 +146,15 @@ def halfmoons(seed: int, noise: float = 0.1, sep: float = 0.2):
     return list(zip(np.split(x, cuts), np.split(y, cuts), strict=True))
 
 
-def run_one(row: Row, seed: int, rate: float, clip: float, decay: float, epochs: int) -> dict:
-    """Certified training of one row for one seed; certified and nominal test accuracy."""
+def run_one(
+    row: Row, seed: int, rate: float, clip: float, decay: float, epochs: int, min_step: int = 1
+) -> dict:
+    """Certified training of one row for one seed; certified and nominal test accuracy.
+
+    ``min_step = 1`` (the default) never keeps the untrained model: step 0's
+    point box certifies whatever the initial model gets right without ever
+    seeing the (poisoned) training data.
+    """
     (xtr, ytr), (xva, yva), (xte, yte) = halfmoons(seed)
     model = mlp(6, 2, hidden=128, layers=2, seed=seed, dtype=np.float64)
     config = TrainConfig(
@@ -160,6 +167,7 @@ def run_one(row: Row, seed: int, rate: float, clip: float, decay: float, epochs:
         clip=clip,
         clip_method="clamp",
         lr_decay=decay,
+        min_step=min_step,
     )
     threat = row.threat()
     t0 = time.perf_counter()
@@ -198,6 +206,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="one seed")
     ap.add_argument("--json", default=None, metavar="OUT", help="write per-seed numbers here")
     ap.add_argument("--epochs", type=int, default=12, help="most full-batch steps (default 12)")
+    ap.add_argument(
+        "--min-step",
+        type=int,
+        default=1,
+        help="keep only steps >= this (default 1: never the untrained model)",
+    )
     ap.add_argument("--rate", default=None, help="learning rate(s) (default: the row's, 4 or 2)")
     ap.add_argument("--clip", default=None, help="clamp threshold(s) (default: the row's)")
     ap.add_argument("--decay", default=None, help="learning-rate decay(s) (default: the row's)")
@@ -235,7 +249,7 @@ def main(argv=None) -> int:
         for seed in seeds:
             tried = []
             for rate, clip, decay in itertools.product(rates, clips, decays):
-                rec = run_one(row, seed, rate, clip, decay, args.epochs)
+                rec = run_one(row, seed, rate, clip, decay, args.epochs, args.min_step)
                 records.append(rec)
                 tried.append(rec)
                 print(
