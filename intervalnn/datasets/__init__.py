@@ -5,11 +5,12 @@ given a seed.  Loaders return a :class:`Splits` of :class:`Dataset` objects:
 
 * :func:`two_moons` / :func:`two_moons_splits` -- the two-moons toy problem,
   drawn from the same distribution as scikit-learn's ``make_moons``.
-* :func:`load_idx` / :func:`mnist17_splits` -- the standard MNIST IDX files
+* :func:`load_idx` / :func:`mnist17_splits` / :func:`mnist_splits` -- the MNIST IDX
+  files (1 vs 7, or all 10 digits)
   (gzip-compressed or not), checksummed, filtered to the digits 1 and 7.
 * :func:`load_npz` -- a user ``.npz`` file with ``x`` and ``y`` (or predefined
   ``x_train``/``y_train``/... splits), validated and never unpickled.
-* :func:`load_dataset` -- dispatch on ``"moons"``, ``"mnist17"`` or a path
+* :func:`load_dataset` -- dispatch on ``"moons"``, ``"mnist17"``, ``"mnist"`` or a path
   ending in ``.npz``.
 
 Every problem with the data itself (missing or corrupt files, bad values,
@@ -22,7 +23,7 @@ One module per concern: ``base`` (:class:`Dataset`, :class:`Splits`,
 
 from .base import DataError, Dataset, Splits
 from .dispatch import load_dataset
-from .mnist import MNIST_FILES, MNIST_MD5, load_idx, mnist17_splits
+from .mnist import MNIST_FILES, MNIST_MD5, load_idx, mnist17_splits, mnist_splits
 from .moons import two_moons, two_moons_splits
 from .npz import load_npz
 
@@ -36,6 +37,7 @@ __all__ = [
     "load_idx",
     "load_npz",
     "mnist17_splits",
+    "mnist_splits",
     "two_moons",
     "two_moons_splits",
 ]

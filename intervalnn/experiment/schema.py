@@ -176,14 +176,14 @@ FIELDS: dict[str, Field] = {
             "dataset",
             "text",
             "data",
-            help="Data set: Two-Moons, MNIST 1/7, or your own .npz with x and y.",
-            metavar="moons|mnist17|PATH.npz",
+            help="Data set: Two-Moons, MNIST 1/7, MNIST (10 digits), or your .npz with x and y.",
+            metavar="moons|mnist17|mnist|PATH.npz",
         ),
         Field(
             "data_dir",
             "path",
             "data",
-            help="Directory with the MNIST IDX files (for --dataset mnist17).",
+            help="Directory with the MNIST IDX files (for --dataset mnist17 or mnist).",
             metavar="DIR",
         ),
         Field(

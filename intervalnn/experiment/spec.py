@@ -64,7 +64,7 @@ def library_error(exc: ValueError) -> SpecError:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """The data set: ``moons``, ``mnist17`` (IDX files in ``data_dir``) or a ``.npz`` path.
+    """The data set: ``moons``, ``mnist17`` or ``mnist`` (IDX files in ``data_dir``), or a ``.npz``.
 
     ``pretrain_size`` clean training points are held out for pretraining the
     nominal model (see :attr:`TrainingSpec.pretrain_epochs`).
@@ -78,7 +78,7 @@ class DataSpec:
         if self.dataset is None:
             raise SpecError(
                 "dataset",
-                "{dataset} is required: moons, mnist17 or a path to a .npz file",
+                "{dataset} is required: moons, mnist17, mnist or a path to a .npz file",
                 sentence=True,
             )
         _check(self)
