@@ -739,10 +739,11 @@ def _exact_sqrt(s: mpq) -> mpq:
         return mpq(*gmpy2.sqrt(mpfr(s)).as_integer_ratio())
 
 
-def _flat(v):
+def flat(v):
+    """The scalars of a nested list, in order."""
     if isinstance(v, list):
         for u in v:
-            yield from _flat(u)
+            yield from flat(u)
     else:
         yield v
 
@@ -769,7 +770,7 @@ def clip_gradient(grads: dict, gamma, method: str, ar) -> dict:
         return {
             k: _map1(lambda v: lo if v < lo else hi if v > hi else v, g) for k, g in grads.items()
         }
-    values = [v for g in grads.values() for v in _flat(g)]
+    values = [v for g in grads.values() for v in flat(g)]
     if isinstance(ar, Exact):
         s = ar.sum([v * v for v in values])
         if s <= gamma * gamma:
@@ -844,7 +845,7 @@ def per_sample_sgd(
                 d = _map2(lambda a, b: a + mu * b, g, v) if nesterov else v
             new_params[name] = _map2(lambda th, dd, c=c, r=r: c * th - r * dd, theta, d)
         params, velocity = new_params, (new_v if momentum else None)
-        if not exact and not all(np.isfinite(v) for p in params.values() for v in _flat(p)):
+        if not exact and not all(np.isfinite(v) for p in params.values() for v in flat(p)):
             break
         out.append(params)
     return out

@@ -58,7 +58,7 @@ import pytest
 from gmpy2 import mpq
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from oracle import Exact, FloatArith, forward, q, round_to, sgd
+from oracle import Exact, FloatArith, flat, forward, q, round_to, sgd
 
 from intervalnn.certify import Certifier, certify
 from intervalnn.engine.fused import FusedEngine, forward_bounds
@@ -573,14 +573,6 @@ class BoxQ:
         return got
 
 
-def _flat(v):
-    if isinstance(v, list):
-        for u in v:
-            yield from _flat(u)
-    else:
-        yield v
-
-
 def _show(v) -> str:
     """A rational for messages: its nearest float, or 17 digits where floats cannot hold it."""
     try:
@@ -590,14 +582,14 @@ def _show(v) -> str:
 
 
 def _bits(v) -> int:
-    return max(max(x.numerator.bit_length(), x.denominator.bit_length()) for x in _flat(v))
+    return max(max(x.numerator.bit_length(), x.denominator.bit_length()) for x in flat(v))
 
 
 def check_exact_step(boxq: BoxQ, step: int, params: dict, member: str) -> None:
     box = boxq.at(step)
     for name, entries in box.items():
         for idx, (v, (lo_q, hi_q, lo, hi)) in enumerate(
-            zip(_flat(params[name]), entries, strict=True)
+            zip(flat(params[name]), entries, strict=True)
         ):
             COUNTS["exact parameter checks"] += 1
             if math.isnan(lo) or math.isnan(hi):
@@ -631,7 +623,7 @@ def check_float_step(run: Run, step: int, params: dict, member: str, overflowed:
     kind = "float"
     for name, (lo, hi) in run.boxes[step].items():
         for idx, (v, a, b) in enumerate(
-            zip(_flat(params[name]), lo.ravel(), hi.ravel(), strict=True)
+            zip(flat(params[name]), lo.ravel(), hi.ravel(), strict=True)
         ):
             COUNTS["float parameter checks"] += 1
             v = float(v)
