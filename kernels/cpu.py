@@ -25,7 +25,7 @@ _CHUNK = 1 << 17
 #: The cores this process may run on (also the default count of local Dask workers).
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 # INTERVALNN_THREADS caps the threads (Dask workers run one each: intervalnn/experiment/cluster.py).
-_THREADS = max(1, int(os.environ.get("INTERVALNN_THREADS", CORES)))
+THREADS = max(1, int(os.environ.get("INTERVALNN_THREADS", CORES)))
 _pool = None
 
 njit = partial(njit, cache=True, nogil=True)
@@ -36,23 +36,27 @@ def _flat(*arrays):
     return [np.ascontiguousarray(a).reshape(-1) for a in arrays]
 
 
+def run_parts(calls) -> None:
+    """Run ``fn(*args)`` for each ``(fn, args)`` of ``calls`` on the shared thread pool; wait."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="intervalnn")
+    for f in [_pool.submit(fn, *args) for fn, args in calls]:
+        f.result()
+
+
 def _run(loop, *arrays, extra=()):
     """``loop(*arrays, *extra)`` on 1-D arrays, in parallel chunks when large."""
-    global _pool
     n = arrays[0].size
-    parts = min(_THREADS, n // _CHUNK)
+    parts = min(THREADS, n // _CHUNK)
     if parts <= 1:
         loop(*arrays, *extra)
         return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="intervalnn")
     bounds = np.linspace(0, n, parts + 1).astype(int)
-    futures = [
-        _pool.submit(loop, *(a[i:j] for a in arrays), *extra)
+    run_parts(
+        (loop, (*(a[i:j] for a in arrays), *extra))
         for i, j in zip(bounds[:-1], bounds[1:], strict=True)
-    ]
-    for f in futures:
-        f.result()
+    )
 
 
 # ------------------------------------------------------------ loops

@@ -73,31 +73,29 @@ float nominal and is NaN exactly where its IEEE evaluation is.
 
 Speed.  Rows are summed sequentially per coordinate (the nominal argument
 needs the order); the loops over ``j`` vectorise.  Coordinates ``i`` are
-split across a thread pool.  The ``k`` extreme deviations are selected per
-coordinate either by a branch-free sorted insertion across ``j`` (small
-``k``: ``2k`` min/max per row) or, for larger ``k``, by storing the
-negative deviations and running Wirth's selection per coordinate (``O(b)``);
-with ``k >=`` the attackable rows every deviation is summed.
+split across the shared thread pool (``cpu.run_parts``).  The ``k`` extreme
+deviations are selected per coordinate either by a sorted list of the
+``k`` most extreme so far (small ``k``; a row touches it only when it
+beats the list's last entry, rare once the list is full) or, for larger
+``k``, by storing the negative deviations and running Wirth's selection per
+coordinate (``O(b)``); with ``k >=`` the attackable rows every deviation is
+summed.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
 
+from . import cpu
 from . import rounding as r
 from .bounds import enclose_real
-from .cpu import CORES
 
-_THREADS = max(1, int(os.environ.get("INTERVALNN_THREADS", CORES)))
 _MIN_PARALLEL = 1 << 15  # rows x in x out below which one thread does all
 _LIST_MAX_K = 24  # the sorted insertion beats selection up to about this k (wide outputs)
 _NARROW = 8  # outputs narrower than this run transposed
-_pool = None
 
 NONE, ALL, LIST, SELECT, AUTO = 0, 1, 2, 3, 4
 SELECTIONS = {"all": ALL, "list": LIST, "select": SELECT}
@@ -337,15 +335,6 @@ def _kofn_rows(
             out_nom[i, j] = t[j] * inv_nom
 
 
-def _pool_map(parts, fn, args):
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="intervalnn-kofn")
-    futures = [_pool.submit(fn, i0, i1, *args) for i0, i1 in parts]
-    for f in futures:
-        f.result()
-
-
 def _check_box(name, lo, hi):
     if np.isnan(lo).any() or np.isnan(hi).any():
         raise ValueError(f"outer_kofn: {name} holds NaN")
@@ -449,12 +438,13 @@ def outer_kofn(
         free, efree, bound, na, ng, nf, attack, int(min(k, b)), mode, dt.type(gamma),
         inv[0], inv[1], inv[2], *outs, dt.type(0), dt.type(math.inf),
     )  # fmt: skip
-    threads = min(_THREADS, n_in) if b * n_in * n_out >= _MIN_PARALLEL else 1
+    threads = min(cpu.THREADS, n_in) if b * n_in * n_out >= _MIN_PARALLEL else 1
     if threads <= 1:
         _kofn_rows(0, n_in, *args)
     else:
         cuts = np.linspace(0, n_in, threads + 1).astype(int)
-        _pool_map(list(zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True)), _kofn_rows, args)
+        parts = zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True)
+        cpu.run_parts((_kofn_rows, (i0, i1, *args)) for i0, i1 in parts)
     if swap:
         for dst, src in zip((out_lo, out_hi, out_nom), outs, strict=True):
             dst[...] = src.T

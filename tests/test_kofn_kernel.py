@@ -360,14 +360,14 @@ def test_threads_give_the_same_bits():
     c = make_case(rng, np.float64, b=40, n_in=64, n_out=40)
     c["k"] = 5
     one = run(c)
-    from intervalnn.kernels import kofn
+    from intervalnn.kernels import cpu
 
-    saved = kofn._THREADS
+    saved = cpu.THREADS
     try:
-        kofn._THREADS = 3
+        cpu.THREADS = 3
         many = run(c)
     finally:
-        kofn._THREADS = saved
+        cpu.THREADS = saved
     for x, y in zip(one, many, strict=True):
         np.testing.assert_array_equal(x, y)
 

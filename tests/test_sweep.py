@@ -443,7 +443,7 @@ def test_workers_run_one_thread_each():
     def threads():
         from intervalnn.kernels import cpu
 
-        return cpu._THREADS, os.environ.get("OPENBLAS_NUM_THREADS")
+        return cpu.THREADS, os.environ.get("OPENBLAS_NUM_THREADS")
 
     with dask_client("test", workers=1) as client:
         assert list(client.run(threads).values()) == [(1, "1")]
