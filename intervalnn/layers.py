@@ -184,7 +184,7 @@ def _zero_sum_input_grad(g, w_t, ref):
     diff = w_t.reshape(1, *w_t.shape) - w_t[ref].reshape(m, 1, -1)  # (m, out, in)
     if interval:
         kept = Interval._new(xp.where(others, g.lo, 0), xp.where(others, g.hi, 0))
-        return (kept.reshape(m, k, 1) * diff).sum(axis=1).astype(g.dtype)
+        return (kept.reshape(m, k, 1) * diff).sum(axis=1)
     kept = xp.where(others, g, 0).astype(g.dtype)
     return (kept[:, :, None] * diff).sum(axis=1)
 

@@ -144,7 +144,6 @@ class Clipping:
         xp = square_norm.backend.xp
         square_norm = Interval._new(xp.maximum(square_norm.lo, 0), square_norm.hi)
         norm = F.sqrt(square_norm)
-        xp = norm.backend.xp
         gamma = Interval._exact(Fraction(self.gamma), norm)
         # min(1, gamma / n) falls as n grows: its lower end comes from n.hi, its upper from n.lo
         # (1 wherever n.lo <= gamma; the quotient is then >= 1)
@@ -270,11 +269,12 @@ class Poisoning:
         if self.clipping is not None:
             size = sum(int(np.prod(p.shape)) for p in model.named_params().values())
             bound = self.clipping.entry_bound(size, any_box.dtype)
+        # the kernel clamps at gamma as a float of the dtype: it must be exact there
         fast = any_box.backend.name == "numpy" and (
             self.clipping is None
             or self.clipping.method == "norm"
-            or len(set(bounds.enclose_real(self.clipping.gamma, any_box.dtype))) == 1
-        )  # the kernel clamps at gamma as a float of the dtype
+            or float(any_box.dtype.type(self.clipping.gamma)) == self.clipping.gamma
+        )
         accumulate = _accumulate_kernel if fast else _accumulate_python
         grads, nominal_grads = {}, {}
         for layer in base.factors:
