@@ -113,9 +113,9 @@ def difference_model(model: Sequential, params: dict) -> Sequential | None:
 
     None where there is nothing to gain: one output, or a last layer that is not Linear.
     """
-    last = len(model.layers) - 1
-    if model.out_features < 2 or not isinstance(model.layers[last], Linear):
+    if not _uses_differences(model):
         return None
+    last = len(model.layers) - 1
     layers = []
     for i, layer in enumerate(model.layers[:last]):
         clone = copy.copy(layer)

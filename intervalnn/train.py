@@ -298,7 +298,8 @@ def train(
         validate(0, float("nan"), float("nan"))
     last_epoch = config.epochs
     if config.steps is not None:  # as many epochs as the steps need; the last one may stop early
-        last_epoch = -(-config.steps // -(-x.shape[0] // config.batch_size))
+        batches = math.ceil(x.shape[0] / config.batch_size)
+        last_epoch = math.ceil(config.steps / batches)
     for epoch in range(first_epoch, last_epoch + 1):
         loss_bounds = []
         for idx in batch_indices(x.shape[0], config.batch_size, rng):
