@@ -216,7 +216,7 @@ class Poisoning:
         """Whether the batch gradient needs per-sample gradients (else FullCert's bound applies)."""
         return (
             self.threat.label_flips > 0
-            or 0 < self.threat.feature_budget(self.n) < self.n
+            or (self.threat.epsilon > 0 and self.threat.feature_budget(self.n) < self.n)
             or self.clipping is not None
             or (self.trusted is not None and bool(self.trusted.any()))
         )
