@@ -58,13 +58,17 @@ ORDER, FMA = "natural", False
 
 
 def random_model(rng, n_in, n_out, depth, dtype, w_scale):
-    """Linear/ReLU stack of ``depth`` Linear layers (widths 1-5), weights scaled by ``w_scale``."""
+    """Linear/ReLU stack of ``depth`` Linear layers (widths 1-5), weights scaled by ``w_scale``.
+
+    Every order the path accepts: 0, 1 or 2 ReLUs after each Linear (Linear after
+    Linear, consecutive ReLUs, a ReLU last).
+    """
     sizes = [n_in] + [int(rng.integers(1, 6)) for _ in range(depth - 1)] + [n_out]
     layers = []
     for i in range(depth):
         layers.append(Linear(sizes[i], sizes[i + 1], rng=rng, dtype=dtype))
-        if i < depth - 1 or rng.random() < 0.15:
-            layers.append(ReLU())
+        relus = int(rng.choice([0, 1, 1, 1, 2])) if i < depth - 1 else int(rng.random() < 0.15)
+        layers.extend(ReLU() for _ in range(relus))
     model = Sequential(*layers)
     params = {
         k: (v.lo.astype(np.float64) * w_scale).astype(dtype)
