@@ -21,7 +21,22 @@ import math
 import numpy as np
 
 from .backend import Backend, backend_of, get_backend
+from .conv import AvgPool2d, Conv2d, Flatten, MaxPool2d, Unflatten
 from .interval import Interval, concatenate
+
+__all__ = [
+    "AvgPool2d",
+    "Conv2d",
+    "Flatten",
+    "Linear",
+    "MaxPool2d",
+    "ReLU",
+    "Sequential",
+    "Unflatten",
+    "class_pairs",
+    "difference_matrix",
+    "mlp",
+]
 
 
 class Linear:
@@ -80,6 +95,12 @@ class Linear:
 
     def set_params(self, params: dict[str, Interval]) -> None:
         self.weight, self.bias = params["weight"], params["bias"]
+
+    def output_shape(self, shape) -> tuple[int]:
+        n_in, n_out = self.weight.shape
+        if tuple(shape) != (n_in,):
+            raise ValueError(f"Linear({n_in}, {n_out}) needs {n_in} flat input features, got {shape}")
+        return (n_out,)
 
     # interval model -------------------------------------------------------
     def forward(self, x: Interval) -> Interval:
@@ -200,6 +221,9 @@ class ReLU:
     def set_params(self, params) -> None:
         pass
 
+    def output_shape(self, shape) -> tuple[int, ...]:
+        return tuple(shape)
+
     def forward(self, z: Interval) -> Interval:
         self._z = z
         xp = z.backend.xp
@@ -229,12 +253,20 @@ class ReLU:
 
 
 class Sequential:
-    """Layers applied in order; ``backward`` runs them in reverse."""
+    """Layers applied in order; ``backward`` runs them in reverse.
 
-    def __init__(self, *layers):
+    ``frozen``: the first ``frozen`` layers are fixed (their parameters are
+    points and get no gradient): training computes their output once per
+    data point (:class:`intervalnn.engine.PrefixEngine`).
+    """
+
+    def __init__(self, *layers, frozen: int = 0):
         if not layers:
             raise ValueError("Sequential needs at least one layer")
+        if not 0 <= frozen <= len(layers):
+            raise ValueError(f"frozen must be between 0 and {len(layers)} layers, got {frozen}")
         self.layers = list(layers)
+        self.frozen = frozen
 
     def forward(self, x: Interval) -> Interval:
         for layer in self.layers:
@@ -309,19 +341,45 @@ class Sequential:
 
     @property
     def in_features(self) -> int:
-        return self.layers[0].weight.shape[0]
+        """The size of a (flat) input row."""
+        first = self.layers[0]
+        return int(np.prod(first.shape)) if isinstance(first, Unflatten) else first.weight.shape[0]
 
     @property
     def out_features(self) -> int:
         return [la for la in self.layers if isinstance(la, Linear)][-1].weight.shape[1]
 
     @property
+    def _first_parameter(self) -> Interval:
+        return next(p for la in self.layers for p in la.params.values())
+
+    @property
     def dtype(self):
-        return self.layers[0].weight.dtype
+        return self._first_parameter.dtype
 
     @property
     def backend(self) -> Backend:
-        return self.layers[0].weight.backend
+        return self._first_parameter.backend
+
+    def output_shapes(self) -> list[tuple[int, ...]]:
+        """The shape of every layer's output for one input row (a ``ValueError`` if one does not fit)."""
+        shapes, shape = [], (self.in_features,)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+            shapes.append(shape)
+        return shapes
+
+    def split(self) -> tuple[Sequential | None, Sequential]:
+        """The frozen prefix (None if nothing is frozen) and the trainable head.
+
+        Both share this model's layer objects.  ``frozen`` is honoured by
+        training (:func:`intervalnn.engine.make_engine`); ``forward`` and
+        ``backward`` here always run every layer (clean pretraining trains them all).
+        """
+        if self.frozen == len(self.layers):
+            raise ValueError("every layer is frozen: nothing is left to train")
+        head = Sequential(*self.layers[self.frozen :])
+        return (Sequential(*self.layers[: self.frozen]) if self.frozen else None), head
 
     def __repr__(self) -> str:
         return "Sequential(" + ", ".join(map(repr, self.layers)) + ")"
