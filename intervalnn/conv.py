@@ -41,7 +41,7 @@ def _window_shape(shape, kernel, stride, padding, what: str) -> tuple[int, int]:
     """Output height and width of a window of ``kernel`` over an image of ``shape`` (C, H, W)."""
     if len(shape) != 3:
         raise ValueError(f"{what} needs (channels, height, width) inputs, got shape {shape}")
-    size = [(n + 2 * p - k) // s + 1 for n, k, s, p in zip(shape[1:], kernel, stride, padding)]
+    size = [(n + 2 * p - k) // s + 1 for n, k, s, p in zip(shape[1:], kernel, stride, padding, strict=True)]
     if min(size) < 1:
         raise ValueError(
             f"{what}: kernel {kernel} does not fit the input {shape[1:]} with padding {padding}"
@@ -75,7 +75,8 @@ def _scatter(parts, in_shape, kernel, stride, padding, add, zeros):
     acc = zeros((n, c, h + 2 * ph, w + 2 * pw))
     for u in range(kh):
         for v in range(kw):
-            region = (slice(None), slice(None), slice(u, u + sh * oh, sh), slice(v, v + sw * ow, sw))
+            rows, cols = slice(u, u + sh * oh, sh), slice(v, v + sw * ow, sw)
+            region = (slice(None), slice(None), rows, cols)
             acc[region] = add(acc[region], parts[..., u, v])
     return acc[:, :, ph : ph + h, pw : pw + w]
 

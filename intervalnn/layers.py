@@ -99,7 +99,7 @@ class Linear:
     def output_shape(self, shape) -> tuple[int]:
         n_in, n_out = self.weight.shape
         if tuple(shape) != (n_in,):
-            raise ValueError(f"Linear({n_in}, {n_out}) needs {n_in} flat input features, got {shape}")
+            raise ValueError(f"Linear({n_in}, {n_out}) needs {n_in} flat features, got {shape}")
         return (n_out,)
 
     # interval model -------------------------------------------------------
@@ -362,7 +362,7 @@ class Sequential:
         return self._first_parameter.backend
 
     def output_shapes(self) -> list[tuple[int, ...]]:
-        """The shape of every layer's output for one input row (a ``ValueError`` if one does not fit)."""
+        """Every layer's output shape for one input row (a ``ValueError`` where one does not fit)."""
         shapes, shape = [], (self.in_features,)
         for layer in self.layers:
             shape = layer.output_shape(shape)
