@@ -41,7 +41,8 @@ def _window_shape(shape, kernel, stride, padding, what: str) -> tuple[int, int]:
     """Output height and width of a window of ``kernel`` over an image of ``shape`` (C, H, W)."""
     if len(shape) != 3:
         raise ValueError(f"{what} needs (channels, height, width) inputs, got shape {shape}")
-    size = [(n + 2 * p - k) // s + 1 for n, k, s, p in zip(shape[1:], kernel, stride, padding, strict=True)]
+    geometry = zip(shape[1:], kernel, stride, padding, strict=True)
+    size = [(n + 2 * p - k) // s + 1 for n, k, s, p in geometry]
     if min(size) < 1:
         raise ValueError(
             f"{what}: kernel {kernel} does not fit the input {shape[1:]} with padding {padding}"

@@ -362,7 +362,7 @@ class Sequential:
         return self._first_parameter.backend
 
     def output_shapes(self) -> list[tuple[int, ...]]:
-        """Every layer's output shape for one input row (a ``ValueError`` where one does not fit)."""
+        """Every layer's output shape for one input row (a ``ValueError`` if one does not fit)."""
         shapes, shape = [], (self.in_features,)
         for layer in self.layers:
             shape = layer.output_shape(shape)
