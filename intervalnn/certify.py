@@ -108,16 +108,18 @@ def _uses_differences(model: Sequential) -> bool:
     return model.out_features >= 2 and isinstance(model.layers[-1], Linear)
 
 
-def difference_model(model: Sequential, params: dict) -> Sequential | None:
+def difference_model(model: Sequential, params: dict, start: int = 0) -> Sequential | None:
     """``model`` with parameters ``params`` and logit differences as outputs (module docstring).
 
-    None where there is nothing to gain: one output, or a last layer that is not Linear.
+    Only the layers from ``start`` on (a frozen prefix's output is their
+    input).  None where there is nothing to gain: one output, or a last layer
+    that is not Linear.
     """
     if not _uses_differences(model):
         return None
     last = len(model.layers) - 1
     layers = []
-    for i, layer in enumerate(model.layers[:last]):
+    for i, layer in enumerate(model.layers[start:last], start):
         clone = copy.copy(layer)
         if layer.params:
             clone.set_params({k: params[f"{i}.{k}"] for k in layer.params})
@@ -152,13 +154,13 @@ def _batch(engine: Engine, x, start: int, stop: int, threat: ThreatModel, differ
     model = engine.model
     given = model.backend.xp.asarray(x[start:stop])
     box = threat.test_box(given, model.dtype)  # encloses the data as given, not its rounding
-    return (box if differences else engine.prepare(box)), given.astype(model.dtype)
+    return (engine.features(box) if differences else engine.prepare(box)), given.astype(model.dtype)
 
 
 def _result(engine: Engine, batches, y, threat: ThreatModel) -> CertificationResult:
     margin, pred = [], []
     k = engine.model.out_features
-    diff = difference_model(engine.model, engine.parameters()[0])
+    diff = difference_model(engine.model, engine.parameters()[0], engine.model.frozen)
     bounds = make_engine(diff) if diff is not None else None
     for start, prepared, xb in batches:
         yb = y[start : start + xb.shape[0]]

@@ -274,14 +274,15 @@ class Sequential:
         return x
 
     def backward(self, g: Interval, per_sample: bool = False, zero_sum_ref=None) -> None:
-        """Gradients of every layer's parameters; ``per_sample``: one per row of ``g``.
+        """Gradients of the trainable layers' parameters; ``per_sample``: one per row of ``g``.
 
-        ``zero_sum_ref``: ``g``'s rows sum to 0 in the reals (see
-        ``Linear.backward``); used where the last layer is Linear.
+        Frozen layers (the first ``frozen``) get none, and no input gradient
+        is computed below them.  ``zero_sum_ref``: ``g``'s rows sum to 0 in
+        the reals (see ``Linear.backward``); used where the last layer is Linear.
         """
         ref = zero_sum_ref if isinstance(self.layers[-1], Linear) else None
-        for i, layer in reversed(list(enumerate(self.layers))):
-            g = layer.backward(g, i > 0, per_sample, ref)
+        for i in range(len(self.layers) - 1, self.frozen - 1, -1):
+            g = self.layers[i].backward(g, i > self.frozen, per_sample, ref)
             ref = None
 
     def forward_nominal(self, x):
@@ -291,8 +292,8 @@ class Sequential:
 
     def backward_nominal(self, g, per_sample: bool = False, zero_sum_ref=None) -> None:
         ref = zero_sum_ref if isinstance(self.layers[-1], Linear) else None
-        for i, layer in reversed(list(enumerate(self.layers))):
-            g = layer.backward_nominal(g, i > 0, per_sample, ref)
+        for i in range(len(self.layers) - 1, self.frozen - 1, -1):
+            g = self.layers[i].backward_nominal(g, i > self.frozen, per_sample, ref)
             ref = None
 
     def logit_differences(self, nominal: bool = False):
@@ -310,9 +311,14 @@ class Sequential:
             return difference_matrix(pairs.forward_nominal(last._x_nominal), last.weight.shape[1])
         return difference_matrix(pairs.forward(last._x), last.weight.shape[1])
 
-    def named_params(self) -> dict[str, Interval]:
+    def named_params(self, trainable: bool = False) -> dict[str, Interval]:
+        """Every parameter box by name (``trainable``: only those after the frozen prefix)."""
+        first = self.frozen if trainable else 0
         return {
-            f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()
+            f"{i}.{k}": v
+            for i, layer in enumerate(self.layers)
+            if i >= first
+            for k, v in layer.params.items()
         }
 
     def named_nominal(self) -> dict:
@@ -323,16 +329,19 @@ class Sequential:
         }
 
     def named_grads(self) -> tuple[dict[str, Interval], dict]:
+        """The trainable parameters' gradients (box and nominal) after ``backward``."""
         grads, nominal = {}, {}
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.layers[self.frozen :], self.frozen):
             for k in layer.params:
                 grads[f"{i}.{k}"] = layer.grads[k]
                 nominal[f"{i}.{k}"] = layer.nominal_grads[k]
         return grads, nominal
 
     def load(self, params: dict[str, Interval], nominal: dict | None = None) -> None:
-        """Replace parameters by name (the names of ``named_params``)."""
+        """Replace parameters by name (``named_params``'s names; frozen ones may be left out)."""
         for i, layer in enumerate(self.layers):
+            if i < self.frozen and not any(f"{i}.{k}" in params for k in layer.params):
+                continue
             mine = {k: params[f"{i}.{k}"] for k in layer.params}
             if mine:
                 layer.set_params(mine)

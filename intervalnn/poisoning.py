@@ -267,7 +267,8 @@ class Poisoning:
         any_box = base.factors[next(iter(base.factors))][0]
         bound = None
         if self.clipping is not None:
-            size = sum(int(np.prod(p.shape)) for p in model.named_params().values())
+            trainable = model.named_params(trainable=True).values()
+            size = sum(int(np.prod(p.shape)) for p in trainable)
             bound = self.clipping.entry_bound(size, any_box.dtype)
         # the kernel clamps at gamma as a float of the dtype: it must be exact there
         fast = any_box.backend.name == "numpy" and (
@@ -350,7 +351,11 @@ def _zero_sum_ref(loss, y):
 
 def _factors(model: Sequential, nominal: bool = False) -> dict:
     attr = "nominal_factors" if nominal else "sample_factors"
-    return {i: getattr(layer, attr) for i, layer in enumerate(model.layers) if layer.params}
+    return {
+        i: getattr(layer, attr)
+        for i, layer in enumerate(model.layers)
+        if layer.params and i >= model.frozen
+    }
 
 
 def _square_norm(factors: dict, square, plus_one):

@@ -167,9 +167,10 @@ def pretrain_nominal(model: Sequential, x, y, config: TrainConfig, rng) -> None:
     x = xp.asarray(np.asarray(x, dtype=model.dtype))
     y = xp.asarray(np.asarray(y))
     rate = config.pretrain_learning_rate
+    every = Sequential(*model.layers)  # clean pretraining trains the frozen layers too
     for _ in range(config.pretrain_epochs):
         for idx in batch_indices(x.shape[0], config.batch_size, rng):
-            model.backward_nominal(loss.nominal_grad(model.forward_nominal(x[idx]), y[idx]))
+            every.backward_nominal(loss.nominal_grad(every.forward_nominal(x[idx]), y[idx]))
             for layer in model.layers:
                 for k, g in getattr(layer, "nominal_grads", {}).items():
                     layer.nominal[k] = nominal_update(layer.nominal[k], g, rate)

@@ -8,17 +8,21 @@ that applies; ``train`` and ``certify`` use nothing else.
 
 from __future__ import annotations
 
+import math
+
 from ..interval import Interval
 from ..layers import Sequential
 from ..optim import PLAIN, UpdateRule
 from ..poisoning import Poisoning
 from .fused import FusedEngine, forward_bounds
 from .layered import Engine, LayeredEngine, StepResult, clear_caches, parameter_widths
+from .prefix import PrefixEngine, unbounded_features
 
 __all__ = [
     "Engine",
     "FusedEngine",
     "LayeredEngine",
+    "PrefixEngine",
     "StepResult",
     "clear_caches",
     "forward_bounds",
@@ -47,10 +51,39 @@ def make_engine(
     (a threat model beyond FullCert's, trusted rows, clipping) and ``rule``
     (weight decay, momentum) need the layered engine for training; ``clean``
     is the clean rows' box where ``x`` was narrowed from wider data.
+
+    A model with a frozen prefix (``model.frozen``) gets a
+    :class:`PrefixEngine`: the prefix's output boxes (of ``box`` and of the
+    clean rows) and nominal outputs are computed once, and the engine this
+    function picks for the head trains on them.
     """
+    if model.frozen:
+        return _prefix_engine(
+            model, loss, box, x, y, batch_size, fused, poisoning, rule, clean
+        )  # fmt: skip
     plain = (poisoning is None or not poisoning.per_sample) and rule == PLAIN
     if fused and (box is None or plain):
         engine = FusedEngine.create(model, loss or "bce", box, x, y, batch_size)
         if engine is not None:
             return engine
     return LayeredEngine(model, loss, box, x, y, poisoning, rule, clean)
+
+
+def _prefix_engine(model, loss, box, x, y, batch_size, fused, poisoning, rule, clean):
+    prefix, head = model.split()
+    outer = PrefixEngine(model, prefix, LayeredEngine(head))  # computes features only
+    if box is None:
+        return PrefixEngine(model, prefix, make_engine(head, fused=fused))
+    threat = poisoning.threat if poisoning is not None else None
+    unbounded = threat is not None and math.isinf(threat.epsilon) and threat.domain is None
+    # with nothing bounding a moved row, no step reads the moved box
+    features = unbounded_features(model, box.shape[0], box) if unbounded else outer.features(box)
+    clean_features = None
+    if poisoning is not None and poisoning.per_sample:
+        # the clean rows' feature box: the prefix's real output is not its float output
+        clean_features = outer.features(clean if clean is not None else Interval(x))
+    inner = make_engine(
+        head, loss, features, outer.nominal_features(x), y, batch_size, fused,
+        poisoning, rule, clean_features,
+    )  # fmt: skip
+    return PrefixEngine(model, prefix, inner)

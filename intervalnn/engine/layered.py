@@ -4,6 +4,8 @@ An *engine* is one way of computing FullCert's two models -- the parameter
 box and the nominal model -- for one ``Sequential``.  Training and
 certification use nothing else:
 
+* ``features(box)``: the box the trainable layers see (a frozen prefix's
+  output, :mod:`intervalnn.engine.prefix`; the box itself otherwise);
 * ``prepare(box)``: an input box in the form ``logit_bounds`` takes (built
   once per data set: training validation reuses it at every step);
 * ``logit_bounds(prepared)``: sound NumPy ``(lo, hi)`` logit bounds of every
@@ -47,6 +49,7 @@ class Engine(Protocol):
     name: str  # "layered" or "fused"
     model: Sequential
 
+    def features(self, box: Interval) -> Interval: ...
     def prepare(self, box: Interval): ...
     def logit_bounds(self, prepared) -> tuple[np.ndarray, np.ndarray]: ...
     def nominal_logits(self, x) -> np.ndarray: ...
@@ -106,6 +109,9 @@ class LayeredEngine:
         self.clean = clean if clean is not None or x is None else Interval._new(x, x)
         self.velocity: tuple[dict, dict] | None = None  # momentum's (box, nominal), by name
 
+    def features(self, box: Interval) -> Interval:
+        return box
+
     def prepare(self, box: Interval):
         return box
 
@@ -134,7 +140,7 @@ class LayeredEngine:
             model.backward_nominal(loss.nominal_grad(model.forward_nominal(self.x[idx]), y))
             grads, nominal_grads = model.named_grads()
         params, nominal, self.velocity = sgd_update(
-            model.named_params(), grads, model.named_nominal(), nominal_grads, rate,
+            model.named_params(trainable=True), grads, model.named_nominal(), nominal_grads, rate,
             self.rule, self.velocity,
         )  # fmt: skip
         model.load(params, nominal)
@@ -151,4 +157,4 @@ class LayeredEngine:
         return self.model.named_params(), self.model.named_nominal()
 
     def widths(self) -> tuple[float, float]:
-        return parameter_widths(self.model.named_params())
+        return parameter_widths(self.model.named_params(trainable=True))
