@@ -23,6 +23,7 @@ COMMANDS = {
     "audit-training": "audit:audit_training_command",
     "certify": "commands:certify_command",
     "demo": "demo:demo_command",
+    "export": "export:export_command",
     "info": "commands:info_command",
     "plot": "plot:plot_group",
     "sweep": "sweep:sweep_command",
