@@ -81,6 +81,16 @@ def torch_layout(model: Sequential) -> dict:
 
 NAMES = ["mlp", "cnn"]
 
+#: The fixtures' architectures as strings (intervalnn.architecture) and their input sizes.
+ARCHITECTURES = {
+    "mlp": ("linear(6)-relu-linear(3)", 4),
+    "cnn": (
+        "unflatten(2,10,10)-conv(3,3,stride=2,padding=1)-relu-maxpool(2,stride=1)"
+        "-conv(4,2,padding=1)-relu-avgpool(2)-flatten-linear(5)-relu-linear(3)",
+        200,
+    ),
+}
+
 
 # --------------------------------------------------------------- torch's outputs
 
@@ -98,6 +108,24 @@ def test_loaded_fixture_gives_torchs_outputs(name, suffix):
     out = model.forward(Interval(x))
     assert bool(out.contains(y).all())
     assert float((out.hi - out.lo).max()) < 1e-12  # and is tight
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_architecture_string_builds_the_model_the_fixture_loads_into(name):
+    from intervalnn.architecture import build as build_architecture
+    from intervalnn.architecture import canonical, describe
+
+    text, in_features = ARCHITECTURES[name]
+    assert describe(build(name)) == canonical(text)
+    frozen = len(build(name).layers) - 3  # everything but the head linear-relu-linear
+    model = build_architecture(text, in_features, seed=7, frozen=frozen)
+    load_weights(model, FIXTURES / f"torch_{name}.safetensors")
+    x, y = fixture_io(name)
+    np.testing.assert_allclose(model.forward_nominal(x), y, rtol=1e-13, atol=1e-14)
+    assert bool(model.forward(Interval(x)).contains(y).all())
+    state = read_state_dict(FIXTURES / f"torch_{name}.safetensors")
+    for key, value in torch_layout(model).items():  # frozen or not, every layer is loaded
+        np.testing.assert_array_equal(value, state[key])
 
 
 @pytest.mark.parametrize("name", NAMES)
