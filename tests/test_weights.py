@@ -501,3 +501,37 @@ def test_export_command_reports_a_bad_model_file_in_one_line(error, tmp_path):
     bad.write_bytes(b"not a model")
     assert "not an intervalnn model file" in error("export", bad, tmp_path / "w.safetensors")
     assert not (tmp_path / "w.safetensors").exists()
+
+
+# --------------------------------------------------------------- the GPU backend
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", NAMES)
+def test_weights_in_and_out_on_the_gpu(tmp_path, name):
+    cupy = pytest.importorskip("cupy", reason="the GPU backend needs CuPy")
+    from intervalnn.architecture import build as build_architecture
+    from intervalnn.backend import cuda_device_count
+
+    try:
+        if cuda_device_count() == 0:
+            pytest.skip("no CUDA GPU is visible")
+    except RuntimeError:
+        pytest.skip("no usable CUDA driver or runtime")
+    text, in_features = ARCHITECTURES[name]
+    model = build_architecture(text, in_features, backend="cupy")
+    load_weights(model, FIXTURES / f"torch_{name}.safetensors")
+    for value in model.named_nominal().values():
+        assert isinstance(value, cupy.ndarray)
+    x, y = fixture_io(name)
+    np.testing.assert_allclose(
+        host(model.forward_nominal(cupy.asarray(x))), y, rtol=1e-13, atol=1e-14
+    )
+    out = model.forward(Interval(cupy.asarray(x)))
+    assert bool(host(out.contains(cupy.asarray(y))).all())
+    path = save_weights(model, tmp_path / "w.safetensors")
+    fixture = read_state_dict(FIXTURES / f"torch_{name}.safetensors")
+    saved = read_state_dict(path)
+    assert saved.keys() == fixture.keys()
+    for key in fixture:
+        assert saved[key].tobytes() == fixture[key].tobytes()
