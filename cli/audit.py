@@ -79,6 +79,8 @@ def _print_audit(r: dict) -> None:
         if ex["violations_layered_path"] is not None
         else ""
     )
+    if ex.get("violations_differences") is not None:
+        layered += f"; logit differences: {ex['violations_differences']}"
     rows = [
         ("certificates checked", ex["checked"]),
         ("refuted", ex["refuted"]),

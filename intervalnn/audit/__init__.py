@@ -55,7 +55,7 @@ point; the uncertified points the attacks flip are counted.
 from .falsification import falsify
 from .model import EngineBounds, audit_model, engine_bounds
 from .naive import naive_bounds
-from .network import Dense, dense_layers
+from .network import Conv, Dense, Pool, Window, dense_layers, network_layers
 from .oracle import PRECISION, oracle_bounds
 from .training import EXACT_BITS, Attack, Rules, audit_training, plan_attacks
 
@@ -63,6 +63,7 @@ __all__ = [
     "EXACT_BITS",
     "PRECISION",
     "Attack",
+    "Conv",
     "Dense",
     "EngineBounds",
     "Rules",
@@ -73,5 +74,8 @@ __all__ = [
     "falsify",
     "naive_bounds",
     "oracle_bounds",
+    "network_layers",
     "plan_attacks",
+    "Pool",
+    "Window",
 ]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .network import Dense
+from .network import Conv, Pool, conv_rows, has_params
 from .oracle import require_gmpy2
 
 
@@ -29,9 +29,13 @@ def _predict_margin(z, y) -> np.ndarray:
     return z[rows, y] - others.max(axis=1)
 
 
-def _sample_model(layers: list[Dense], kind: str, rng) -> list[tuple[np.ndarray, np.ndarray]]:
+def _sample_model(layers: list, kind: str, rng) -> list:
+    """A concrete model from the box: ``(W, b)`` per Dense / Conv layer, None per pool."""
     out = []
     for la in layers:
+        if not has_params(la):
+            out.append(None)
+            continue
         pair = []
         for lo, hi, nom in ((la.w_lo, la.w_hi, la.w_nom), (la.b_lo, la.b_hi, la.b_nom)):
             if kind == "nominal":
@@ -45,39 +49,75 @@ def _sample_model(layers: list[Dense], kind: str, rng) -> list[tuple[np.ndarray,
     return out
 
 
-def _forward(params, relu, x):
-    """float64 forward pass keeping what the input gradient needs."""
-    acts, pre = [x], []
-    for (w, b), r in zip(params, relu, strict=True):
-        z = acts[-1] @ w + b
-        pre.append(z)
-        acts.append(np.maximum(z, 0.0) if r else z)
-    return acts[-1], pre
+def _relu(la) -> bool:
+    """The layer's ReLU flag; a bare bool stands for a Dense layer with that flag (an MLP)."""
+    return bool(la) if isinstance(la, (bool, np.bool_)) else la.relu
 
 
-def _input_grad(params, relu, pre, g):
-    """d(sum_rows <g, z>)/dx for the cached pre-activations ``pre``."""
+def _layer(la, p, a, zero, inv_count):
+    """One view layer on flat rows ``a`` (float64 or rationals), before its ReLU.
+
+    ``zero`` reads the padding; ``inv_count(n)`` multiplies by ``1 / n`` (a mean).
+    """
+    if isinstance(la, Conv):
+        return conv_rows(la.window.patches(a, zero), Conv.matrix(p[0]), p[1])
+    if isinstance(la, Pool):
+        windows = la.window.patches(a, zero)
+        return windows.max(axis=2) if la.op == "max" else inv_count(windows.sum(axis=2), la.count)
+    return a @ p[0] + p[1]
+
+
+def _forward(params, layers, x):
+    """float64 forward pass keeping what the input gradient needs (each layer's input and
+    pre-activation).  ``layers``: the view's layers (or an MLP's ReLU flags)."""
+    acts, tape = [x], []
+    for p, la in zip(params, layers, strict=True):
+        z = _layer(la, p, acts[-1], 0.0, lambda s, n: s / n)
+        tape.append((acts[-1], z))
+        acts.append(np.maximum(z, 0.0) if _relu(la) else z)
+    return acts[-1], tape
+
+
+def _input_grad(params, layers, tape, g):
+    """d(sum_rows <g, z>)/dx for the forward pass ``tape`` (see :func:`_forward`)."""
     for i in reversed(range(len(params))):
-        if relu[i]:  # g is the gradient with respect to relu(pre[i])
-            g = g * (pre[i] > 0)
-        g = g @ params[i][0].T
+        la, (a, z) = layers[i], tape[i]
+        if _relu(la):  # g is the gradient with respect to relu(z)
+            g = g * (z > 0)
+        if isinstance(la, Conv):
+            w_mat = Conv.matrix(params[i][0])
+            g3 = g.reshape(g.shape[0], w_mat.shape[1], -1).transpose(0, 2, 1)
+            g = la.window.scatter(g3 @ w_mat.T)
+        elif isinstance(la, Pool):
+            windows = la.window.patches(a)
+            if la.op == "max":  # the first maximum of each window takes the gradient
+                first = windows.argmax(axis=2)[..., None]
+                share = np.where(np.arange(windows.shape[2]) == first, g[..., None], 0.0)
+            else:
+                share = np.broadcast_to(g[..., None] / la.count, windows.shape)
+            g = la.window.scatter(share)
+        else:
+            g = g @ params[i][0].T
     return g
 
 
-def _exact_forward(params, relu, x) -> np.ndarray:
+def _exact_forward(params, layers, x) -> np.ndarray:
     """The exact (rational) logits of float64 parameters and inputs."""
     g = require_gmpy2()
     q = np.frompyfunc(g.mpq, 1, 1)
     a = np.asarray(q(np.asarray(x, dtype=np.float64)), dtype=object)
-    for (w, b), r in zip(params, relu, strict=True):
-        a = a @ np.asarray(q(w), dtype=object) + np.asarray(q(b), dtype=object)
-        if r:
-            a = np.where(a > 0, a, g.mpq(0))
+    zero = g.mpq(0)
+    for p, la in zip(params, layers, strict=True):
+        if p is not None:
+            p = tuple(np.asarray(q(v), dtype=object) for v in p)
+        a = _layer(la, p, a, zero, lambda s, n: s * g.mpq(1, n))
+        if _relu(la):
+            a = np.where(a > 0, a, zero)
     return a
 
 
 def falsify(
-    layers: list[Dense],
+    layers: list,
     x,
     y,
     box_lo,
@@ -104,7 +144,6 @@ def falsify(
     per model; any beyond that count as failures unconfirmed).
     """
     rng = np.random.default_rng(seed)
-    relu = [la.relu for la in layers]
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y)
     k = out_lo.shape[1]
@@ -117,7 +156,7 @@ def falsify(
     kinds = ["nominal"] + ["vertex"] * models + ["random"] * models
 
     def check(params, xs):
-        z, pre = _forward(params, relu, xs)
+        z, pre = _forward(params, layers, xs)
         stats["evaluations"] += xs.shape[0]
         marg = _predict_margin(z, y)
         if certified.any():
@@ -143,7 +182,7 @@ def falsify(
         bad_bound[rest] |= cand_b[rest]
         if not todo.size:
             return
-        ze = _exact_forward(params, relu, xs[todo])
+        ze = _exact_forward(params, layers, xs[todo])
         q = np.frompyfunc(lambda v: g.mpq(v) if math.isfinite(v) else v, 1, 1)  # keep +-inf
         lo_e = np.asarray(q(out_lo[todo]), dtype=object)
         hi_e = np.asarray(q(out_hi[todo]), dtype=object)
@@ -168,7 +207,7 @@ def falsify(
         step = 2.5 * width / (2 * max(pgd_steps, 1))
         for _ in range(pgd_steps):
             z, pre = check(params, xs)
-            grad = _input_grad(params, relu, pre, sign_fn(z))
+            grad = _input_grad(params, layers, pre, sign_fn(z))
             xs = np.clip(xs - step * np.sign(grad), box_lo, box_hi)
         check(params, xs)
 

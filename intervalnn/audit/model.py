@@ -14,7 +14,7 @@ from ..layers import Sequential
 from ..threat import ThreatModel
 from .falsification import falsify
 from .naive import naive_bounds
-from .network import dense_layers
+from .network import network_layers
 from .oracle import PRECISION, Oracle
 
 # ---------------------------------------------------------------- the engine under audit
@@ -31,30 +31,46 @@ class EngineBounds:
     box_lo: np.ndarray  # the input box (the test box, rounded outward, clipped)
     box_hi: np.ndarray
     fused: bool  # certify's path is the fused kernel (else it is the layered path)
+    diff_lo: np.ndarray | None = None  # bounds of the logit differences (pair_columns), as
+    diff_hi: np.ndarray | None = None  # certify computes them; None: certificates read lo, hi
 
 
 def engine_bounds(model: Sequential, x, threat: ThreatModel, batch_size: int = 1024):
     """The engine's logit bounds on ``x``'s test boxes, batch by batch exactly as ``certify``.
 
     Returns :class:`EngineBounds`: certify's bounds, the layered path's
-    bounds (the same when certify takes the layered path) and the input box.
+    bounds (the same when certify takes the layered path) and the input box;
+    for a model whose certificates bound the logit differences, those bounds
+    too (the last Linear layer's difference layer on the frozen prefix's
+    features, as ``certify`` computes them).
     """
     bk = model.backend
     x = np.asarray(x)
-    parts: dict[str, list] = {k: [] for k in ("lo", "hi", "llo", "lhi", "blo", "bhi")}
+    keys = ("lo", "hi", "llo", "lhi", "blo", "bhi", "dlo", "dhi")
+    parts: dict[str, list] = {k: [] for k in keys}
     engine = make_engine(model)  # the engine certify() uses
+    diff = _certify.difference_model(model, model.named_params(), model.frozen)
+    bounds = make_engine(diff) if diff is not None else None
     host = lambda a: np.asarray(bk.to_host(a), dtype=np.float64)  # noqa: E731
     for start in range(0, x.shape[0], batch_size):
         box = threat.test_box(bk.xp.asarray(x[start : start + batch_size]), model.dtype)
         fast = tuple(host(b) for b in engine.logit_bounds(engine.prepare(box)))
         out = model.forward(box)
         layered = host(out.lo), host(out.hi)
-        for key, value in zip(parts, (*fast, *layered, host(box.lo), host(box.hi)), strict=True):
+        differences = (None, None)
+        if bounds is not None:
+            d = bounds.logit_bounds(bounds.prepare(engine.features(box)))
+            differences = tuple(host(b) for b in d)
+        values = (*fast, *layered, host(box.lo), host(box.hi), *differences)
+        for key, value in zip(parts, values, strict=True):
             parts[key].append(value)
     clear_caches(model)
-    joined = [np.concatenate(v) for v in parts.values()]
+    if diff is not None:
+        clear_caches(diff)
+    joined = [np.concatenate(v) if v and v[0] is not None else None for v in parts.values()]
     fused = isinstance(engine, FusedEngine) and engine.declined == 0
-    return EngineBounds(*joined, fused=bool(fused and x.shape[0] > 0))
+    return EngineBounds(*joined[:6], fused=bool(fused and x.shape[0] > 0), diff_lo=joined[6],
+                        diff_hi=joined[7])  # fmt: skip
 
 
 # ---------------------------------------------------------------- audit_model
@@ -85,7 +101,7 @@ def audit_model(
     t0 = time.perf_counter()
     x = np.asarray(x)
     y = np.asarray(y)
-    layers = dense_layers(model)
+    layers = network_layers(model)
     dtype = np.dtype(model.dtype)
     eps, domain = threat.inference_epsilon, threat.domain
     n = x.shape[0]
@@ -94,7 +110,12 @@ def audit_model(
     cert = _certify.certify(model, x, y, threat)
     eb = engine_bounds(model, x, threat)
     e_lo, e_hi, box_lo, box_hi = eb.lo, eb.hi, eb.box_lo, eb.box_hi
-    inconsistent = int(np.sum(_certify.margins(e_lo, e_hi, y) != cert.margin))
+    diffs = eb.diff_lo is not None  # certificates bound the logit differences
+    if diffs:
+        claimed = _certify.difference_margins(eb.diff_lo, eb.diff_hi, y, model.out_features)
+    else:
+        claimed = _certify.margins(e_lo, e_hi, y)
+    inconsistent = int(np.sum(claimed != cert.margin))
     certified = cert.certified
 
     rng = np.random.default_rng(seed)
@@ -114,20 +135,31 @@ def audit_model(
 
     # (a) exact re-verification ------------------------------------------------
     oracle = Oracle(layers, precision)
-    o_lo_parts, o_hi_parts = [], []
+    o_parts: list[list] = [[], [], [], []]
     for s in range(0, sample.size, chunk):
         rows = sample[s : s + chunk]
-        lo, hi = oracle.forward(*oracle.input_box(xd[rows], eps, domain))
-        o_lo_parts.append(lo)
-        o_hi_parts.append(hi)
+        for part, value in zip(
+            o_parts, oracle.forward(*oracle.input_box(xd[rows], eps, domain), True), strict=True
+        ):
+            part.append(value)
         tick()
-    o_lo = np.concatenate(o_lo_parts) if o_lo_parts else np.empty((0, e_lo.shape[1]), object)
-    o_hi = np.concatenate(o_hi_parts) if o_hi_parts else np.empty((0, e_lo.shape[1]), object)
-    o_cert = oracle.certified(o_lo, o_hi, y[sample])
+
+    def joined(part, width):
+        return np.concatenate(part) if part else np.empty((0, width), object)
+
+    o_lo, o_hi = joined(o_parts[0], e_lo.shape[1]), joined(o_parts[1], e_lo.shape[1])
     s_cert = certified[sample]
     s_lo, s_hi = e_lo[sample], e_hi[sample]
     lo_bad = (s_lo > o_lo).astype(bool)  # exact comparisons (float vs mpfr)
     hi_bad = (s_hi < o_hi).astype(bool)
+    diff_bad = 0
+    if diffs:  # the bounds certificates read: the logit differences'
+        o_dlo = joined(o_parts[2], eb.diff_lo.shape[1])
+        o_dhi = joined(o_parts[3], eb.diff_lo.shape[1])
+        o_cert = oracle.certified_differences(o_dlo, o_dhi, y[sample])
+        diff_bad = int((eb.diff_lo[sample] > o_dlo).sum() + (eb.diff_hi[sample] < o_dhi).sum())
+    else:
+        o_cert = oracle.certified(o_lo, o_hi, y[sample])
     layered_bad = 0
     if eb.fused:  # certify took the fused kernel: audit the layered path's bounds too
         layered_bad = int(
@@ -148,9 +180,10 @@ def audit_model(
         "points": int(sample.size),
         "checked": int(s_cert.sum()),
         "refuted": int((s_cert & ~o_cert).sum()),
-        "violations": int(lo_bad.sum() + hi_bad.sum()) + layered_bad,
+        "violations": int(lo_bad.sum() + hi_bad.sum()) + layered_bad + diff_bad,
         "violations_certify_path": int(lo_bad.sum() + hi_bad.sum()),
         "violations_layered_path": layered_bad if eb.fused else None,
+        "violations_differences": diff_bad if diffs else None,
         "certify_path": "fused" if eb.fused else "layered",
         "oracle_certified": int(o_cert.sum()),
         "lost_to_soundness": int((o_cert & ~s_cert).sum()),

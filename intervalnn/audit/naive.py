@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from .network import Dense
+from .network import Conv, Pool
 
 
-def naive_bounds(layers: list[Dense], x, epsilon: float, domain, dtype, method: str = "endpoint"):
+def naive_bounds(layers: list, x, epsilon: float, domain, dtype, method: str = "endpoint"):
     """Output bounds in plain round-to-nearest ``dtype`` arithmetic, no error terms.
 
     ``endpoint``: per-entry minimum / maximum of the four endpoint products,
     summed; ``midrad``: midpoint-radius products (``m = (lo + hi) / 2``,
-    ``r = (hi - lo) / 2``, ``|mx| rW + rx |mW| + rx rW``).  Not sound; the
-    audit measures by how much.
+    ``r = (hi - lo) / 2``, ``|mx| rW + rx |mW| + rx rW``); convolutions the
+    same at every window, a mean as the window's sum divided by its size, a
+    maximum of the bounds.  Not sound; the audit measures by how much.
     """
     dt = np.dtype(dtype)
     f = dt.type
@@ -22,27 +23,50 @@ def naive_bounds(layers: list[Dense], x, epsilon: float, domain, dtype, method: 
     if domain is not None:
         lo, hi = np.maximum(lo, f(domain[0])), np.minimum(hi, f(domain[1]))
     for la in layers:
-        wl, wh = la.w_lo.astype(dt), la.w_hi.astype(dt)
-        bl, bh = la.b_lo.astype(dt), la.b_hi.astype(dt)
-        if method == "midrad":
-            xm, xr = (lo + hi) / f(2), (hi - lo) / f(2)
-            wm, wr = (wl + wh) / f(2), (wh - wl) / f(2)
-            bm, br = (bl + bh) / f(2), (bh - bl) / f(2)
-            zm = xm @ wm + bm
-            zr = np.abs(xm) @ wr + xr @ np.abs(wm) + xr @ wr + br
-            lo, hi = zm - zr, zm + zr
-        elif method == "endpoint":
-            new_lo = np.empty((lo.shape[0], wl.shape[1]), dtype=dt)
-            new_hi = np.empty_like(new_lo)
-            step = max(1, (1 << 22) // max(1, wl.size))
-            for s in range(0, lo.shape[0], step):
-                a, b = lo[s : s + step, :, None], hi[s : s + step, :, None]
-                p = np.stack([a * wl, a * wh, b * wl, b * wh])
-                new_lo[s : s + step] = p.min(axis=0).sum(axis=1) + bl
-                new_hi[s : s + step] = p.max(axis=0).sum(axis=1) + bh
-            lo, hi = new_lo, new_hi
+        if isinstance(la, Pool):
+            pl, ph = la.window.patches(lo), la.window.patches(hi)
+            if la.op == "max":
+                lo, hi = pl.max(axis=2), ph.max(axis=2)
+            else:
+                lo, hi = pl.sum(axis=2) / f(la.count), ph.sum(axis=2) / f(la.count)
         else:
-            raise ValueError(f"unknown method {method!r}: 'endpoint' or 'midrad'")
+            lo, hi = _affine(la, lo, hi, dt, method)
         if la.relu:
             lo, hi = np.maximum(lo, f(0)), np.maximum(hi, f(0))
     return lo, hi
+
+
+def _affine(la, lo, hi, dt, method):
+    """A Dense or Conv layer's naive bounds (a convolution at every window, back to C order)."""
+    f = dt.type
+    conv = isinstance(la, Conv)
+    n = lo.shape[0]
+    if conv:
+        wl, wh = Conv.matrix(la.w_lo).astype(dt), Conv.matrix(la.w_hi).astype(dt)
+        lo, hi = la.window.patches(lo), la.window.patches(hi)
+        lo, hi = lo.reshape(-1, lo.shape[2]), hi.reshape(-1, hi.shape[2])  # one row per window
+    else:
+        wl, wh = la.w_lo.astype(dt), la.w_hi.astype(dt)
+    bl, bh = la.b_lo.astype(dt), la.b_hi.astype(dt)
+    if method == "midrad":
+        xm, xr = (lo + hi) / f(2), (hi - lo) / f(2)
+        wm, wr = (wl + wh) / f(2), (wh - wl) / f(2)
+        bm, br = (bl + bh) / f(2), (bh - bl) / f(2)
+        zm = xm @ wm + bm
+        zr = np.abs(xm) @ wr + xr @ np.abs(wm) + xr @ wr + br
+        new_lo, new_hi = zm - zr, zm + zr
+    elif method == "endpoint":
+        new_lo = np.empty((lo.shape[0], wl.shape[1]), dtype=dt)
+        new_hi = np.empty_like(new_lo)
+        step = max(1, (1 << 22) // max(1, wl.size))
+        for s in range(0, lo.shape[0], step):
+            a, b = lo[s : s + step, :, None], hi[s : s + step, :, None]
+            p = np.stack([a * wl, a * wh, b * wl, b * wh])
+            new_lo[s : s + step] = p.min(axis=0).sum(axis=1) + bl
+            new_hi[s : s + step] = p.max(axis=0).sum(axis=1) + bh
+    else:
+        raise ValueError(f"unknown method {method!r}: 'endpoint' or 'midrad'")
+    if conv:  # (N * positions, out) -> (N, out * positions), C order
+        new_lo = new_lo.reshape(n, -1, wl.shape[1]).transpose(0, 2, 1).reshape(n, -1)
+        new_hi = new_hi.reshape(n, -1, wl.shape[1]).transpose(0, 2, 1).reshape(n, -1)
+    return new_lo, new_hi
