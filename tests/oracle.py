@@ -897,3 +897,172 @@ def outside_box(trajectory, boxes) -> list[str]:
                 if not (ok_lo and ok_hi):
                     bad.append(f"step {t} {name}{idx}: {float(v)!r} not in [{a!r}, {b!r}]")
     return bad
+
+
+# ================================================================== image layers (issue 14)
+# Exact reference for the convolution / pooling tests (tests/test_conv_layers.py): a tiny
+# reverse-mode automatic differentiation over exact rationals (:class:`Tape`) and the image
+# layers written from their definitions as nested loops over it (NCHW, zero padding, windows
+# row-major).  Gradients come from the generic chain rule of the tape: each operation records
+# its own partial derivatives (the product rule, 1 / count for a mean, 1 for the element a max
+# picks), and :meth:`Tape.gradient` accumulates adjoints in reverse creation order.  Nothing
+# here mirrors im2col or a scatter.
+
+
+class Tape:
+    """Reverse-mode AD over ``mpq`` values; nodes are ints (creation order is topological)."""
+
+    def __init__(self):
+        self.value: list = []
+        self.parents: list = []
+
+    def leaf(self, v) -> int:
+        self.value.append(q(v))
+        self.parents.append(())
+        return len(self.value) - 1
+
+    def leaves(self, a) -> np.ndarray:
+        """An object array of leaf nodes, one per entry of ``a`` (floats, mpq, Fractions)."""
+        a = np.asarray(a, dtype=object) if not isinstance(a, np.ndarray) else a
+        out = np.empty(a.shape, dtype=object)
+        for idx in np.ndindex(*a.shape):
+            out[idx] = self.leaf(a[idx])
+        return out
+
+    def _node(self, v, parents) -> int:
+        self.value.append(v)
+        self.parents.append(tuple(parents))
+        return len(self.value) - 1
+
+    def affine(self, pairs, extra=None) -> int:
+        """``sum_k a_k b_k (+ extra)`` for node pairs ``(a_k, b_k)`` (product rule)."""
+        val, parents = self.value, []
+        s = mpq(0) if extra is None else val[extra]
+        for a, b in pairs:
+            s += val[a] * val[b]
+            parents.append((a, val[b]))
+            parents.append((b, val[a]))
+        if extra is not None:
+            parents.append((extra, mpq(1)))
+        return self._node(s, parents)
+
+    def mean(self, nodes) -> int:
+        w = mpq(1, len(nodes))
+        return self._node(sum((self.value[a] for a in nodes), mpq(0)) * w, [(a, w) for a in nodes])
+
+    def pick(self, nodes, i: int) -> int:
+        """The value of ``nodes[i]`` (derivative 1 to it, 0 to the others)."""
+        return self._node(self.value[nodes[i]], [(nodes[i], mpq(1))])
+
+    def relu(self, a) -> int:
+        """``max(a, 0)``, derivative ``[a > 0]`` (PyTorch's choice at 0)."""
+        v = self.value[a]
+        return self._node(v, [(a, mpq(1))]) if v > 0 else self._node(mpq(0), [])
+
+    def values(self, nodes) -> np.ndarray:
+        out = np.empty(nodes.shape, dtype=object)
+        for idx in np.ndindex(*nodes.shape):
+            out[idx] = self.value[nodes[idx]]
+        return out
+
+    def gradient(self, outputs, seeds) -> list:
+        """Adjoints of every node for ``sum_k seeds[k] * outputs[k]`` (0 where untouched)."""
+        adj = [mpq(0)] * len(self.value)
+        for o, s in zip(
+            np.asarray(outputs).reshape(-1), np.asarray(seeds).reshape(-1), strict=True
+        ):
+            adj[o] = adj[o] + q(s)
+        for i in range(len(self.value) - 1, -1, -1):
+            a = adj[i]
+            if a:
+                for p, d in self.parents[i]:
+                    adj[p] = adj[p] + a * d
+        return adj
+
+
+def adjoints(adj, nodes) -> np.ndarray:
+    """The adjoints of an object array of nodes, same shape."""
+    out = np.empty(nodes.shape, dtype=object)
+    for idx in np.ndindex(*nodes.shape):
+        out[idx] = adj[nodes[idx]]
+    return out
+
+
+def tape_conv2d(t: Tape, x, w, b, stride, padding) -> np.ndarray:
+    """``y[n,o,i,j] = b[o] + sum_{c,u,v} w[o,c,u,v] x[n,c,i sh + u - ph, j sw + v - pw]``.
+
+    Node arrays ``x`` (N, C, H, W), ``w`` (O, C, kh, kw), ``b`` (O,); positions outside the
+    image are the zero padding (they add nothing)."""
+    n_, c_, h, wd = x.shape
+    o_, _, kh, kw = w.shape
+    (sh, sw), (ph, pw) = stride, padding
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
+    out = np.empty((n_, o_, oh, ow), dtype=object)
+    for n in range(n_):
+        for o in range(o_):
+            for i in range(oh):
+                for j in range(ow):
+                    pairs = []
+                    for c in range(c_):
+                        for u in range(kh):
+                            for v in range(kw):
+                                r, s = i * sh + u - ph, j * sw + v - pw
+                                if 0 <= r < h and 0 <= s < wd:
+                                    pairs.append((w[o, c, u, v], x[n, c, r, s]))
+                    out[n, o, i, j] = t.affine(pairs, b[o])
+    return out
+
+
+def _windows(x, kernel, stride):
+    """``(n, c, i, j, nodes)`` for every pooling window, nodes row-major in the window."""
+    n_, c_, h, wd = x.shape
+    (kh, kw), (sh, sw) = kernel, stride
+    oh, ow = (h - kh) // sh + 1, (wd - kw) // sw + 1
+    for n in range(n_):
+        for c in range(c_):
+            for i in range(oh):
+                for j in range(ow):
+                    nodes = [x[n, c, i * sh + u, j * sw + v] for u in range(kh) for v in range(kw)]
+                    yield n, c, i, j, nodes
+
+
+def _pool_out(x, kernel, stride):
+    n_, c_, h, wd = x.shape
+    oh, ow = (h - kernel[0]) // stride[0] + 1, (wd - kernel[1]) // stride[1] + 1
+    return np.empty((n_, c_, oh, ow), dtype=object)
+
+
+def tape_avgpool2d(t: Tape, x, kernel, stride) -> np.ndarray:
+    """The mean of each window (no padding)."""
+    out = _pool_out(x, kernel, stride)
+    for n, c, i, j, nodes in _windows(x, kernel, stride):
+        out[n, c, i, j] = t.mean(nodes)
+    return out
+
+
+def tape_maxpool2d(t: Tape, x, kernel, stride, choose) -> np.ndarray:
+    """The maximum of each window; ``choose(tied_positions) -> position`` breaks ties (the
+    derivative goes to the chosen maximum: every choice is a valid gradient)."""
+    out = _pool_out(x, kernel, stride)
+    for n, c, i, j, nodes in _windows(x, kernel, stride):
+        vals = [t.value[a] for a in nodes]
+        top = max(vals)
+        out[n, c, i, j] = t.pick(nodes, choose([k for k, v in enumerate(vals) if v == top]))
+    return out
+
+
+def tape_linear(t: Tape, x, w, b) -> np.ndarray:
+    """``y = x W + b`` for node arrays ``x`` (N, in), ``w`` (in, out), ``b`` (out,)."""
+    n_, k_ = x.shape
+    out = np.empty((n_, w.shape[1]), dtype=object)
+    for n in range(n_):
+        for j in range(w.shape[1]):
+            out[n, j] = t.affine([(x[n, i], w[i, j]) for i in range(k_)], b[j])
+    return out
+
+
+def tape_relu(t: Tape, x) -> np.ndarray:
+    out = np.empty(x.shape, dtype=object)
+    for idx in np.ndindex(*x.shape):
+        out[idx] = t.relu(x[idx])
+    return out
