@@ -298,7 +298,7 @@ class Poisoning:
         inp = clean[idx]
         free = features_move and math.isinf(self.threat.epsilon) and self.threat.domain is None
         if features_move and not free:
-            a = att_dev[:, None]
+            a = att_dev.reshape(-1, *([1] * (inp.ndim - 1)))  # features of any rank
             inp = Interval._new(xp.where(a, box.lo[idx], inp.lo), xp.where(a, box.hi[idx], inp.hi))
         z = model.forward(inp)
         diffs = model.logit_differences() if loss.name == "ce" else None
