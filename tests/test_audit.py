@@ -26,7 +26,7 @@ from intervalnn.audit import (
     oracle_bounds,
 )
 from intervalnn.audit.falsification import _exact_forward, _forward, _input_grad
-from intervalnn.audit.training import _layer_kinds, _linear_params, _Reference
+from intervalnn.audit.training import _layer_kinds, _layer_params, _Reference
 from intervalnn.datasets import two_moons_splits
 from intervalnn.engine import FusedEngine
 from intervalnn.interval import Interval
@@ -259,14 +259,14 @@ def test_audit_reference_model_ending_with_relu():
     model, x, y = _relu_last_model()
     assert _layer_kinds(model) == ["linear", "relu"]
     for exact in (True, False):
-        ref = _Reference(_layer_kinds(model), _linear_params(model), "bce", exact)
+        ref = _Reference(_layer_kinds(model), _layer_params(model), "bce", exact)
         ((gw, gb),) = ref.gradients(x, y)[0]
         assert all(v == 0 for v in [*gw.ravel(), *gb.ravel()])
         ref.step(x, y, Fraction(1, 2))
         ((w, b),) = ref.params
         assert [float(v) for v in w.ravel()] == [1.0, -1.0] and float(b[0]) == 0.25
     # and relu'(0) = 0 (the engine's convention) at z = 0 exactly; 1 at z > 0
-    ref = _Reference(["linear", "relu"], _linear_params(model), "bce", exact=True)
+    ref = _Reference(["linear", "relu"], _layer_params(model), "bce", exact=True)
     xs = np.array([[-1.0, 0.5], [-0.75, 0.5], [1.0, 0.0]])  # z = -1.25, 0, 1.25
     ((gw, gb),) = ref.gradients(xs, np.array([1, 1, 1]))[0]
     out = ref._out_grad(ref.logits(xs[2:]), np.array([1]))[0, 0] / 3  # only the last row counts

@@ -18,9 +18,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..conv import AvgPool2d, Conv2d, Flatten, MaxPool2d, Unflatten
 from ..layers import Linear, ReLU, Sequential
 from ..threat import ThreatModel
 from ..train import batch_indices, pretrain_nominal, train
+from .network import Window
 from .oracle import require_gmpy2
 
 EXACT_BITS = 300  # bits of sigmoid / softmax in the exact rational SGD
@@ -57,61 +59,122 @@ def learning_rate(config, t: int) -> Fraction:
     return base
 
 
-def _layer_kinds(model: Sequential) -> list[str]:
-    """``model``'s layer list as kinds of the reference's table: ``"linear"`` / ``"relu"``."""
-    kinds = []
+PARAMETRIC = ("linear", "conv")  # the kinds with parameters (W, b)
+
+
+def _kind(entry) -> str:
+    """An entry of a kinds list: a name, or ``(name, Window)`` for a layer with a window."""
+    return entry if isinstance(entry, str) else entry[0]
+
+
+def _layer_kinds(model: Sequential) -> list:
+    """``model``'s layer list as kinds of the reference's table.
+
+    ``"linear"``, ``"relu"``, ``"flatten"``, ``"unflatten"`` (both the
+    identity: the reference keeps rows flat, C order), and ``("conv",
+    window)``, ``("avgpool", window)``, ``("maxpool", window)`` with the
+    layer's :class:`~intervalnn.audit.network.Window` (its geometry on flat
+    rows, from the layers' sizes, kernel, stride and padding only).
+    """
+    kinds: list = []
+    shape: tuple[int, ...] = (model.in_features,)
     for layer in model.layers:
-        if type(layer) is Linear:
+        kind = type(layer)
+        if kind is Linear:
             kinds.append("linear")
-        elif type(layer) is ReLU:
+            shape = (layer.weight.shape[1],)
+        elif kind is ReLU:
             kinds.append("relu")
+        elif kind is Flatten:
+            kinds.append("flatten")
+            shape = (int(np.prod(shape)),)
+        elif kind is Unflatten:
+            kinds.append("unflatten")
+            shape = tuple(layer.shape)
+        elif kind in (Conv2d, AvgPool2d, MaxPool2d):
+            if len(shape) != 3:
+                raise ValueError(f"{kind.__name__} needs (C, H, W) inputs, not {shape}")
+            conv = kind is Conv2d
+            padding = layer.padding if conv else (0, 0)
+            win = Window(shape, layer.kernel_size, layer.stride, padding, channels=conv)
+            name = "conv" if conv else "avgpool" if kind is AvgPool2d else "maxpool"
+            kinds.append((name, win))
+            shape = ((layer.out_channels if conv else shape[0]), *win.out_hw)
         else:
-            raise ValueError(f"the audit supports Linear/ReLU stacks, not {type(layer).__name__}")
+            raise ValueError(
+                "the training audit supports Linear, Conv2d, AvgPool2d, MaxPool2d, Flatten, "
+                f"Unflatten and ReLU layers, not {kind.__name__}"
+            )
     return kinds
 
 
-def _linear_params(model: Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The nominal ``(W, b)`` of each Linear layer of ``model``, in order (float64 host copies)."""
+def _layer_params(model: Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The nominal ``(W, b)`` of each Linear and Conv2d layer of ``model``, in order (float64
+    host copies; Linear's ``W`` is (in, out), Conv2d's (out, in, kh, kw))."""
     bk = model.backend
     host = lambda a: np.array(bk.to_host(a), dtype=np.float64)  # noqa: E731
     return [
         (host(layer.nominal["weight"]), host(layer.nominal["bias"]))
         for layer in model.layers
-        if type(layer) is Linear
+        if type(layer) in (Linear, Conv2d)
+    ]
+
+
+def _param_names(model: Sequential) -> list[str]:
+    """The names (``named_params``) of :func:`_layer_params`' arrays, flat: weight, bias, ..."""
+    return [
+        f"{i}.{k}"
+        for i, layer in enumerate(model.layers)
+        if type(layer) in (Linear, Conv2d)
+        for k in ("weight", "bias")
     ]
 
 
 class _Reference:
-    """Independent SGD on a stack of Linear and ReLU layers, in float64 or rationals (``mpq``).
+    """Independent SGD on a stack of layers, in float64 or rationals (``mpq``).
 
-    ``kinds`` is the model's layer list (``"linear"`` / ``"relu"``, any
-    order: a ReLU last, Linear after Linear, consecutive ReLUs) and
-    ``params`` the ``(W, b)`` of its Linear layers in order.  The gradient
-    is the plain chain rule over that list, from a table of one forward and
-    one backward rule per layer kind (:attr:`RULES`): forward in order,
-    backward in reverse, each layer's backward fed the input it saw in the
-    forward pass.  It shares no code with the layers, the fused kernel or
-    the MLP view (:class:`Dense`) of the model audit.
+    ``kinds`` is the model's layer list (:func:`_layer_kinds`; any order: a
+    ReLU last, Linear after Linear, consecutive ReLUs) and ``params`` the
+    ``(W, b)`` of its Linear and Conv2d layers in order.  Rows stay flat
+    (C order), so ``flatten`` and ``unflatten`` are the identity.  The
+    gradient is the plain chain rule over that list, from a table of one
+    forward and one backward rule per layer kind (:attr:`RULES`): forward in
+    order, backward in reverse, each layer's backward fed the input it saw in
+    the forward pass.  The first ``frozen`` layers are fixed: no gradient, no
+    step changes them.  It shares no code with the layers, the fused kernel
+    or the model audit's view, save the window geometry (an index map).
     """
 
-    #: per layer kind: (forward(a, p) -> output, backward(a, g, p) -> (input grad, param grads))
+    #: per layer kind: (forward(a, p, window) -> output,
+    #:                  backward(a, g, p, window, per_sample) -> (input grad, param grads))
     RULES = {
         "linear": ("_linear_forward", "_linear_backward"),
         "relu": ("_relu_forward", "_relu_backward"),
+        "conv": ("_conv_forward", "_conv_backward"),
+        "avgpool": ("_avgpool_forward", "_avgpool_backward"),
+        "maxpool": ("_maxpool_forward", "_maxpool_backward"),
+        "flatten": ("_identity_forward", "_identity_backward"),
+        "unflatten": ("_identity_forward", "_identity_backward"),
     }
 
-    def __init__(self, kinds, params, loss: str, exact: bool, rules: Rules | None = None):
+    def __init__(
+        self, kinds, params, loss: str, exact: bool, rules: Rules | None = None, frozen: int = 0
+    ):
         kinds = list(kinds)
-        unknown = sorted(set(kinds) - set(self.RULES))
+        unknown = sorted({_kind(k) for k in kinds} - set(self.RULES))
         if unknown:
             raise ValueError(f"the reference has no rule for layers of kind {unknown}")
-        if kinds.count("linear") != len(params):
-            raise ValueError(
-                f"{kinds.count('linear')} Linear layers but {len(params)} parameter pairs"
-            )
+        n_param = sum(_kind(k) in PARAMETRIC for k in kinds)
+        if n_param != len(params):
+            raise ValueError(f"{n_param} Linear/Conv2d layers but {len(params)} parameter pairs")
         self.kinds, self.loss, self.exact = kinds, loss, exact
+        self.frozen = frozen
+        # per parameter pair: trainable (its layer is not frozen)
+        self.trainable = [
+            i >= frozen for i, k in enumerate(kinds) if _kind(k) in PARAMETRIC
+        ]  # fmt: skip
         self.rules = rules if rules is not None else Rules()
-        self.velocity = None  # momentum's velocity, per Linear (None before the first step)
+        self.velocity = None  # momentum's velocity, per trainable pair (None before the first step)
         self.g = require_gmpy2() if exact else None
         if exact:
             self.q = np.frompyfunc(self.g.mpq, 1, 1)
@@ -124,21 +187,75 @@ class _Reference:
     def _q(self, a):
         return np.asarray(self.q(np.asarray(a, dtype=np.float64)), dtype=object)
 
+    def _over(self, a, n: int):
+        """``a / n``: exact (rationals) or rounded once per entry (float64)."""
+        return a * self.g.mpq(1, n) if self.exact else a / n
+
     # the table ------------------------------------------------------------------
-    def _linear_forward(self, a, p):
+    def _linear_forward(self, a, p, win):
         w, b = p
         return a @ w + b
 
-    def _linear_backward(self, a, g, p):
-        """``dx = g W^T``, ``dW = a^T g``, ``db = sum_rows g``."""
+    def _linear_backward(self, a, g, p, win, per_sample):
+        """``dx = g W^T``, ``dW = a^T g``, ``db = sum_rows g``; per row ``a_i g_i^T``, ``g_i``."""
+        if per_sample:
+            return g @ p[0].T, (a[:, :, None] * g[:, None, :], g)
         return g @ p[0].T, (a.T @ g, g.sum(axis=0))
 
-    def _relu_forward(self, a, p):
+    def _relu_forward(self, a, p, win):
         return np.where(a > 0, a, self.zero) if self.exact else np.maximum(a, 0.0)
 
-    def _relu_backward(self, a, g, p):
+    def _relu_backward(self, a, g, p, win, per_sample):
         """``g * relu'(a)`` with ``relu'(a) = [a > 0]``."""
         return (np.where(a > 0, g, self.zero) if self.exact else g * (a > 0)), None
+
+    def _identity_forward(self, a, p, win):
+        return a
+
+    def _identity_backward(self, a, g, p, win, per_sample):
+        return g, None
+
+    def _conv_forward(self, a, p, win):
+        """``z[o, pos] = sum_{c,u,v} W[o, c, u, v] x[c, pos + (u, v)] + b[o]`` at every window."""
+        w, b = p
+        z = win.patches(a, self.zero) @ w.reshape(w.shape[0], -1).T + b  # (N, P, out)
+        return z.transpose(0, 2, 1).reshape(a.shape[0], -1)
+
+    def _conv_backward(self, a, g, p, win, per_sample):
+        """``dW[o, k] = sum_{pos} g[o, pos] X[pos, k]``, ``db[o] = sum_pos g[o, pos]``, and the
+        input gradient ``g W`` at every window, summed back into the input (the adjoint)."""
+        w = p[0]
+        out = w.shape[0]
+        cols = win.patches(a, self.zero)  # (N, P, K)
+        g3 = g.reshape(g.shape[0], out, -1).transpose(0, 2, 1)  # (N, P, out)
+        w_mat = w.reshape(out, -1)  # (out, K)
+        if per_sample:
+            dw = (g3.transpose(0, 2, 1) @ cols).reshape(g.shape[0], *w.shape)
+            grads = (dw, g3.sum(axis=1))
+        else:
+            k = cols.shape[2]
+            dw = g3.reshape(-1, out).T @ cols.reshape(-1, k)
+            grads = (dw.reshape(w.shape), g3.sum(axis=(0, 1)))
+        return win.scatter(g3 @ w_mat, self.zero), grads
+
+    def _avgpool_forward(self, a, p, win):
+        return self._over(win.patches(a, self.zero).sum(axis=2), win.index.shape[1])
+
+    def _avgpool_backward(self, a, g, p, win, per_sample):
+        """Each window's entries take ``g / (kh kw)``."""
+        share = self._over(g, win.index.shape[1])
+        return win.scatter(np.repeat(share[..., None], win.index.shape[1], axis=2), self.zero), None
+
+    def _maxpool_forward(self, a, p, win):
+        return win.patches(a, self.zero).max(axis=2)
+
+    def _maxpool_backward(self, a, g, p, win, per_sample):
+        """The first maximum of each window (row-major) takes the gradient (PyTorch's choice;
+        with ties the derivative is not unique, and the box covers any choice)."""
+        cols = win.patches(a, self.zero)
+        first = cols.argmax(axis=2)[..., None]
+        parts = np.where(np.arange(cols.shape[2]) == first, g[..., None], self.zero)
+        return win.scatter(parts, self.zero), None
 
     # the loss ---------------------------------------------------------------------
     def _out_grad(self, z, y):
@@ -166,23 +283,26 @@ class _Reference:
         return out
 
     def _run_forward(self, x):
-        """The output on ``x``, and per layer ``(kind, params or None, its input)``."""
+        """The output on ``x``, and per layer ``(kind, params or None, its input, window)``."""
         if self.exact and np.asarray(x).dtype != object:
             x = self._q(x)
         it = iter(self.params)
         tape, a = [], x
-        for kind in self.kinds:
-            p = next(it) if kind == "linear" else None
-            tape.append((kind, p, a))
-            a = getattr(self, self.RULES[kind][0])(a, p)
+        for entry in self.kinds:
+            kind = _kind(entry)
+            p = next(it) if kind in PARAMETRIC else None
+            win = None if isinstance(entry, str) else entry[1]
+            tape.append((kind, p, a, win))
+            a = getattr(self, self.RULES[kind][0])(a, p, win)
         return a, tape
 
     def logits(self, x):
         """The model's output on ``x``."""
         return self._run_forward(x)[0]
 
-    def _backward(self, x, y, per_sample: bool):
-        """Parameter gradients (one ``(dW, db)`` per Linear) and the input gradient.
+    def _backward(self, x, y, per_sample: bool, need_input: bool = True):
+        """Parameter gradients (one ``(dW, db)`` per trainable Linear / Conv2d) and the input
+        gradient (None unless ``need_input``: the pass then stops at the frozen prefix).
 
         ``per_sample``: each row's ``d loss_i / d theta`` (leading axis: rows,
         no ``1/m``); else the mean loss's.
@@ -191,26 +311,27 @@ class _Reference:
         m = out.shape[0]
         g = self._out_grad(out, y)
         if not per_sample:
-            g = g / m if not self.exact else g * self.g.mpq(1, m)
+            g = self._over(g, m)
         grads = []
-        for kind, p, a_in in reversed(tape):  # backward, in reverse
-            if per_sample and kind == "linear":  # dW_i = a_i^T g_i (outer product), db_i = g_i
-                grads.append((a_in[:, :, None] * g[:, None, :], g))
-                g = g @ p[0].T
-                continue
-            g, pg = getattr(self, self.RULES[kind][1])(a_in, g, p)
-            if pg is not None:
+        for i in reversed(range(len(tape))):  # backward, in reverse
+            if i < self.frozen and not need_input:
+                g = None
+                break
+            kind, p, a_in, win = tape[i]
+            g, pg = getattr(self, self.RULES[kind][1])(a_in, g, p, win, per_sample)
+            if pg is not None and i >= self.frozen:
                 grads.append(pg)
         grads.reverse()
         return grads, g
 
     def gradients(self, x, y):
-        """Mean-loss parameter gradients (one ``(dW, db)`` per Linear) and the input gradient."""
+        """Mean-loss parameter gradients (one ``(dW, db)`` per trainable Linear / Conv2d) and
+        the input gradient."""
         return self._backward(x, y, per_sample=False)
 
     def sample_gradients(self, x, y):
         """Per-sample parameter gradients ``d loss_i / d theta`` (leading axis: rows)."""
-        return self._backward(x, y, per_sample=True)[0]
+        return self._backward(x, y, per_sample=True, need_input=False)[0]
 
     def _clip(self, grads):
         """Each row's gradient clipped by the rules (``clamp`` per entry, or ``norm``)."""
@@ -243,13 +364,10 @@ class _Reference:
     def batch_gradient(self, x, y):
         """The batch's gradient under the rules: per-sample gradients clipped, then their mean."""
         if self.rules.clip is None:
-            return self.gradients(x, y)[0]
+            return self._backward(x, y, per_sample=False, need_input=False)[0]
         grads = self._clip(self.sample_gradients(x, y))
         m = np.asarray(y).shape[0]
-        inv = self.g.mpq(1, m) if self.exact else 1.0 / m
-        if self.exact:
-            return [(gw.sum(axis=0) * inv, gb.sum(axis=0) * inv) for gw, gb in grads]
-        return [(gw.sum(axis=0) / m, gb.sum(axis=0) / m) for gw, gb in grads]
+        return [(self._over(gw.sum(axis=0), m), self._over(gb.sum(axis=0), m)) for gw, gb in grads]
 
     def _const(self, value: Fraction):
         """An exact constant: itself (rationals) or its nearest float (float64)."""
@@ -284,10 +402,14 @@ class _Reference:
         decay = 1 - rate * Fraction(rules.weight_decay)
         c = self._const(decay)
         shrink = (lambda a: c * a) if decay != 1 else (lambda a: a)  # noqa: E731
-        self.params = [
-            (shrink(w) - lam * gw, shrink(b) - lam * gb)
-            for (w, b), (gw, gb) in zip(self.params, grads, strict=True)
-        ]
+        it = iter(grads)
+        new = []
+        for (w, b), trainable in zip(self.params, self.trainable, strict=True):
+            if trainable:
+                gw, gb = next(it)
+                w, b = shrink(w) - lam * gw, shrink(b) - lam * gb
+            new.append((w, b))
+        self.params = new
 
     def finite(self) -> bool:
         return self.exact or all(
@@ -397,7 +519,8 @@ def _choose(order, cand, kf: int, kl: int, paired: bool):
 
 def _scores(ref: _Reference, x, y) -> np.ndarray:
     """Each row's clean per-sample gradient norm (unclipped) at the initial model: its influence."""
-    size = sum(w.size + b.size for w, b in ref.params)
+    pairs = [pair for pair, t in zip(ref.params, ref.trainable, strict=True) if t]
+    size = sum(w.size + b.size for w, b in pairs)
     rows = max(1, SCORE_FLOATS // size)
     out = []
     with np.errstate(all="ignore"):
@@ -589,8 +712,10 @@ def audit_training(
     if config.pretrain_epochs and pretrain_x is not None:
         start = copy.deepcopy(model)
         pretrain_nominal(start, pretrain_x, pretrain_y, config, rng)
-    init = _linear_params(start)
+    init = _layer_params(start)
     kinds = _layer_kinds(model)
+    frozen = model.frozen
+    names = _param_names(model)
     steps = getattr(config, "steps", None)
     per_epoch = -(-n // config.batch_size)
     epochs = config.epochs if steps is None else -(-steps // per_epoch)
@@ -599,14 +724,14 @@ def audit_training(
         batches = batches[:steps]
     classes = max(model.out_features, 2)
 
-    probe = _Reference(kinds, init, config.loss, False, rules)
+    probe = _Reference(kinds, init, config.loss, False, rules, frozen)
 
     sampler = np.random.default_rng(seed)
     attacks = plan_attacks(
         xd, y, threat, trusted_mask, probe, classes, sampler, vertices, randoms, adversarial
     )
     runs = [
-        _Run(a.kind, _Reference(kinds, init, config.loss, False, rules), a.values, a.labels,
+        _Run(a.kind, _Reference(kinds, init, config.loss, False, rules, frozen), a.values, a.labels,
              False, a.moved, int((a.labels != y).sum()), a.far)
         for a in attacks
     ]  # fmt: skip
@@ -620,7 +745,7 @@ def audit_training(
                 continue
             seen.add(a.kind)
             data = np.asarray(q(a.values), dtype=object).reshape(a.values.shape)
-            ref = _Reference(kinds, init, config.loss, True, rules)
+            ref = _Reference(kinds, init, config.loss, True, rules, frozen)
             runs.append(
                 _Run(a.kind, ref, data, a.labels, True, a.moved, int((a.labels != y).sum()))
             )
@@ -629,7 +754,9 @@ def audit_training(
         run.pos = np.full(n, -1, dtype=np.int64)
         run.pos[run.moved] = np.arange(int(run.moved.sum()))
 
-    state = {"steps": 0, "clean_vs_nominal": 0.0}
+    state = {"steps": 0, "clean_vs_nominal": 0.0, "frozen_changed": 0}
+    init_flat = [p for pair in init for p in pair]
+    frozen_names = {k for k in names if int(k.split(".")[0]) < frozen}
     n_steps = len(batches)
     # with model selection the kept step is known at the end only: test every step
     test = None if test_x is None else _TestSet(model, test_x, test_y, threat)
@@ -642,9 +769,14 @@ def audit_training(
         idx = batches[step - 1]
         lam = learning_rate(config, step)
         bk = next(iter(box.values())).backend
-        names = list(box)
         los = [np.asarray(bk.to_host(box[k].lo), dtype=np.float64) for k in names]
         his = [np.asarray(bk.to_host(box[k].hi), dtype=np.float64) for k in names]
+        for k, lo, hi, start in zip(names, los, his, init_flat, strict=True):
+            if k in frozen_names:  # a frozen parameter: the initial point, box and nominal alike
+                now = np.asarray(bk.to_host(nominal[k]), dtype=np.float64)
+                state["frozen_changed"] += int(
+                    ((lo != start) | (hi != start) | (now != start)).sum()
+                )
         for run in runs:
             if run.diverged:
                 continue
@@ -727,6 +859,8 @@ def audit_training(
         "exact_runs": sum(r.exact for r in runs),
         "max_excursion": max_ex if math.isfinite(max_ex) else None,
         "outside": outside,
+        "frozen": frozen,
+        "frozen_changed": state["frozen_changed"],
         "clean_vs_nominal": state["clean_vs_nominal"],
         "epsilon": eps,
         "train_size": n,
@@ -744,7 +878,10 @@ def audit_training(
         "stopped": result.stopped,
     }
     report["passed"] = (
-        outside == 0 and (max_ex <= 0 or not math.isfinite(max_ex)) and not certified_flipped
+        outside == 0
+        and (max_ex <= 0 or not math.isfinite(max_ex))
+        and not certified_flipped
+        and not state["frozen_changed"]
     )
     report["seconds"] = time.perf_counter() - t0
     return report
