@@ -88,7 +88,7 @@ def _pair_text(pair: tuple[int, int]) -> str:
     return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
 
 
-def _split(text: str, sep: str) -> list[str]:
+def split_outside(text: str, sep: str) -> list[str]:
     """``text`` cut at ``sep`` outside parentheses (``linear(-3)`` stays whole)."""
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(text):
@@ -193,7 +193,7 @@ def parse(text: str) -> list[LayerSpec]:
             break
     if depth != 0:
         raise ValueError(f"architecture {_short(text)}: unbalanced or nested parentheses")
-    tokens = _split(text, "-")
+    tokens = split_outside(text, "-")
     layers = []
     for i, token in enumerate(tokens):
         if not token.strip():

@@ -6,8 +6,10 @@ never executes code):
 * ``nominal/<name>``, ``lo/<name>``, ``hi/<name>``: the nominal parameters and
   the parameter box, one array each per parameter (``0.weight``, ``0.bias``, ...);
 * ``meta``: UTF-8 JSON (as uint8) with the format and library versions, the
-  architecture, dtype, threat model, training configuration and seed,
-  dataset fingerprint, history and best step;
+  architecture (format 2: its string, :mod:`intervalnn.architecture`, with the
+  input features and the number of frozen layers; format 1, still read: an
+  MLP's ``layers`` and ``hidden``), dtype, threat model, training
+  configuration and seed, dataset fingerprint, history and best step;
 * ``sha256``: the SHA-256 (as uint8 hex) over every other entry, name by name
   (name, dtype, shape, bytes), so truncation, corruption and tampering are
   detected.
@@ -34,14 +36,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, architecture
 from .datasets.archive import read_npz
 from .interval import Interval
-from .layers import Sequential, mlp
+from .layers import Sequential
 from .threat import ThreatModel
 
 FORMAT = "intervalnn-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: The format versions :func:`load_model` reads: 1 stored MLPs only (``type: "mlp"`` with
+#: ``layers`` and ``hidden``), 2 any architecture as its string (``type: "sequential"``).
+READ_VERSIONS = (1, 2)
 
 
 class ModelFileError(ValueError):
@@ -58,13 +63,14 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
 
 
 def _architecture(model: Sequential) -> dict:
-    linear = [la for la in model.layers if hasattr(la, "weight")]
+    """The metadata of ``model``'s architecture: its canonical string
+    (:func:`intervalnn.architecture.describe`), input and output sizes, frozen layers."""
     return {
-        "type": "mlp",
+        "type": "sequential",
+        "string": architecture.describe(model),
         "in_features": model.in_features,
         "out_features": model.out_features,
-        "layers": len(linear),
-        "hidden": linear[0].weight.shape[1] if len(linear) > 1 else 0,
+        "frozen": model.frozen,
     }
 
 
@@ -181,10 +187,11 @@ def _check_version(path: Path, meta: dict) -> None:
             f"{path}: not an intervalnn model file (format {meta.get('format')!r})"
         )
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:  # True is 1 here: the schema check names it
+        reads = ", ".join(map(str, READ_VERSIONS))
         raise ModelFileError(
             f"{path}: model format version {version!r} is not supported by intervalnn "
-            f"{__version__} (it reads format {FORMAT_VERSION}); re-train the model or use the "
+            f"{__version__} (it reads formats {reads}); re-train the model or use the "
             "intervalnn version that wrote it"
         )
 
@@ -241,6 +248,19 @@ def _check_schema(path: Path, meta: dict) -> None:
     check("architecture", arch, lambda v: isinstance(v, dict), "an object")
     if "type" in arch:
         check("architecture.type", arch["type"], lambda v: isinstance(v, str), "a string")
+    if _arch_type(arch) == "sequential":
+        for key, ok, want in (
+            ("string", lambda v: isinstance(v, str), "a string"),
+            ("in_features", lambda v: type(v) is int and v >= 1, "an integer >= 1"),
+            ("frozen", lambda v: type(v) is int and v >= 0, "an integer >= 0"),
+            ("out_features", lambda v: type(v) is int and v >= 1, "an integer >= 1"),
+        ):
+            if key not in arch and key in ("string", "in_features"):
+                raise ModelFileError(
+                    f"{path}: inconsistent metadata: missing entry architecture.{key}"
+                )
+            if key in arch:
+                check(f"architecture.{key}", arch[key], ok, want)
     threat = meta["threat_model"]
     check("threat_model", threat, lambda v: isinstance(v, dict), "an object")
     if "epsilon" not in threat:
@@ -314,22 +334,48 @@ def _check_schema(path: Path, meta: dict) -> None:
             check(f"{where}.{key}", row.get(key), _is_number, "a number", optional=True)
 
 
-def _build(path: Path, meta: dict, backend: str, arrays: dict) -> tuple[Sequential, np.dtype]:
-    """The (uninitialised) model the metadata describes, once it matches the stored arrays."""
-    try:
-        arch = meta["architecture"]
-        dtype = np.dtype(meta["dtype"])
-        if dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype {dtype} is not float32 or float64")
+def _arch_type(arch: dict) -> str:
+    """The architecture's type: ``"sequential"`` (a string), or ``"mlp"`` (format 1's sizes)."""
+    return arch.get("type", "sequential" if "string" in arch else "mlp")
+
+
+def _architecture_string(arch: dict) -> tuple[str, int, int, int]:
+    """The architecture string, input and output sizes and frozen layers of the metadata
+    (format 1's MLP as its string); ``KeyError``, ``TypeError`` or ``ValueError`` if bad."""
+    kind = _arch_type(arch)
+    if kind == "mlp":
         sizes = {k: arch[k] for k in ("in_features", "out_features", "layers", "hidden")}
         if not all(type(v) is int for v in sizes.values()):
             raise ValueError(f"architecture sizes must be integers, got {sizes}")
-        if arch.get("type", "mlp") != "mlp":
-            raise ValueError(f"unknown architecture type {arch.get('type')!r}")
         if min(sizes["in_features"], sizes["out_features"], sizes["layers"]) < 1:
             raise ValueError(f"architecture sizes must be >= 1, got {sizes}")
         if sizes["layers"] > 1 and sizes["hidden"] < 1:
             raise ValueError(f"hidden must be >= 1 with {sizes['layers']} layers")
+        hidden = max(sizes["hidden"], 1)
+        string = architecture.mlp_string(hidden, sizes["layers"], sizes["out_features"])
+        return string, sizes["in_features"], sizes["out_features"], 0
+    if kind != "sequential":
+        raise ValueError(f"unknown architecture type {kind!r}")
+    string, n_in, frozen = arch["string"], arch["in_features"], arch.get("frozen", 0)
+    n_out = arch.get("out_features")
+    if not isinstance(string, str) or type(n_in) is not int or type(frozen) is not int:
+        raise TypeError("architecture: string, in_features or frozen has the wrong type")
+    specs = architecture.parse(string)
+    last = [s.out for s in specs if s.kind == "linear"]
+    if n_out is not None and last and n_out != last[-1]:
+        raise ValueError(f"out_features {n_out!r} is not the {last[-1]} outputs of {string!r}")
+    return string, n_in, last[-1] if last else 0, frozen
+
+
+def _build(path: Path, meta: dict, backend: str, arrays: dict) -> tuple[Sequential, np.dtype]:
+    """The (uninitialised) model the metadata describes, once it matches the stored arrays."""
+    try:
+        dtype = np.dtype(meta["dtype"])
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype {dtype} is not float32 or float64")
+        string, n_in, _, frozen = _architecture_string(meta["architecture"])
+        expected = architecture.parameter_count(string, n_in)  # shapes checked, nothing built
+        architecture.check_frozen(string, frozen)
         meta["threat_model"] = ThreatModel.from_dict(meta["threat_model"])
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         what = f"missing entry {exc}" if isinstance(exc, KeyError) else str(exc)
@@ -339,28 +385,18 @@ def _build(path: Path, meta: dict, backend: str, arrays: dict) -> tuple[Sequenti
             raise ModelFileError(f"{path}: inconsistent metadata: {key!r} is not a {kind.__name__}")
     if not all(isinstance(row, dict) for row in meta["history"]):
         raise ModelFileError(f"{path}: inconsistent metadata: a history row is not an object")
-    widths = [sizes["in_features"]] + [sizes["hidden"]] * (sizes["layers"] - 1)
-    widths.append(sizes["out_features"])
-    expected = sum(n * m + m for n, m in zip(widths[:-1], widths[1:], strict=True))
     stored = sum(int(a.size) for k, a in arrays.items() if k.startswith("lo/"))
     if expected != stored:  # checked before allocating anything the metadata asks for
         raise ModelFileError(
-            f"{path}: inconsistent file: the architecture {sizes} has {expected} parameters, "
-            f"the file stores {stored}"
+            f"{path}: inconsistent file: the architecture {string!r} on {n_in} input features "
+            f"has {expected} parameters, the file stores {stored}"
         )
     if backend in ("cupy", "gpu"):
         # the GPU refuses some dtypes (float32 under CuPy's flush-to-zero): say so plainly
         from .backend import get_backend
 
         get_backend(backend).require_dtype(dtype)
-    model = mlp(
-        sizes["in_features"],
-        sizes["out_features"],
-        hidden=max(sizes["hidden"], 1),
-        layers=sizes["layers"],
-        dtype=dtype,
-        backend=backend,
-    )
+    model = architecture.build(string, n_in, frozen=frozen, dtype=dtype, backend=backend)
     return model, dtype
 
 
@@ -384,7 +420,7 @@ def load_model(path, backend: str = "numpy") -> tuple[Sequential, dict]:
     meta = _meta(arrays.pop("meta"))
     if meta is not None and meta.get("format") == FORMAT:
         version = meta.get("format_version")
-        if isinstance(version, int) and version != FORMAT_VERSION:
+        if isinstance(version, int) and version not in READ_VERSIONS:
             _check_version(path, meta)  # another format version may hash differently
     if not hash_ok:
         raise ModelFileError(

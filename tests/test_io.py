@@ -13,6 +13,7 @@ import pytest
 
 from intervalnn import __version__
 from intervalnn import io as mio
+from intervalnn.architecture import describe, mlp_string, parse
 from intervalnn.interval import Interval
 from intervalnn.io import FORMAT_VERSION, ModelFileError, load_model, save_model
 from intervalnn.layers import mlp
@@ -111,7 +112,9 @@ def test_round_trip_is_exact(tmp_path, dtype, layers):
     assert meta["best"] == {"step": 1, "val_certified_accuracy": 0.8}
     assert math.isnan(meta["history"][0]["loss_lo"])
     assert meta["history"][1] == HISTORY[1]
-    assert meta["architecture"]["in_features"] == 3 and meta["architecture"]["layers"] == layers
+    arch = meta["architecture"]
+    assert arch["in_features"] == 3 and arch["frozen"] == 0 and arch["out_features"] == 2
+    assert arch["string"] == mlp_string(4, layers, 2) and arch["type"] == "sequential"
     # identical predictions and bounds
     x = Interval.ball(np.random.default_rng(0).uniform(0, 1, (5, 3)).astype(dtype), 1e-3)
     a, b = model.forward(x), loaded.forward(x)
@@ -381,36 +384,92 @@ def test_missing_parameter_entry(tmp_path):
     assert "missing" in _forge(tmp_path / "m.npz", edit)
 
 
-def test_architecture_that_does_not_match_the_arrays(tmp_path):
+def _format_1(meta: dict) -> dict:
+    """``meta`` as format 1 stored it (before issue 14): an MLP's ``layers`` and ``hidden``."""
+    arch = meta["architecture"]
+    linear = [s for s in parse(arch["string"]) if s.kind == "linear"]
+    meta["format_version"] = 1
+    meta["architecture"] = {
+        "type": "mlp",
+        "in_features": arch["in_features"],
+        "out_features": arch["out_features"],
+        "layers": len(linear),
+        "hidden": linear[0].out if len(linear) > 1 else 0,
+    }
+    return meta
+
+
+def _set_arch(**changes):
     def edit(a):
         meta = _meta_of(a)
-        meta["architecture"]["hidden"] = 5
+        meta["architecture"].update(changes)
         a.update(_with_meta(a, meta))
 
-    assert "has 32 parameters, the file stores 26" in _forge(tmp_path / "m.npz", edit)
+    return edit
 
-    def huge(a):  # refused before the model is allocated
-        meta = _meta_of(a)
-        meta["architecture"].update(in_features=10**9, hidden=10**9)
-        a.update(_with_meta(a, meta))
 
+def test_architecture_that_does_not_match_the_arrays(tmp_path):
+    edit = _set_arch(string="linear(5)-relu-linear(2)")
+    msg = _forge(tmp_path / "m.npz", edit)
+    assert "'linear(5)-relu-linear(2)' on 3 input features has 32 parameters" in msg
+    assert "the file stores 26" in msg
+
+    # refused before the model is allocated
+    huge = _set_arch(in_features=10**9, string="linear(1000000000)-relu-linear(2)")
     assert "inconsistent file" in _forge(tmp_path / "m.npz", huge)
 
     def swapped(a):  # same parameter count, other shapes
-        meta = _meta_of(a)
-        meta["architecture"].update(in_features=3, hidden=4, out_features=2)
+        _set_arch(in_features=3, string="linear(4)-relu-linear(2)", out_features=2)(a)
         a["lo/0.weight"] = a["lo/0.weight"].T.copy()
         a["hi/0.weight"] = a["hi/0.weight"].T.copy()
-        a.update(_with_meta(a, meta))
 
     assert "expected (3, 4)" in _forge(tmp_path / "m.npz", swapped)
+    assert "has 8 parameters" in _forge(tmp_path / "m.npz", _set_arch(string="linear(2)"))
+    assert "'linear(2)' on 3 input features" in _forge(
+        tmp_path / "m.npz", _set_arch(string="linear(2)")
+    )
+    cnn = _set_arch(string="unflatten(1,3,1)-conv(2,2)-flatten-linear(2)")
+    assert "kernel 2 is larger than its input" in _forge(tmp_path / "m.npz", cnn)
+    other = _set_arch(string="linear(4)-relu-linear(3)", out_features=3)
+    assert "has 31 parameters" in _forge(tmp_path / "m.npz", other)
+    assert "out_features 5 is not the 2 outputs" in _forge(
+        tmp_path / "m.npz", _set_arch(out_features=5)
+    )
+    assert "cannot freeze 4 layers" in _forge(tmp_path / "m.npz", _set_arch(frozen=4))
+    assert "leaves no layer with parameters" in _forge(tmp_path / "m.npz", _set_arch(frozen=3))
+    assert "unknown layer 'lin'" in _forge(tmp_path / "m.npz", _set_arch(string="lin(4)"))
 
-    def fewer_layers(a):
-        meta = _meta_of(a)
-        meta["architecture"]["layers"] = 1
-        a.update(_with_meta(a, meta))
 
-    assert "has 8 parameters" in _forge(tmp_path / "m.npz", fewer_layers)
+def test_a_format_1_file_loads(tmp_path):
+    """Files written before issue 14 (format 1: an MLP's sizes) load as the same model."""
+    for layers in (1, 2, 3):
+        path = tmp_path / f"old{layers}.npz"
+        model, _ = _save(path, _model(layers=layers))
+        arrays = _entries(path)
+        _rewrite(path, _with_meta(arrays, _format_1(_meta_of(arrays))), rehash=True)
+        loaded, meta = load_model(path)
+        assert meta["format_version"] == 1 and describe(loaded) == describe(model)
+        assert repr(loaded) == repr(model) and loaded.frozen == 0
+        for name, box in model.named_params().items():
+            np.testing.assert_array_equal(loaded.named_params()[name].lo, box.lo)
+            np.testing.assert_array_equal(loaded.named_params()[name].hi, box.hi)
+
+
+def test_format_1_sizes_that_do_not_match_the_arrays(tmp_path):
+    def old(**changes):
+        def edit(a):
+            meta = _format_1(_meta_of(a))
+            meta["architecture"].update(changes)
+            a.update(_with_meta(a, meta))
+
+        return edit
+
+    assert "has 32 parameters, the file stores 26" in _forge(tmp_path / "m.npz", old(hidden=5))
+    assert "has 8 parameters" in _forge(tmp_path / "m.npz", old(layers=1))
+    assert "must be >= 1" in _forge(tmp_path / "m.npz", old(layers=0))
+    assert "must be integers" in _forge(tmp_path / "m.npz", old(hidden="20"))
+    huge = old(in_features=10**9, hidden=10**9)  # refused before the model is allocated
+    assert "inconsistent file" in _forge(tmp_path / "m.npz", huge)
 
     def stray_entry(a):
         a["lo/4.weight"] = np.zeros(0)
@@ -423,8 +482,12 @@ def test_architecture_that_does_not_match_the_arrays(tmp_path):
     [
         (lambda m: m.pop("architecture"), "missing entry 'architecture'"),
         (lambda m: m.pop("threat_model"), "missing entry 'threat_model'"),
-        (lambda m: m["architecture"].update(layers=0), "must be >= 1"),
-        (lambda m: m["architecture"].update(hidden="20"), "must be integers"),
+        (lambda m: m["architecture"].update(string="linear(0)"), "must be a positive integer"),
+        (lambda m: m["architecture"].update(in_features="3"), "in_features must be an integer"),
+        (lambda m: m["architecture"].update(string=5), "architecture.string must be a string"),
+        (lambda m: m["architecture"].pop("string"), "missing entry architecture.string"),
+        (lambda m: m["architecture"].update(frozen=True), "frozen must be an integer >= 0"),
+        (lambda m: m["architecture"].update(type="resnet"), "unknown architecture type"),
         (lambda m: m.update(dtype="int64"), "not float32 or float64"),
         (lambda m: m.update(dtype="nonsense"), "inconsistent metadata"),
         (lambda m: m["threat_model"].update(epsilon=-1.0), "epsilon must be"),
@@ -448,7 +511,7 @@ def test_metadata_that_is_not_json(tmp_path):
     assert "unreadable metadata" in _forge(tmp_path / "m.npz", edit)
 
 
-@pytest.mark.parametrize("version", [0, 2, 99, "1", None])
+@pytest.mark.parametrize("version", [0, 3, 99, "1", None])
 def test_wrong_format_version(tmp_path, version):
     def edit(a):
         meta = _meta_of(a)

@@ -1,9 +1,11 @@
-"""A run's threat model and training rules in words, for ``intervalnn train`` and ``info``."""
+"""A run's threat model, training rules and frozen layers in words, for ``intervalnn train``
+and ``info``."""
 
 from __future__ import annotations
 
 import math
 
+from intervalnn.architecture import parse
 from intervalnn.threat import ThreatModel
 
 
@@ -59,3 +61,14 @@ def describe_rules(config: dict) -> str:
     if config.get("steps") is not None:
         parts.append(f"fixed {config['steps']} steps (no model selection)")
     return ", ".join(parts) or "plain SGD"
+
+
+def describe_frozen(architecture: str, frozen: int) -> str:
+    """The frozen layers of a model with the architecture string ``architecture``:
+    ``"first 2 layers frozen: linear(20)-relu"`` (``"first layer frozen: ..."``), or
+    ``"none"``."""
+    if not frozen:
+        return "none"
+    prefix = "-".join(map(str, parse(architecture)[:frozen]))
+    first = "first layer" if frozen == 1 else f"first {frozen} layers"
+    return f"{first} frozen: {prefix}"

@@ -44,6 +44,8 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
+from intervalnn.architecture import split_outside
+
 from .errors import SpecError
 from .schema import FIELDS, Field, defaults
 from .spec import RunSpec
@@ -82,14 +84,15 @@ def convert(name: str, value):
 def values(name: str, raw, split: bool = False) -> list:
     """The values of ``name`` from a TOML value, or a command-line string with ``split``.
 
-    A list sweeps its elements; with ``split`` a string is split at commas;
+    A list sweeps its elements; with ``split`` a string is split at commas (not those
+    inside parentheses: ``--arch "linear(8)-relu-linear(1),conv(8,5)-..."``);
     integer options also take ranges ``A-B`` (both ends included).
     Duplicates are an error.
     """
     f = _field(name)
     items = list(raw) if isinstance(raw, list | tuple) else [raw]
     if split and isinstance(raw, str):
-        items = [s.strip() for s in raw.split(",")]
+        items = [s.strip() for s in split_outside(raw, ",")]
     out = []
     for item in items:
         m = _RANGE.match(item) if isinstance(item, str) else None
@@ -117,6 +120,7 @@ def values(name: str, raw, split: bool = False) -> list:
 LATER_OPTIONS = (
     "poison_count", "label_flips", "label_target", "paired", "trusted", "steps", "clip",
     "clip_method", "weight_decay", "momentum", "nesterov", "lr_decay", "lr_min",
+    "arch", "freeze", "weights",  # issue 14
 )  # fmt: skip
 
 
@@ -212,7 +216,9 @@ class Grid:
         ``a.npz`` and ``./a.npz`` must be the same cell)."""
 
         def absolute(name, value):
-            is_path = name == "data_dir" or (name == "dataset" and value.endswith(".npz"))
+            is_path = name in ("data_dir", "weights") or (
+                name == "dataset" and value.endswith(".npz")
+            )
             return str((base / Path(value).expanduser()).resolve()) if is_path else value
 
         for name, vals in self.axes.items():

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from intervalnn import architecture
 from intervalnn.backend import Backend, cuda_device_count, get_backend
 from intervalnn.certify import CertificationResult, certify
 from intervalnn.checkpoint import CheckpointError, checkpoint_bytes, load_checkpoint
 from intervalnn.datasets import DataError, Splits, load_dataset
 from intervalnn.engine import parameter_widths
 from intervalnn.io import model_file_bytes, write_atomic
-from intervalnn.layers import Sequential, mlp
+from intervalnn.layers import Sequential
 from intervalnn.poisoning import Poisoning
 from intervalnn.threat import ThreatModel
 from intervalnn.train import TrainConfig, TrainResult, train
@@ -167,16 +168,49 @@ def prepare(spec: RunSpec, *, fused: bool = True, splits: Splits | None = None) 
     trusted = trusted_mask(splits, spec.threat.trusted)
     threat = check_threat(spec, splits, config, trusted)
     n_out = 1 if loss == "bce" else splits.num_classes
-    model = mlp(
-        splits.num_features,
-        n_out,
-        hidden=spec.model.hidden,
-        layers=spec.model.layers,
-        seed=spec.seed,
-        dtype=np.dtype(spec.dtype),
-        backend=backend.name,
-    )
+    model = initial_model(spec, splits.num_features, n_out, backend)
     return PreparedRun(spec, backend, splits, threat, config, model, trusted)
+
+
+def initial_model(spec: RunSpec, in_features: int, n_out: int, backend: Backend) -> Sequential:
+    """The run's initial model: its architecture (``--arch``, or the MLP of ``--hidden`` and
+    ``--layers``) for ``in_features`` inputs and ``n_out`` logits, seeded, its first
+    ``--freeze`` layers frozen, with the ``--weights`` file's weights if given.
+
+    An architecture that does not fit the data, a freeze it cannot take or a
+    weights file that does not fit it is a :class:`SpecError` naming the option.
+    """
+    ms = spec.model
+    arch = ms.architecture(n_out)
+    try:
+        architecture.output_shapes(arch, in_features)
+    except ValueError as exc:
+        raise SpecError("arch", f"{exc} (the data has {in_features} features)") from None
+    outputs = [s.out for s in architecture.parse(arch) if s.kind == "linear"][-1]
+    if outputs != n_out:
+        loss = spec.training.loss
+        raise SpecError(
+            "arch",
+            f"{{arch}} ends with linear({outputs}), but {{loss}} {loss} on this data needs "
+            f"{n_out} logit{'s' * (n_out != 1)}: end with linear({n_out})",
+            sentence=True,
+        )
+    try:
+        architecture.check_frozen(arch, ms.freeze)
+    except ValueError as exc:
+        raise SpecError("freeze", f"{exc} ({arch})") from None
+    dtype = np.dtype(spec.dtype)
+    model = architecture.build(
+        arch, in_features, seed=spec.seed, dtype=dtype, backend=backend.name, frozen=ms.freeze
+    )
+    if ms.weights is not None:
+        from intervalnn.weights import load_weights
+
+        try:
+            load_weights(model, ms.weights)
+        except ValueError as exc:
+            raise SpecError("weights", str(exc)) from None
+    return model
 
 
 @dataclass

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from intervalnn.architecture import describe
 from intervalnn.certify import CertificationResult, certify
 from intervalnn.datasets import DataError, Splits
 from intervalnn.engine import parameter_widths
@@ -17,7 +18,7 @@ from intervalnn.layers import Sequential
 from intervalnn.threat import ThreatModel
 from intervalnn.train import TrainConfig
 
-from .describe import describe_rules, describe_threat
+from .describe import describe_frozen, describe_rules, describe_threat
 from .errors import SpecError, UnavailableError
 from .run import device_backend, load_splits
 from .spec import DataSpec
@@ -232,6 +233,7 @@ def history_csv(history: list[dict]) -> bytes:
 def model_info(model_path) -> dict:
     """What a model file holds, after checking it (architecture, threat model, training)."""
     model, meta = load_model(model_path)
+    arch = describe(model)
     params = model.named_params()
     mean_width, max_width = parameter_widths(params)
     threat = meta["threat_model"]
@@ -240,6 +242,8 @@ def model_info(model_path) -> dict:
     return {
         "model": str(model_path),
         "architecture": repr(model),
+        "arch": arch,  # what --arch takes
+        "frozen": describe_frozen(arch, model.frozen),
         "dtype": meta["dtype"],
         "parameters": int(sum(p.size for p in params.values())),
         "threat": describe_threat(threat, dataset.get("train_size"), trusted),

@@ -16,6 +16,7 @@ import math
 import os
 from dataclasses import dataclass
 
+from intervalnn.architecture import canonical
 from intervalnn.poisoning import CLIP_METHODS
 from intervalnn.threat import ThreatModel
 from intervalnn.train import TrainConfig
@@ -26,7 +27,9 @@ _TRAIN = TrainConfig()  # the training options' defaults: TrainConfig's, one sou
 _THREAT = ThreatModel(0.0)  # the threat model's defaults (poison count, label flips ...)
 
 #: The kinds of value an option takes.
-KINDS = ("text", "path", "radius", "rate", "number", "count", "int", "choice", "flag")
+KINDS = (
+    "text", "path", "radius", "rate", "number", "count", "int", "choice", "flag", "architecture"
+)  # fmt: skip
 #: How a bad radius, rate or number is explained: (example, rule).
 _BOUNDS = {
     "radius": ("a radius such as 0.01", "a radius must be a finite number >= 0"),
@@ -45,9 +48,11 @@ class Field:
     ``radius`` (a finite float >= 0; ``inf`` too where ``infinite``), ``rate``
     (a finite float > 0), ``number`` (a finite float whose range the library
     checks: :class:`~intervalnn.train.TrainConfig`), ``count`` (an integer
-    >= ``minimum``), ``int`` (any integer), ``choice`` (one of ``choices``)
-    or ``flag`` (a boolean: a command-line switch).  ``none_word`` is a word
-    that stands for the default ``None`` (``--poison-count all``).
+    >= ``minimum``), ``int`` (any integer), ``choice`` (one of ``choices``),
+    ``flag`` (a boolean: a command-line switch) or ``architecture`` (an
+    architecture string, :mod:`intervalnn.architecture`, made canonical).
+    ``none_word`` is a word that stands for the default ``None``
+    (``--poison-count all``).
     ``section`` is the part of :class:`~intervalnn.experiment.RunSpec` that
     holds it (``""``: the spec itself).
     """
@@ -101,6 +106,11 @@ class Field:
                     return choice
             listed = ", ".join(map(repr, self.choices))
             raise SpecError(self.name, f"{value!r} is not one of {listed}.")
+        if self.kind == "architecture":
+            try:
+                return canonical(str(value))
+            except ValueError as exc:
+                raise SpecError(self.name, str(exc)) from None
         if self.kind == "path":
             try:
                 return os.fspath(value)
@@ -324,6 +334,38 @@ FIELDS: dict[str, Field] = {
         ),
         _count("hidden", "model", 20, 1, "Units of each hidden layer."),
         _count("layers", "model", 2, 1, "Number of Linear layers (2 = Linear-ReLU-Linear)."),
+        Field(
+            "arch",
+            "architecture",
+            "model",
+            None,
+            "Architecture: layers joined by '-': linear(OUT), relu, conv(OUT,K[,stride=S]"
+            "[,padding=P]), maxpool(K[,stride=S]), avgpool(K[,stride=S]), flatten, "
+            "unflatten(C,H,W); rows are flat, so a CNN starts with unflatten, e.g. "
+            "unflatten(1,28,28)-conv(8,5)-relu-maxpool(2)-flatten-linear(10).  The last "
+            "linear(N) gives the logits (1 for --loss bce).  Default: the MLP of --hidden "
+            "and --layers.",
+            metavar="LAYERS",
+        ),
+        Field(
+            "freeze",
+            "count",
+            "model",
+            0,
+            "Freeze the first N layers (of --arch, or of the MLP): their parameters stay "
+            "points and get no gradient, and their outputs are computed once.",
+            minimum=0,
+            metavar="N",
+        ),
+        Field(
+            "weights",
+            "path",
+            "model",
+            None,
+            "Initial weights: a .safetensors or .npz file with PyTorch's state_dict names "
+            "and layouts (0.weight of shape (out, in) or (out, in, kh, kw)).",
+            metavar="FILE",
+        ),
         _choice(
             "loss",
             "training",

@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from intervalnn.architecture import mlp_string
 from intervalnn.threat import ThreatModel
 from intervalnn.train import TrainConfig
 
@@ -123,13 +124,35 @@ class ThreatSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """An MLP of ``layers`` Linear layers with ``hidden`` ReLUs between them."""
+    """The model: an architecture string ``arch`` (:mod:`intervalnn.architecture`), or by
+    default an MLP of ``layers`` Linear layers with ``hidden`` ReLUs between them; its first
+    ``freeze`` layers frozen; its initial ``weights`` from a file (PyTorch's names).
+    """
 
     hidden: int = 20
     layers: int = 2
+    arch: str | None = None
+    freeze: int = 0
+    weights: str | None = None
 
     def __post_init__(self):
         _check(self)
+        if self.arch is not None and (self.hidden, self.layers) != (
+            FIELDS["hidden"].default,
+            FIELDS["layers"].default,
+        ):
+            raise SpecError(
+                "arch",
+                "{arch} gives the whole architecture: leave out {hidden} and {layers}, which "
+                "size the default MLP",
+                sentence=True,
+            )
+
+    def architecture(self, out_features: int) -> str:
+        """The architecture string: ``arch``, or the MLP's with ``out_features`` outputs."""
+        if self.arch is not None:
+            return self.arch
+        return mlp_string(self.hidden, self.layers, out_features)
 
 
 @dataclass(frozen=True)
