@@ -481,6 +481,21 @@ def test_export_command_writes_the_nominal_model(run, model_file, tmp_path, suff
         np.testing.assert_array_equal(value, model.named_nominal()[key])
 
 
+def test_export_command_on_a_cnn_model_file_gives_the_fixture_back(run, tmp_path):
+    from intervalnn.architecture import build as build_architecture
+
+    text, in_features = ARCHITECTURES["cnn"]
+    model = build_architecture(text, in_features, frozen=7)
+    load_weights(model, FIXTURES / "torch_cnn.npz")
+    path = save_model(tmp_path / "cnn.npz", model, ThreatModel(epsilon=0.01))
+    out = tmp_path / "cnn.safetensors"
+    assert "212 parameters" in run("export", path, out).output
+    fixture, saved = read_state_dict(FIXTURES / "torch_cnn.safetensors"), read_state_dict(out)
+    assert saved.keys() == fixture.keys()
+    for key in fixture:
+        assert saved[key].tobytes() == fixture[key].tobytes()
+
+
 def test_export_command_refuses_to_overwrite_without_force(run, error, model_file, tmp_path):
     out = tmp_path / "w.safetensors"
     out.write_bytes(b"user data")
