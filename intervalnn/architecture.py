@@ -30,6 +30,7 @@ seeded) and :func:`describe` gives a model's canonical string back
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass
 
@@ -222,6 +223,11 @@ def mlp_string(hidden: int, layers: int, out: int) -> str:
     return f"linear({hidden})-relu-" * (layers - 1) + f"linear({out})"
 
 
+def _is_int(v) -> bool:
+    """An integer (NumPy's too), not a boolean."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool | np.bool_)
+
+
 def _as_specs(architecture) -> list[LayerSpec]:
     return parse(architecture) if isinstance(architecture, str) else list(architecture)
 
@@ -237,8 +243,9 @@ def output_shapes(architecture, in_features: int) -> list[tuple[int, ...]]:
     logits (a last ``linear``, followed by ``relu`` at most).
     """
     specs = _as_specs(architecture)
-    if type(in_features) is not int or in_features < 1:
+    if not _is_int(in_features) or in_features < 1:
         raise ValueError(f"in_features must be a positive integer, got {in_features!r}")
+    in_features = int(in_features)
     if not specs:
         raise ValueError("an architecture needs at least one layer")
     if specs[0].kind not in ("linear", "unflatten"):
@@ -303,7 +310,7 @@ def parameter_count(architecture, in_features: int) -> int:
     """How many parameters (weights and biases) the model has, checked but not built."""
     specs = _as_specs(architecture)
     shapes = output_shapes(specs, in_features)
-    count, shape = 0, (in_features,)
+    count, shape = 0, (int(in_features),)
     for spec, out in zip(specs, shapes, strict=True):
         if spec.kind == "linear":
             count += shape[0] * spec.out + spec.out
@@ -317,7 +324,7 @@ def check_frozen(architecture, frozen: int) -> None:
     """``frozen`` leading layers can be frozen: at most all the layers, and some layer with
     parameters after them (a ``ValueError`` otherwise)."""
     specs = _as_specs(architecture)
-    if type(frozen) is not int or frozen < 0:
+    if not _is_int(frozen) or frozen < 0:
         raise ValueError(f"frozen must be an integer >= 0, got {frozen!r}")
     if frozen > len(specs):
         raise ValueError(f"cannot freeze {frozen} layers: the model has {len(specs)}")
@@ -361,6 +368,7 @@ def build(
     specs = _as_specs(architecture)
     shapes = output_shapes(specs, in_features)
     check_frozen(specs, frozen)
+    in_features, frozen = int(in_features), int(frozen)
     rng = np.random.default_rng(seed)
     kw = {"rng": rng, "dtype": dtype, "backend": backend}
     layers, shape = [], (in_features,)

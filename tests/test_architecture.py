@@ -275,8 +275,11 @@ def test_shapes_that_fit_where_they_might_not():
         1, 3, 3
     )  # fmt: skip
     assert output_shapes("unflatten(16)-unflatten(1,4,4)-flatten-linear(1)", 16)[1] == (1, 4, 4)
-    with pytest.raises(ValueError, match="in_features must be a positive integer"):
-        output_shapes("linear(1)", 0)
+    for bad in (0, True, 2.0, "2"):
+        with pytest.raises(ValueError, match="in_features must be a positive integer"):
+            output_shapes("linear(1)", bad)
+    model = build("linear(3)-relu-linear(1)", np.int64(2), frozen=np.int64(1))  # x.shape[1]
+    assert model.in_features == 2 and model.frozen == 1 and type(model.frozen) is int
 
 
 def test_freeze_errors():
