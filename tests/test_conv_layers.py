@@ -34,7 +34,7 @@ from oracle import (
 )
 
 from intervalnn import Interval
-from intervalnn.engine import LayeredEngine
+from intervalnn.engine import LayeredEngine, make_engine
 from intervalnn.layers import (
     AvgPool2d,
     Conv2d,
@@ -570,9 +570,9 @@ def tape_model(t: Tape, model, x, params, choose):
     return x
 
 
-def exact_sgd(model, init, x, y, batches, rate, choose):
+def exact_sgd(model, init, x, y, batches, rate, choose, frozen=0):
     """Exact SGD with cross-entropy (softmax through MPFR, ``oracle.Exact``): the parameters
-    (name -> object array of mpq) after each step."""
+    (name -> object array of mpq) after each step; the first ``frozen`` layers stay fixed."""
     params = {name: np.vectorize(q, otypes=[object])(v) for name, v in init.items()}
     lam = q(rate)
     out = []
@@ -582,7 +582,10 @@ def exact_sgd(model, init, x, y, batches, rate, choose):
         z = tape_model(t, model, t.leaves(x[idx]), nodes, choose)
         g = Exact().loss_grad("ce", t.values(z).tolist(), [int(y[i]) for i in idx])
         adj = t.gradient(z, np.array(g, dtype=object))
-        params = {name: v - lam * adjoints(adj, nodes[name]) for name, v in params.items()}
+        params = {
+            name: v if int(name.split(".")[0]) < frozen else v - lam * adjoints(adj, nodes[name])
+            for name, v in params.items()
+        }
         out.append(params)
     return out
 
@@ -592,17 +595,26 @@ def exact_sgd(model, init, x, y, batches, rate, choose):
 def test_cnn_exact_sgd_stays_in_the_box(dtype, seed):
     """Two SGD steps of a random small CNN: the exact SGD of sampled poisoned datasets inside
     the data box (vertices and interior points) stays inside the engine's parameter boxes,
-    and so does the nominal model (the engine's own check)."""
+    and so does the nominal model (the engine's own check).  Odd seeds freeze a random
+    prefix (``make_engine``'s cached-prefix engine; the exact SGD keeps the prefix fixed)."""
     rng = np.random.default_rng(500 + seed + 100 * (dtype == np.float32))
     classes = int(rng.integers(2, 4))
     model = random_cnn(rng, dtype, classes)
+    frozen = 0
+    if seed % 2:
+        last = max(i for i, la in enumerate(model.layers) if isinstance(la, Linear))
+        frozen = int(rng.integers(1, last + 1))
+        model = Sequential(*model.layers, frozen=frozen)
     n = 4
     x = rng.uniform(0, 1, (n, model.in_features)).astype(dtype)
     y = rng.integers(0, classes, n)
     eps = float(rng.choice([0.0, 1e-3, 0.05]))
     box = Interval.from_center_radius(x, eps)
     init = {name: np.array(v) for name, v in model.named_nominal().items()}
-    engine = LayeredEngine(model, "ce", box, x, y)
+    if frozen:
+        engine = make_engine(model, "ce", box, x, y, batch_size=3)
+    else:
+        engine = LayeredEngine(model, "ce", box, x, y)
     batches = [rng.permutation(n)[: int(rng.integers(1, 4))].tolist() for _ in range(2)]
     rate = Fraction(1, 2) if rng.random() < 0.5 else Fraction(0.1)
     boxes = []
@@ -614,10 +626,42 @@ def test_cnn_exact_sgd_stays_in_the_box(dtype, seed):
     choose = lambda k: k[int(rng.integers(len(k)))]  # noqa: E731
     for d in range(3):
         data = member(rng, box, 1.0, vertex=d < 2) if eps else x
-        for step, params in enumerate(exact_sgd(model, init, data, y, batches, rate, choose)):
+        trajectory = exact_sgd(model, init, data, y, batches, rate, choose, frozen)
+        for step, params in enumerate(trajectory):
             bad = [
                 e
                 for name, v in params.items()
                 for e in exact_escapes(boxes[step][name], v, f"step {step + 1} {name}")
             ]
-            assert not bad, (repr(model), eps, bad[:5])
+            assert not bad, (repr(model), frozen, eps, bad[:5])
+
+
+# ------------------------------------------------------------------ the scatter's order
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pool", [AvgPool2d, MaxPool2d])
+def test_scatter_order_is_the_nominals(dtype, pool):
+    """Overlapping windows (1 x 4, stride 1) with point gradients: input position 3 takes
+    1, -1, tiny, 0 (offsets v = 0..3, row-major) and the interval sums them exactly in that
+    order, a point.  The nominal model must add the same terms in the same order (another
+    order, e.g. tiny + (-1) + 1 = 0, escapes the point)."""
+    tiny = 2.0 ** (-30 if dtype == np.float32 else -60)
+    share = np.array([0.0, tiny, -1.0, 1.0])  # the shares of windows 0..3 (v = 3..0 at x[3])
+    x = np.array([[[[0.0, 0.0, 0.0, 9.0, 0.0, 0.0, 0.0]]]], dtype=dtype)  # x[3]: every max
+    layer = pool((1, 4), (1, 1))
+    g = (share * (4 if pool is AvgPool2d else 1)).astype(dtype).reshape(1, 1, 1, 4)
+    layer.forward(Interval(x))
+    dx = layer.backward(Interval(g), True, False, None)
+    assert dx.lo[0, 0, 0, 3] == dx.hi[0, 0, 0, 3] == dtype(tiny)  # exact: 1 - 1 + tiny + 0
+    layer.forward_nominal(x)
+    assert not float_escapes(dx, layer.backward_nominal(g, True, False, None), "nominal dx")
+
+
+def test_nominal_maxpool_routes_to_the_first_maximum():
+    """PyTorch's choice: the first maximum of the window in row-major order takes g."""
+    x = np.array([[[[1.0, 3.0], [3.0, 2.0]]]])
+    layer = MaxPool2d(2)
+    layer.forward_nominal(x)
+    dx = layer.backward_nominal(np.array([[[[5.0]]]]), True, False, None)
+    assert dx.tolist() == [[[[0.0, 5.0], [0.0, 0.0]]]]
