@@ -68,7 +68,8 @@ def engine_bounds(model: Sequential, x, threat: ThreatModel, batch_size: int = 1
     if diff is not None:
         clear_caches(diff)
     joined = [np.concatenate(v) if v and v[0] is not None else None for v in parts.values()]
-    fused = isinstance(engine, FusedEngine) and engine.declined == 0
+    core = getattr(engine, "inner", engine)  # a frozen prefix's engine: the head's
+    fused = isinstance(core, FusedEngine) and core.declined == 0
     return EngineBounds(*joined[:6], fused=bool(fused and x.shape[0] > 0), diff_lo=joined[6],
                         diff_hi=joined[7])  # fmt: skip
 
