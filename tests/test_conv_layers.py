@@ -188,36 +188,58 @@ def exact_layer(t: Tape, layer, x_nodes, params, choose=None):
     return tape_maxpool2d(t, x_nodes, layer.kernel_size, layer.stride, choose or (lambda k: k[0]))
 
 
-def members(rng, layer, x: Interval, sx, sw, count):
-    """``count`` members ``(x, params)``: the first two vertices, the rest interior."""
+def members(rng, params: dict, x: Interval, sx, sw, count):
+    """``count`` members ``(x, params)`` of the boxes: the first two vertices, the rest
+    alternately interior points and vertices."""
     out = []
     for k in range(count):
         vertex = k < 2 or k % 2 == 0
         xm = member(rng, x, sx, vertex)
-        pm = {name: member(rng, box, sw, vertex) for name, box in layer.params.items()}
+        pm = {name: member(rng, box, sw, vertex) for name, box in params.items()}
         out.append((xm, pm))
     return out
 
 
+class OnHost:
+    """Where the layers run: NumPy (identity conversions; ``OnCupy`` moves to the GPU)."""
+
+    def box(self, b):
+        return b
+
+    def arr(self, a):
+        return a
+
+    def host_box(self, b):
+        return b
+
+    def host_arr(self, a):
+        return a
+
+
+ON_HOST = OnHost()
 CASES = [(kind, dt, s) for kind in ("conv", "avg", "max") for dt in DTYPES for s in range(14)]
 
 
-@pytest.mark.parametrize("kind,dtype,seed", CASES)
-def test_forward_contains_exact_and_nominal(kind, dtype, seed):
+def check_forward(kind, dtype, seed, on=None):
+    """Exact and nominal forward values of members inside the interval forward."""
+    on = on or ON_HOST
     rng, layer, x, sx, sw = random_case(1000 * seed + 7, kind, dtype)
-    out = layer.forward(x)
+    params = dict(layer.params)
+    if params:
+        layer.set_params({name: on.box(b) for name, b in params.items()})
+    out = on.host_box(layer.forward(on.box(x)))
     assert out.dtype == x.dtype
     assert out.shape == (x.shape[0], *layer.output_shape(x.shape[1:]))
     bad = well_formed(out, "out")
-    for xm, pm in members(rng, layer, x, sx, sw, 4):
+    for xm, pm in members(rng, params, x, sx, sw, 4):
         t = Tape()
         nodes = {name: t.leaves(v) for name, v in pm.items()}
         exact = t.values(exact_layer(t, layer, t.leaves(xm), nodes))
         bad += exact_escapes(out, exact, "exact")
         if pm:
-            layer.nominal = pm
+            layer.nominal = {name: on.arr(v) for name, v in pm.items()}
         with np.errstate(all="ignore"):
-            bad += float_escapes(out, layer.forward_nominal(xm), "nominal")
+            bad += float_escapes(out, on.host_arr(layer.forward_nominal(on.arr(xm))), "nominal")
     assert not bad, (repr(layer), x.shape, bad[:5])
 
 
@@ -226,21 +248,26 @@ def _choices(rng):
     return [lambda k: k[0], lambda k: k[-1]] + [lambda k: k[int(rng.integers(len(k)))]] * 2
 
 
-@pytest.mark.parametrize("kind,dtype,seed", CASES)
-def test_backward_contains_exact_and_nominal(kind, dtype, seed):
+def check_backward(kind, dtype, seed, on=None):
+    """Exact gradients (every tie-breaking for a max pool) and the nominal backward of
+    members inside the interval backward."""
+    on = on or ON_HOST
     rng, layer, x, sx, sw = random_case(1000 * seed + 11, kind, dtype)
+    params = dict(layer.params)
+    if params:
+        layer.set_params({name: on.box(b) for name, b in params.items()})
     out_shape = (x.shape[0], *layer.output_shape(x.shape[1:]))
     sg = float(rng.choice(SCALES[dtype]))
     lattice = kind == "max" and rng.random() < 0.5
     g = rand_box(rng, out_shape, dtype, sg, lattice=lattice, inf=float(rng.choice([0, 0, 0.1])))
-    layer.forward(x)
-    dx = layer.backward(g, True, False, None)
+    layer.forward(on.box(x))
+    dx = on.host_box(layer.backward(on.box(g), True, False, None))
     assert dx.shape == x.shape and dx.dtype == x.dtype
-    grads = dict(layer.grads) if layer.params else {}
-    assert set(grads) == set(layer.params)
+    grads = {name: on.host_box(b) for name, b in layer.grads.items()} if params else {}
+    assert set(grads) == set(params)
     bad = well_formed(dx, "dx") + [e for n, v in grads.items() for e in well_formed(v, n)]
     choices = _choices(rng) if kind == "max" else [None]
-    for xm, pm in members(rng, layer, x, sx, sw, 3):
+    for xm, pm in members(rng, params, x, sx, sw, 3):
         gm = member(rng, g, sg, bool(rng.random() < 0.5))
         for choose in choices:
             t = Tape()
@@ -252,14 +279,60 @@ def test_backward_contains_exact_and_nominal(kind, dtype, seed):
             for name, nodes in pn.items():
                 bad += exact_escapes(grads[name], adjoints(adj, nodes), f"exact d{name}")
         if pm:
-            layer.nominal = pm
+            layer.nominal = {name: on.arr(v) for name, v in pm.items()}
         with np.errstate(all="ignore"):
-            layer.forward_nominal(xm)
-            dxn = layer.backward_nominal(gm, True, False, None)
+            layer.forward_nominal(on.arr(xm))
+            dxn = on.host_arr(layer.backward_nominal(on.arr(gm), True, False, None))
         bad += float_escapes(dx, dxn, "nominal dx")
         for name in pm:
-            bad += float_escapes(grads[name], layer.nominal_grads[name], f"nominal d{name}")
+            nominal = on.host_arr(layer.nominal_grads[name])
+            bad += float_escapes(grads[name], nominal, f"nominal d{name}")
     assert not bad, (repr(layer), x.shape, bad[:5])
+
+
+@pytest.mark.parametrize("kind,dtype,seed", CASES)
+def test_forward_contains_exact_and_nominal(kind, dtype, seed):
+    check_forward(kind, dtype, seed)
+
+
+@pytest.mark.parametrize("kind,dtype,seed", CASES)
+def test_backward_contains_exact_and_nominal(kind, dtype, seed):
+    check_backward(kind, dtype, seed)
+
+
+class OnCupy(OnHost):
+    """The layers on CuPy: boxes and arrays moved to the GPU, results brought back."""
+
+    def __init__(self, cupy):
+        self.cp = cupy
+
+    def box(self, b):
+        return Interval(self.cp.asarray(b.lo), self.cp.asarray(b.hi))
+
+    def arr(self, a):
+        return self.cp.asarray(a)
+
+    def host_box(self, b):
+        return b.to_numpy()
+
+    def host_arr(self, a):
+        return self.cp.asnumpy(a)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind,dtype,seed", [c for c in CASES if c[2] < 6])
+def test_gpu_layers_contain_exact_and_nominal(kind, dtype, seed):
+    """The same checks with the layers on CuPy (im2col through cuBLAS, the GPU's scatter);
+    skipped without CuPy and a CUDA GPU."""
+    cupy = pytest.importorskip("cupy", reason="the GPU backend needs CuPy")
+    try:
+        devices = cupy.cuda.runtime.getDeviceCount()
+    except Exception:  # a missing driver raises CUDA's own errors
+        devices = 0
+    if devices < 1:
+        pytest.skip("CuPy is installed but no CUDA GPU is visible")
+    check_forward(kind, dtype, seed, OnCupy(cupy))
+    check_backward(kind, dtype, seed, OnCupy(cupy))
 
 
 # ------------------------------------------------------------------ point boxes: tight results
