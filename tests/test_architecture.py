@@ -520,3 +520,47 @@ def test_a_sweep_over_arch_runs(tmp_path, run, npz):
     assert sorted(r["config"]["arch"] for r in rows) == sorted(arches.split(",", 1))
     assert all(r["status"] == "ok" for r in rows)
     assert math.isfinite(rows[0]["metrics"]["certified_accuracy"])
+
+
+def test_random_text_parses_or_raises_a_one_line_value_error():
+    """Any text: a ValueError with one line, or layers whose canonical string is a fixed point."""
+    rng = np.random.default_rng(7)
+    alphabet = list("linearconvmaxpoolavgflattenunrelu()-,=x0123456789 \n") + ["stride", "padding"]
+    parsed = 0
+    for _ in range(1500):
+        text = "".join(rng.choice(alphabet, size=int(rng.integers(0, 25))))
+        if rng.random() < 0.5:  # mutate a valid string instead
+            valid = list(SMALL_CNN)
+            for _ in range(int(rng.integers(1, 3))):
+                valid[int(rng.integers(len(valid)))] = str(rng.choice(alphabet))
+            text = "".join(valid)
+        try:
+            specs = parse(text)
+        except ValueError as exc:
+            assert "\n" not in str(exc)
+            continue
+        parsed += 1
+        assert canonical(canonical(text)) == canonical(text) and parse(canonical(text)) == specs
+    assert parsed > 10  # the mutations hit every kind of error, and some parse
+
+
+def test_info_of_a_format_1_file(tmp_path, run):
+    """A model file from before issue 14 (an MLP's sizes) shows its string, nothing frozen."""
+    from intervalnn import io as mio
+
+    path = tmp_path / "old.npz"
+    save_model(path, mlp(3, 2, hidden=4, layers=3), ThreatModel(1e-3))
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files if k != "sha256"}
+    meta = json.loads(arrays["meta"].tobytes().decode())
+    meta["format_version"] = 1
+    meta["architecture"] = {
+        "type": "mlp", "in_features": 3, "out_features": 2, "layers": 3, "hidden": 4
+    }  # fmt: skip
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    arrays["sha256"] = np.frombuffer(mio._digest(arrays).encode(), dtype=np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    info = json.loads(run("info", path, "--json").stdout)
+    assert info["arch"] == "linear(4)-relu-linear(4)-relu-linear(2)" and info["frozen"] == "none"
+    assert info["format_version"] == 1
