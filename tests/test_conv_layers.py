@@ -58,8 +58,8 @@ SCALES = {
 
 def rand_box(rng, shape, dtype, scale, *, lattice=False, inf=0.0):
     """Random intervals of ``dtype``: points, narrow and wide boxes mixed entrywise around
-    ``scale``; ``lattice``: endpoints on ``scale * {-2..2}`` (scale a power of 2: ties);
-    ``inf``: the probability of each endpoint being infinite."""
+    ``scale``, some signed zeros; ``lattice``: endpoints on ``scale * {-2..2}`` (scale a power
+    of 2: ties); ``inf``: the probability of each endpoint being infinite."""
     if lattice:
         s = 2.0 ** np.round(np.log2(scale))
         a = rng.integers(-2, 3, shape) * s
@@ -71,6 +71,11 @@ def rand_box(rng, shape, dtype, scale, *, lattice=False, inf=0.0):
         r = np.where(kind == 0, 0.0, np.where(kind == 1, 1e-3, 1.0)) * scale * rng.random(shape)
         lo, hi = (c - r).astype(dtype), (c + r).astype(dtype)
     lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+    # signed zeros: points -0.0, and [-0.0, 0.0] / [0.0, -0.0] (equal reals)
+    zero = rng.random(shape)
+    lo = np.where(zero < 0.04, -0.0, np.where(zero < 0.06, 0.0, lo)).astype(dtype)
+    hi = np.where(zero < 0.02, -0.0, np.where(zero < 0.06, np.where(zero < 0.05, 0.0, -0.0), hi))
+    hi = hi.astype(dtype)
     if inf:
         lo = np.where(rng.random(shape) < inf, -np.inf, lo).astype(dtype)
         hi = np.where(rng.random(shape) < inf, np.inf, hi).astype(dtype)
@@ -738,3 +743,23 @@ def test_nominal_maxpool_routes_to_the_first_maximum():
     layer.forward_nominal(x)
     dx = layer.backward_nominal(np.array([[[[5.0]]]]), True, False, None)
     assert dx.tolist() == [[[[0.0, 5.0], [0.0, 0.0]]]]
+
+
+def test_kofn_poisoning_needs_the_convolutions_frozen():
+    """k-of-n poisoning needs per-sample gradients: a trainable Conv2d refuses with the one-line
+    error naming --freeze; with the convolution frozen the step runs (the head is per-sample)."""
+    from intervalnn.poisoning import Poisoning
+    from intervalnn.threat import ThreatModel
+
+    rng = np.random.default_rng(0)
+    layers = [Unflatten((1, 4, 4)), Conv2d(1, 2, 3, rng=rng), ReLU(), Flatten()]
+    layers.append(Linear(8, 3, rng=rng))
+    x, y = rng.uniform(0, 1, (6, 16)), rng.integers(0, 3, 6)
+    box = Interval.from_center_radius(x, 0.01)
+    poisoning = Poisoning(ThreatModel(0.01, poison_count=1), 6)
+    assert poisoning.per_sample
+    engine = make_engine(Sequential(*layers), "ce", box, x, y, 2, poisoning=poisoning)
+    _one_line_error(lambda: engine.step(np.array([0, 1]), Fraction(1, 10)), "Conv2d", "--freeze")
+    engine = make_engine(Sequential(*layers, frozen=2), "ce", box, x, y, 2, poisoning=poisoning)
+    result = engine.step(np.array([0, 1]), Fraction(1, 10))
+    assert result.finite and result.outside is None
