@@ -182,10 +182,10 @@ class Conv2d:
     # interval model -------------------------------------------------------
     def forward(self, x: Interval) -> Interval:
         """``[cols, 1] @ [W^T; b]``: the bias is one more term of each dot product (as Linear)."""
-        self._x = x
         n = x.shape[0]
         oh, ow = self.output_shape(x.shape[1:])[1:]
         cols = self._cols(_interval_patches(x, *self._geometry(x.shape)))
+        self._x = (x.shape, cols)  # backward's im2col rows
         xp = x.backend.xp
         ones = Interval._new(*(xp.ones((cols.shape[0], 1), dtype=x.dtype),) * 2)
         w = self.weight.reshape(self.out_channels, -1).T
@@ -199,10 +199,8 @@ class Conv2d:
                 "per-sample gradients (k-of-n poisoning, clipping) are not available for a "
                 "trainable Conv2d: freeze the convolutional layers (--freeze N)"
             )
-        x, self._x = self._x, None
-        geometry = self._geometry(x.shape)
+        (shape, cols), self._x = self._x, None
         g_mat = g.transpose(0, 2, 3, 1).reshape(-1, self.out_channels)
-        cols = self._cols(_interval_patches(x, *geometry))
         self.grads = {
             "weight": (g_mat.T @ cols).reshape(self.weight.shape),
             "bias": g_mat.sum(axis=0),
@@ -210,7 +208,8 @@ class Conv2d:
         if not need_input_grad:
             return None
         d_cols = g_mat @ self.weight.reshape(self.out_channels, -1)
-        return _interval_scatter(self._uncols(d_cols, x.shape), x.shape, *geometry[:3])
+        geometry = self._geometry(shape)[:3]
+        return _interval_scatter(self._uncols(d_cols, shape), shape, *geometry)
 
     def _uncols(self, d_cols, in_shape):
         n, c = in_shape[:2]
@@ -220,11 +219,11 @@ class Conv2d:
 
     # nominal model --------------------------------------------------------
     def forward_nominal(self, x):
-        self._x_nominal = x
         xp = backend_of(x).xp
         n = x.shape[0]
         oh, ow = self.output_shape(x.shape[1:])[1:]
         cols = self._cols(_patches(xp, x, *self._geometry(x.shape)))
+        self._x_nominal = (x.shape, cols)
         w = self.nominal["weight"].reshape(self.out_channels, -1)
         out = cols @ w.T + self.nominal["bias"]
         return out.reshape(n, oh, ow, self.out_channels).transpose(0, 3, 1, 2)
@@ -232,11 +231,8 @@ class Conv2d:
     def backward_nominal(self, g, need_input_grad=True, per_sample=False, zero_sum_ref=None):
         if per_sample:
             return self.backward(None, per_sample=True)  # the same refusal
-        x, self._x_nominal = self._x_nominal, None
-        xp = backend_of(x).xp
-        geometry = self._geometry(x.shape)
+        (shape, cols), self._x_nominal = self._x_nominal, None
         g_mat = g.transpose(0, 2, 3, 1).reshape(-1, self.out_channels)
-        cols = self._cols(_patches(xp, x, *geometry))
         self.nominal_grads = {
             "weight": (g_mat.T @ cols).reshape(self.nominal["weight"].shape),
             "bias": g_mat.sum(axis=0),
@@ -244,7 +240,8 @@ class Conv2d:
         if not need_input_grad:
             return None
         d_cols = g_mat @ self.nominal["weight"].reshape(self.out_channels, -1)
-        return _float_scatter(self._uncols(d_cols, x.shape), x.shape, *geometry[:3])
+        geometry = self._geometry(shape)[:3]
+        return _float_scatter(self._uncols(d_cols, shape), shape, *geometry)
 
     def __repr__(self) -> str:
         extra = "" if self.stride == (1, 1) else f", stride={self.stride}"

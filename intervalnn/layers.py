@@ -281,8 +281,9 @@ class Sequential:
         the reals (see ``Linear.backward``); used where the last layer is Linear.
         """
         ref = zero_sum_ref if isinstance(self.layers[-1], Linear) else None
-        for i in range(len(self.layers) - 1, self.frozen - 1, -1):
-            g = self.layers[i].backward(g, i > self.frozen, per_sample, ref)
+        lowest = self._lowest_trained
+        for i in range(len(self.layers) - 1, lowest - 1, -1):
+            g = self.layers[i].backward(g, i > lowest, per_sample, ref)
             ref = None
 
     def forward_nominal(self, x):
@@ -292,9 +293,18 @@ class Sequential:
 
     def backward_nominal(self, g, per_sample: bool = False, zero_sum_ref=None) -> None:
         ref = zero_sum_ref if isinstance(self.layers[-1], Linear) else None
-        for i in range(len(self.layers) - 1, self.frozen - 1, -1):
-            g = self.layers[i].backward_nominal(g, i > self.frozen, per_sample, ref)
+        lowest = self._lowest_trained
+        for i in range(len(self.layers) - 1, lowest - 1, -1):
+            g = self.layers[i].backward_nominal(g, i > lowest, per_sample, ref)
             ref = None
+
+    @property
+    def _lowest_trained(self) -> int:
+        """The first trainable layer with parameters: no gradient is needed below it."""
+        return next(
+            (i for i in range(self.frozen, len(self.layers)) if self.layers[i].params),
+            len(self.layers) - 1,
+        )
 
     def logit_differences(self, nominal: bool = False):
         """After ``forward`` (``forward_nominal``): ``D[b, i, j]`` bounding ``z_j - z_i``.
