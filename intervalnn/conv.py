@@ -31,13 +31,7 @@ from .interval import Interval, concatenate
 
 
 def _pair(v, name: str) -> tuple[int, int]:
-    pair = (
-        (v, v)
-        if isinstance(v, (int, np.integer))
-        else tuple(v)
-        if isinstance(v, tuple | list)
-        else ()
-    )
+    pair = (v, v) if isinstance(v, (int, np.integer)) else tuple(v) if np.iterable(v) else ()
     if len(pair) != 2 or not all(isinstance(p, (int, np.integer)) for p in pair):
         raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
     return int(pair[0]), int(pair[1])

@@ -572,7 +572,9 @@ def test_errors_are_one_line_value_errors():
     _one_line_error(lambda: Conv2d(1, 1, 3, padding=-1, rng=rng), "padding")
     _one_line_error(lambda: Conv2d(1, 1, (3, 3, 3), rng=rng), "kernel_size")
     _one_line_error(lambda: MaxPool2d(2, 0), "stride")
-    _one_line_error(lambda: AvgPool2d(1.5), "kernel_size")
+    for bad in (1.5, None, "22", (2.0, 2), (2,)):
+        _one_line_error(lambda bad=bad: AvgPool2d(bad), "kernel_size", "int")
+    assert MaxPool2d(np.array([2, 3])).kernel_size == (2, 3)  # NumPy pairs stay accepted
     model = Sequential(Unflatten((3, 2, 2)), conv)
     _one_line_error(model.output_shapes, "does not fit")
 
