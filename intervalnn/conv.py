@@ -51,16 +51,13 @@ def _window_shape(shape, kernel, stride, padding, what: str) -> tuple[int, int]:
 
 
 def _patches(xp, a, kernel, stride, padding, out_hw):
-    """``P[n, c, i, j, u, v] = a_pad[n, c, i*sh + u, j*sw + v]`` (exact data movement)."""
-    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
+    """``P[n, c, i, j, u, v] = a_pad[n, c, i*sh + u, j*sw + v]``: a strided view (no copy but
+    the padding's), exact data movement."""
+    (sh, sw), (ph, pw), (oh, ow) = stride, padding, out_hw
     if ph or pw:
         a = xp.pad(a, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    n, c = a.shape[:2]
-    out = xp.empty((n, c, oh, ow, kh, kw), dtype=a.dtype)
-    for u in range(kh):
-        for v in range(kw):
-            out[..., u, v] = a[:, :, u : u + sh * oh : sh, v : v + sw * ow : sw]
-    return out
+    windows = xp.lib.stride_tricks.sliding_window_view(a, kernel, axis=(2, 3))
+    return windows[:, :, : sh * (oh - 1) + 1 : sh, : sw * (ow - 1) + 1 : sw]
 
 
 def _scatter(parts, in_shape, kernel, stride, padding, add, zeros):
