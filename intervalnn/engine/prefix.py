@@ -5,7 +5,9 @@ A model with ``frozen = N`` trains only its layers from ``N`` on.  The first
 every training input under the data threat model -- and the nominal model's
 float output -- is the same at every step.  :class:`PrefixEngine` computes
 both once (in row chunks) and hands them to an inner engine for the head,
-which then costs what training the head alone costs.
+which then costs what training the head alone costs.  The last few results
+are remembered by content, so runs that share a prefix and data (a sweep
+over ``k``) compute them once.
 
 Soundness: the prefix's interval forward encloses its real output and its
 float output for every input in the input box (each layer's bound covers
@@ -16,6 +18,8 @@ k-of-n's) training on those features.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from fractions import Fraction
 
 import numpy as np
@@ -42,16 +46,27 @@ class PrefixEngine:
     # the frozen prefix ----------------------------------------------------
     def features(self, box: Interval) -> Interval:
         """The prefix's output box for every row of ``box`` (the head's input box)."""
-        parts = [self.prefix.forward(box[i : i + ROWS]) for i in range(0, box.shape[0], ROWS)]
-        clear_caches(self.prefix)
-        return _join(parts, box)
+
+        def compute():
+            rows = range(0, box.shape[0], ROWS)
+            parts = [self.prefix.forward(box[i : i + ROWS]) for i in rows]
+            clear_caches(self.prefix)
+            return _join(parts, box)
+
+        params = [a for p in self.prefix.named_params().values() for a in (p.lo, p.hi)]
+        return _remembered(compute, "box", *params, box.lo, box.hi)
 
     def nominal_features(self, x):
         """The nominal prefix's float output for the rows ``x``."""
-        xp = self.model.backend.xp
-        parts = [self.prefix.forward_nominal(x[i : i + ROWS]) for i in range(0, x.shape[0], ROWS)]
-        clear_caches(self.prefix)
-        return xp.concatenate(parts) if parts else x
+
+        def compute():
+            xp = self.model.backend.xp
+            rows = range(0, x.shape[0], ROWS)
+            parts = [self.prefix.forward_nominal(x[i : i + ROWS]) for i in rows]
+            clear_caches(self.prefix)
+            return xp.concatenate(parts) if parts else x
+
+        return _remembered(compute, "nominal", *self.prefix.named_nominal().values(), x)
 
     # the engine interface -------------------------------------------------
     def prepare(self, box: Interval):
@@ -88,6 +103,32 @@ class PrefixEngine:
     def _name(self, head_name: str) -> str:
         index, field = head_name.split(".", 1)
         return f"{int(index) + self.offset}.{field}"
+
+
+# The last few feature arrays, by a digest of the prefix's parameters and the input: runs
+# and sweep cells that share a frozen prefix and data compute their features once.
+_MEMORY: OrderedDict[bytes, object] = OrderedDict()
+REMEMBERED = 4
+
+
+def _remembered(compute, kind: str, *arrays):
+    """``compute()``, or the value it gave for equal ``arrays`` (NumPy only; read-only)."""
+    if not all(type(a) is np.ndarray for a in arrays):
+        return compute()
+    h = hashlib.blake2b(kind.encode(), digest_size=32)
+    for a in arrays:
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).data)
+    key = h.digest()
+    if key not in _MEMORY:
+        value = compute()
+        for a in (value.lo, value.hi) if isinstance(value, Interval) else (value,):
+            a.flags.writeable = False
+        _MEMORY[key] = value
+        while len(_MEMORY) > REMEMBERED:
+            _MEMORY.popitem(last=False)
+    _MEMORY.move_to_end(key)
+    return _MEMORY[key]
 
 
 def _join(parts: list[Interval], like: Interval) -> Interval:
