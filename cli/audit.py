@@ -252,6 +252,11 @@ def _print_training(r: dict) -> None:
         "<= 0 means inside"
     )
     echo(f"max excursion: {_fmt(r['max_excursion'], '.3g')} (must be <= 0)")
+    if r.get("frozen"):
+        echo(
+            f"frozen prefix: {r['frozen']} layers; frozen parameter entries not at their "
+            f"initial point: {r['frozen_changed']} (must be 0)"
+        )
     if flips:
         echo(
             f"kept model: step {r['kept_step']}; test points: {r['test_certified']} of "
@@ -396,6 +401,8 @@ def audit_training_command(
             )
         if report["certified_flipped"]:
             what.append(f"{report['certified_flipped']} certified test points flipped")
+        if report.get("frozen_changed"):
+            what.append(f"{report['frozen_changed']} frozen parameter entries changed")
         raise Failure(f"training audit FAILED: {'; '.join(what)}")
     if not as_json:
         click.echo(

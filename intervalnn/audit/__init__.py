@@ -50,6 +50,19 @@ rational SGD (gmpy2 ``mpq``; sigmoid, softmax and norm clipping via MPFR at 300
 bits).  With test data the kept model is certified, and no run's final model
 (the nominal model trained on that poisoned data) may misclassify a certified
 point; the uncertified points the attacks flip are counted.
+
+Both audits read Linear, Conv2d, AvgPool2d, MaxPool2d, Flatten, Unflatten
+and ReLU layers by their own definitions, on flat C-order rows (Flatten and
+Unflatten are then the identity; a window is an index map,
+:class:`Window`): a convolution is a dense layer at every window, a mean is
+the window's sum times ``1 / (kh kw)`` exactly (rationals; MPFR rounding
+outward in the oracle), a maximum is monotone.  Multi-class certificates
+bound the logit differences through the last Linear layer; the oracle bounds
+the same differences from its own penultimate box (the exact set of
+``W_c - W_j``, rounded outward at ``precision`` bits).  A frozen prefix
+(``model.frozen``) is a point box: the reference SGD never steps it, and
+its box and nominal values must stay the initial point at every step
+(``frozen_changed``).
 """
 
 from .falsification import falsify

@@ -60,10 +60,17 @@ def _layer(la, p, a, zero, inv_count):
     ``zero`` reads the padding; ``inv_count(n)`` multiplies by ``1 / n`` (a mean).
     """
     if isinstance(la, Conv):
-        return conv_rows(la.window.patches(a, zero), Conv.matrix(p[0]), p[1])
+        w_mat = Conv.matrix(p[0])
+        return la.window.by_rows(lambda r: conv_rows(la.window.patches(r, zero), w_mat, p[1]), a)
     if isinstance(la, Pool):
-        windows = la.window.patches(a, zero)
-        return windows.max(axis=2) if la.op == "max" else inv_count(windows.sum(axis=2), la.count)
+
+        def pool(rows):
+            windows = la.window.patches(rows, zero)
+            if la.op == "max":
+                return windows.max(axis=2)
+            return inv_count(windows.sum(axis=2), la.count)
+
+        return la.window.by_rows(pool, a)
     return a @ p[0] + p[1]
 
 
@@ -86,16 +93,24 @@ def _input_grad(params, layers, tape, g):
             g = g * (z > 0)
         if isinstance(la, Conv):
             w_mat = Conv.matrix(params[i][0])
-            g3 = g.reshape(g.shape[0], w_mat.shape[1], -1).transpose(0, 2, 1)
-            g = la.window.scatter(g3 @ w_mat.T)
+
+            def conv_grad(gr, w_mat=w_mat, win=la.window):
+                g3 = gr.reshape(gr.shape[0], w_mat.shape[1], -1).transpose(0, 2, 1)
+                return win.scatter(g3 @ w_mat.T)
+
+            g = la.window.by_rows(conv_grad, g)
         elif isinstance(la, Pool):
-            windows = la.window.patches(a)
-            if la.op == "max":  # the first maximum of each window takes the gradient
-                first = windows.argmax(axis=2)[..., None]
-                share = np.where(np.arange(windows.shape[2]) == first, g[..., None], 0.0)
-            else:
-                share = np.broadcast_to(g[..., None] / la.count, windows.shape)
-            g = la.window.scatter(share)
+
+            def pool_grad(ar, gr, la=la):
+                windows = la.window.patches(ar)
+                if la.op == "max":  # the first maximum of each window takes the gradient
+                    first = windows.argmax(axis=2)[..., None]
+                    share = np.where(np.arange(windows.shape[2]) == first, gr[..., None], 0.0)
+                else:
+                    share = np.broadcast_to(gr[..., None] / la.count, windows.shape)
+                return la.window.scatter(share)
+
+            g = la.window.by_rows(pool_grad, a, g)
         else:
             g = g @ params[i][0].T
     return g

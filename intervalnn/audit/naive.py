@@ -24,11 +24,16 @@ def naive_bounds(layers: list, x, epsilon: float, domain, dtype, method: str = "
         lo, hi = np.maximum(lo, f(domain[0])), np.minimum(hi, f(domain[1]))
     for la in layers:
         if isinstance(la, Pool):
-            pl, ph = la.window.patches(lo), la.window.patches(hi)
             if la.op == "max":
-                lo, hi = pl.max(axis=2), ph.max(axis=2)
+                pool = lambda a, la=la: la.window.patches(a).max(axis=2)  # noqa: E731
             else:
-                lo, hi = pl.sum(axis=2) / f(la.count), ph.sum(axis=2) / f(la.count)
+                pool = lambda a, la=la: la.window.patches(a).sum(axis=2) / f(la.count)  # noqa: E731
+            lo, hi = la.window.by_rows(pool, lo), la.window.by_rows(pool, hi)
+        elif isinstance(la, Conv):  # both bounds at once, in chunks of rows
+            both = la.window.by_rows(
+                lambda a, b, la=la: np.stack(_affine(la, a, b, dt, method), axis=1), lo, hi
+            )
+            lo, hi = both[:, 0], both[:, 1]
         else:
             lo, hi = _affine(la, lo, hi, dt, method)
         if la.relu:

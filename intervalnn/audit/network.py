@@ -27,6 +27,8 @@ import numpy as np
 from ..conv import AvgPool2d, Conv2d, Flatten, MaxPool2d, Unflatten
 from ..layers import Linear, ReLU, Sequential
 
+WINDOW_ENTRIES = 1 << 24  # window entries per chunk of rows (Window.by_rows)
+
 
 @dataclass(frozen=True)
 class Window:
@@ -77,6 +79,15 @@ class Window:
     def positions(self) -> int:
         return self.out_hw[0] * self.out_hw[1]
 
+    def by_rows(self, fn, *arrays) -> np.ndarray:
+        """``fn(*arrays)`` on chunks of rows (at most ~2^24 window entries at a time), joined:
+        the windows of a large batch need not all exist at once."""
+        n = arrays[0].shape[0]
+        step = max(1, WINDOW_ENTRIES // max(1, self.index.size))
+        if n <= step:
+            return fn(*arrays)
+        return np.concatenate([fn(*(a[s : s + step] for a in arrays)) for s in range(0, n, step)])
+
     def patches(self, a, zero=0.0) -> np.ndarray:
         """The windows of flat rows ``a`` (N, size): (N, *index.shape); padding reads ``zero``."""
         a = np.asarray(a)
@@ -87,6 +98,11 @@ class Window:
     def scatter(self, parts, zero=0.0) -> np.ndarray:
         """The adjoint of :meth:`patches`: ``parts`` (N, *index.shape) summed into flat rows."""
         n = parts.shape[0]
+        if parts.dtype != object:  # floats: one weighted count over every row's positions
+            width = self.size + 1
+            flat = (self.index[None] + (np.arange(n) * width)[:, None, None]).ravel()
+            sums = np.bincount(flat, weights=parts.ravel(), minlength=n * width)
+            return sums.reshape(n, width)[:, : self.size]
         acc = np.empty((n, self.size + 1), dtype=parts.dtype)
         acc[:] = zero
         for k in range(self.index.shape[1]):  # one entry of every window at a time: no repeats
@@ -101,8 +117,9 @@ def conv_rows(windows, w_mat, b):
     ``windows @ w_mat + b`` at every position, returned as flat rows in C
     order (out, P); exact for rationals.
     """
-    z = windows @ w_mat + b
-    return z.transpose(0, 2, 1).reshape(z.shape[0], -1)
+    n, positions, k = windows.shape
+    z = (windows.reshape(n * positions, k) @ w_mat + b).reshape(n, positions, -1)
+    return z.transpose(0, 2, 1).reshape(n, -1)
 
 
 @dataclass(frozen=True)
