@@ -402,6 +402,15 @@ def test_audit_training_trainable_cnn_fullcert():
     assert r["clean_vs_nominal"] < 1e-12
 
 
+def test_training_audit_in_row_chunks_is_the_same(monkeypatch):
+    """Attack planning and test predictions a few rows at a time: the same runs and results."""
+    threat, extra = THREATS["k-of-n-clip-flips"]
+    whole = _audit_training(threat, exact=False, **extra)
+    monkeypatch.setattr(training_module, "CHUNK_FLOATS", 300)  # a row or two per chunk
+    chunked = _audit_training(threat, exact=False, **extra)
+    assert chunked["by_kind"] == whole["by_kind"] and chunked["runs"] == whole["runs"]
+
+
 def _hooked(monkeypatch, change):
     real = training_module.train
 

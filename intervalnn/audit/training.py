@@ -300,6 +300,28 @@ class _Reference:
         """The model's output on ``x``."""
         return self._run_forward(x)[0]
 
+    def chunk_rows(self, x) -> int:
+        """Rows per chunk for passes over many rows: ~:data:`CHUNK_FLOATS` floats of
+        activations and windows at a time."""
+        if not x.shape[0]:
+            return 1
+        _, tape = self._run_forward(x[:1])
+        per_row = sum(int(np.size(a)) for _, _, a, _ in tape)
+        per_row += max((win.index.size for *_, win in tape if win is not None), default=0)
+        return max(1, CHUNK_FLOATS // per_row)
+
+    def by_chunks(self, fn, *arrays):
+        """``fn(*arrays)`` on chunks of rows (:meth:`chunk_rows`), joined along the rows."""
+        n, rows = arrays[0].shape[0], self.chunk_rows(arrays[0])
+        if n <= rows:
+            return fn(*arrays)
+        return np.concatenate([fn(*(a[s : s + rows] for a in arrays)) for s in range(0, n, rows)])
+
+    def input_signs(self, x, y) -> np.ndarray:
+        """The sign of each row's loss gradient with respect to its input, chunk by chunk (a
+        chunk's mean loss: the same signs as the whole set's, up to underflow)."""
+        return self.by_chunks(lambda a, b: np.sign(self.gradients(a, b)[1]), x, y)
+
     def _backward(self, x, y, per_sample: bool, need_input: bool = True):
         """Parameter gradients (one ``(dW, db)`` per trainable Linear / Conv2d) and the input
         gradient (None unless ``need_input``: the pass then stops at the frozen prefix).
@@ -419,6 +441,7 @@ class _Reference:
 
 FAR = (1e3, 1e6)  # how far poisoned features move when epsilon = inf (without a data domain)
 SCORE_FLOATS = 2**22  # per-sample gradient entries per chunk when ranking the points
+CHUNK_FLOATS = 2**23  # activations and windows per chunk of rows (_Reference.chunk_rows)
 
 
 @dataclass
@@ -563,9 +586,8 @@ def plan_attacks(
     n = xd.shape[0]
     eps, domain = threat.epsilon, threat.domain
     with np.errstate(all="ignore"):
-        _, gx = probe.gradients(xd, y)
-        logits0 = np.asarray(probe.logits(xd), dtype=np.float64)
-    sign0 = np.sign(gx)
+        sign0 = probe.input_signs(xd, y)
+        logits0 = np.asarray(probe.by_chunks(probe.logits, xd), dtype=np.float64)
     none = np.zeros(n, dtype=bool)
     d = xd.shape[1]
     out = [Attack("clean", xd[:0].copy(), y.copy(), none)]
@@ -906,13 +928,14 @@ class _TestSet:
         if run.exact or run.diverged:
             return
         with np.errstate(all="ignore"):
-            pred = predict(np.asarray(run.ref.logits(self.rounded), dtype=np.float64))
+            logits = lambda a: np.asarray(run.ref.by_chunks(run.ref.logits, a), np.float64)  # noqa: E731
+            pred = predict(logits(self.rounded))
             wrong = pred != self.y
             eps = self.threat.inference_epsilon
             if eps > 0:
-                _, gx = run.ref.gradients(self.given, self.y)
-                moved = _move(self.given, eps, self.threat.domain, np.sign(gx))
-                wrong |= predict(np.asarray(run.ref.logits(moved), dtype=np.float64)) != self.y
+                signs = run.ref.input_signs(self.given, self.y)
+                moved = _move(self.given, eps, self.threat.domain, signs)
+                wrong |= predict(logits(moved)) != self.y
         run.seen[step] = (pred, wrong)
 
     def flips(self, model, runs: list[_Run], step: int) -> dict:
