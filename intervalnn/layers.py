@@ -267,6 +267,8 @@ class Sequential:
             raise ValueError(f"frozen must be between 0 and {len(layers)} layers, got {frozen}")
         self.layers = list(layers)
         self.frozen = frozen
+        if isinstance(layers[0], (Linear, Unflatten)):
+            self.output_shapes()  # a one-line ValueError where a layer does not fit its input
 
     def forward(self, x: Interval) -> Interval:
         for layer in self.layers:
@@ -362,7 +364,14 @@ class Sequential:
     def in_features(self) -> int:
         """The size of a (flat) input row."""
         first = self.layers[0]
-        return int(np.prod(first.shape)) if isinstance(first, Unflatten) else first.weight.shape[0]
+        if isinstance(first, Unflatten):
+            return int(np.prod(first.shape))
+        if isinstance(first, Linear):
+            return first.weight.shape[0]
+        raise ValueError(
+            f"a model that starts with {type(first).__name__} has no known input size: "
+            "start with Linear, or with Unflatten for images"
+        )
 
     @property
     def out_features(self) -> int:

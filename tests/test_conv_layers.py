@@ -575,8 +575,9 @@ def test_errors_are_one_line_value_errors():
     for bad in (1.5, None, "22", (2.0, 2), (2,)):
         _one_line_error(lambda bad=bad: AvgPool2d(bad), "kernel_size", "int")
     assert MaxPool2d(np.array([2, 3])).kernel_size == (2, 3)  # NumPy pairs stay accepted
-    model = Sequential(Unflatten((3, 2, 2)), conv)
-    _one_line_error(model.output_shapes, "does not fit")
+    # a model checks its shapes when built, and names what it cannot know
+    _one_line_error(lambda: Sequential(Unflatten((3, 2, 2)), conv), "does not fit")
+    _one_line_error(lambda: Sequential(conv, Flatten()).in_features, "Unflatten")
 
 
 def test_per_sample_is_refused_on_conv2d():
