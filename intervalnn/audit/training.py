@@ -817,7 +817,9 @@ def audit_training(
                 run.diverged = True
                 continue
             flat = [p for pair in run.ref.params for p in pair]
-            for value, lo, hi in zip(flat, los, his, strict=True):
+            for name, value, lo, hi in zip(names, flat, los, his, strict=True):
+                if name in frozen_names:  # fixed points: checked above (frozen_changed)
+                    continue
                 ex, out = _excursion(value, lo, hi, run.exact, tiny)
                 run.max_excursion = max(run.max_excursion, ex)
                 run.outside += out
