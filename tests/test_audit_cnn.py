@@ -469,3 +469,18 @@ def test_cli_audit_on_a_cnn_model_file(tmp_path, invoke):
     res = invoke(*args)
     assert res.exit_code == 0, res.output
     assert "audit passed" in res.stdout
+
+
+def test_cli_audit_training_on_a_cnn_with_a_frozen_prefix(invoke):
+    arch = "unflatten(2,1,1)-conv(4,1)-relu-flatten-linear(8)-relu-linear(2)"
+    args = ["audit-training", "--dataset", "moons", "--arch", arch, "--freeze", 3, "--loss", "ce"]
+    args += ["--train-size", 40, "--test-size", 50, "--epochs", 1, "--batch-size", 20]
+    res = invoke(*args, "--epsilon", 0.01, "--exact", "--vertices", 1, "--json")
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)
+    assert r["passed"] and r["frozen"] == 3 and r["frozen_changed"] == 0
+    assert r["exact_runs"] > 0 and r["max_excursion"] <= 0 and r["steps"] == 2
+    kofn = ["--epsilon", "inf", "--inference-epsilon", 0, "--poison-count", 2, "--clip", 0.5]
+    res = invoke(*args, *kofn, "--label-flips", 2)
+    assert res.exit_code == 0, res.output
+    assert "frozen prefix: 3 layers" in res.stdout and "training audit passed" in res.stdout
