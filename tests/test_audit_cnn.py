@@ -238,6 +238,40 @@ def test_oracle_encloses_sampled_members_and_is_tight_on_points():
         assert qh - ql <= (1 + abs(Fraction(z[idx]))) * Fraction(1, 2**100)
 
 
+def test_oracle_difference_bounds_enclose_sampled_members():
+    """The oracle's logit-difference layer (the set of W_c - W_j, rounded outward) encloses
+    every member's exact differences, and is never looser than lower(z_c) - upper(z_j)."""
+    from intervalnn.audit.oracle import Oracle
+
+    rng = np.random.default_rng(8)
+    model = _boxed(_odd_cnn(9), rng, 0.05)
+    layers = network_layers(model)
+    x = rng.normal(size=(3, 98))
+    oracle = Oracle(layers, 120)
+    lo, hi, dlo, dhi = oracle.forward(*oracle.input_box(x, 0.02, None), True)
+    pairs = pair_columns(3)
+    for kind in ("vertex", "random", "random"):
+        params = _sample_model(layers, kind, rng)
+        z = _exact_forward(params, layers, x + 0.02 * rng.uniform(-1, 1, size=x.shape))
+        for col, (c, j) in enumerate(pairs):
+            assert (dlo[:, col] <= z[:, c] - z[:, j]).all()
+            assert (z[:, c] - z[:, j] <= dhi[:, col]).all()
+    with oracle.down:
+        naive = lo[:, [c for c, _ in pairs]] - hi[:, [j for _, j in pairs]]
+    assert (dlo >= naive).all()
+
+
+def test_unknown_layers_are_one_line_errors():
+    class Custom(ReLU):  # a layer the audits have no definition of
+        pass
+
+    model = Sequential(Linear(2, 3, rng=np.random.default_rng(0)), Custom())
+    with pytest.raises(ValueError, match="not Custom"):
+        network_layers(model)
+    with pytest.raises(ValueError, match="not Custom"):
+        _layer_kinds(model)
+
+
 def test_oracle_difference_columns_are_the_library_s():
     c, j = class_pairs(5)
     assert pair_columns(5) == list(zip(c.tolist(), j.tolist(), strict=True))
