@@ -44,6 +44,7 @@ class TrainConfig:
     loss: str = "bce"
     pretrain_epochs: int = 0
     pretrain_learning_rate: float = 0.5
+    pretrain_batch_size: int | None = None  # the clean pretraining's batch size (None: batch_size)
     validate_every: str = "step"  # or "epoch": how often to validate and maybe keep the model
     fused: bool = True  # the fused engine where it applies; False: the layered engine throughout
     min_step: int = 0  # the kept model has had at least this many SGD steps
@@ -65,6 +66,8 @@ class TrainConfig:
                 raise ValueError(f"learning rates must be finite and > 0, got {rate}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.pretrain_batch_size is not None and self.pretrain_batch_size < 1:
+            raise ValueError(f"pretrain_batch_size must be >= 1, got {self.pretrain_batch_size}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}")
         if self.min_step < 0 or self.patience < 0:
@@ -169,7 +172,7 @@ def pretrain_nominal(model: Sequential, x, y, config: TrainConfig, rng) -> None:
     rate = config.pretrain_learning_rate
     every = Sequential(*model.layers)  # clean pretraining trains the frozen layers too
     for _ in range(config.pretrain_epochs):
-        for idx in batch_indices(x.shape[0], config.batch_size, rng):
+        for idx in batch_indices(x.shape[0], config.pretrain_batch_size or config.batch_size, rng):
             every.backward_nominal(loss.nominal_grad(every.forward_nominal(x[idx]), y[idx]))
             for layer in model.layers:
                 for k, g in getattr(layer, "nominal_grads", {}).items():

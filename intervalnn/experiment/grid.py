@@ -120,7 +120,7 @@ def values(name: str, raw, split: bool = False) -> list:
 LATER_OPTIONS = (
     "poison_count", "label_flips", "label_target", "paired", "trusted", "steps", "clip",
     "clip_method", "weight_decay", "momentum", "nesterov", "lr_decay", "lr_min",
-    "arch", "freeze", "weights",  # issue 14
+    "arch", "freeze", "weights", "pretrain_batch_size",  # issue 14
 )  # fmt: skip
 
 

@@ -420,6 +420,15 @@ FIELDS: dict[str, Field] = {
             _TRAIN.pretrain_learning_rate,
             "SGD step size of the clean pretraining (mean-loss convention).",
         ),
+        Field(
+            "pretrain_batch_size",
+            "count",
+            "training",
+            _TRAIN.pretrain_batch_size,
+            "Points per SGD step of the clean pretraining (default: --batch-size).",
+            minimum=1,
+            metavar="N",
+        ),
         _choice("dtype", "", ("float64", "float32"), "Precision of the interval endpoints."),
         _choice(
             "device",

@@ -173,6 +173,7 @@ class TrainingSpec:
     patience: int = 0
     pretrain_epochs: int = 0
     pretrain_learning_rate: float = 0.5
+    pretrain_batch_size: int | None = None
     steps: int | None = None
     clip: float | None = None
     clip_method: str = "clamp"
