@@ -108,7 +108,12 @@ def _print_audit(r: dict) -> None:
     closest = fa["closest_to_bound"]
     rows = [
         ("counterexamples", fa["counterexamples"]),
-        ("outputs outside the bounds", fa["outside_bounds"]),
+        (
+            "outputs outside the bounds",
+            f"{fa['outside_bounds']}  (logit differences: {fa['outside_difference_bounds']})"
+            if r["exact"].get("violations_differences") is not None
+            else fa["outside_bounds"],
+        ),
         ("float64 false alarms", f"{fa['float_only']}  (refuted by exact re-evaluation)"),
         ("smallest certified margin", _fmt(fa["min_certified_margin"])),
         ("closest approach to a bound", "-" if closest is None else f"{closest:.1%} of the width"),

@@ -374,6 +374,8 @@ def test_audit_catches_an_over_claiming_engine_on_a_cnn(trained, monkeypatch):
     assert not r["passed"]
     assert r["refuted"] > 0 and r["violations"] > 0
     assert r["counterexamples"] > 0 and r["outside_bounds"] > 0
+    assert r["exact"]["violations_differences"] > 0  # the bounds the certificates read
+    assert r["falsification"]["outside_difference_bounds"] > 0
 
 
 def test_audit_catches_a_shrunken_convolution_bound(trained, monkeypatch):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .network import Conv, Pool, conv_rows, has_params
-from .oracle import require_gmpy2
+from .oracle import pair_columns, require_gmpy2
 
 
 def _predict_margin(z, y) -> np.ndarray:
@@ -147,6 +147,7 @@ def falsify(
     seed: int = 0,
     progress: Callable[[], None] | None = None,
     max_exact: int = 256,
+    diff_bounds=None,
 ) -> dict:
     """Try to break the certificates and the output bounds with concrete models and inputs.
 
@@ -157,6 +158,10 @@ def falsify(
     margin and on each output in both directions.  Candidates found in
     float64 are confirmed in exact rational arithmetic (at most ``max_exact``
     per model; any beyond that count as failures unconfirmed).
+
+    ``diff_bounds``: the engine's bounds ``(lo, hi)`` on the logit differences
+    ``z_c - z_j`` (columns :func:`~.oracle.pair_columns`), which multi-class
+    certificates read; every evaluation checks them too, as more outputs.
     """
     rng = np.random.default_rng(seed)
     x = np.asarray(x, dtype=np.float64)
@@ -164,9 +169,20 @@ def falsify(
     k = out_lo.shape[1]
     n = x.shape[0]
     width = box_hi - box_lo
+    if diff_bounds is not None:  # the differences are outputs too, after the logits
+        c_idx, j_idx = (np.array(v, dtype=np.int64) for v in zip(*pair_columns(k), strict=True))
+        out_lo = np.concatenate([out_lo, diff_bounds[0]], axis=1)
+        out_hi = np.concatenate([out_hi, diff_bounds[1]], axis=1)
+
+    def outputs(z):
+        """The logits, and their differences where the certificates read those."""
+        if diff_bounds is None:
+            return z
+        return np.concatenate([z, z[:, c_idx] - z[:, j_idx]], axis=1)
+
     bad_margin = np.zeros(n, dtype=bool)  # certified points with a confirmed margin <= 0
-    bad_bound = np.zeros((n, k), dtype=bool)  # outputs confirmed outside the engine's bounds
-    closest = np.full((n, k), np.inf)  # distance to the bounds, as a fraction of the width
+    bad_bound = np.zeros(out_lo.shape, dtype=bool)  # outputs confirmed outside the bounds
+    closest = np.full(out_lo.shape, np.inf)  # distance to the bounds, a fraction of the width
     stats = {"evaluations": 0, "float_only": 0, "unconfirmed": 0, "min_certified_margin": np.inf}
     kinds = ["nominal"] + ["vertex"] * models + ["random"] * models
 
@@ -178,12 +194,13 @@ def falsify(
             stats["min_certified_margin"] = min(
                 stats["min_certified_margin"], float(marg[certified].min())
             )
+        zz = outputs(z)
         w = out_hi - out_lo
         with np.errstate(invalid="ignore", divide="ignore"):
-            dist = np.minimum(z - out_lo, out_hi - z) / np.where(w > 0, w, np.inf)
+            dist = np.minimum(zz - out_lo, out_hi - zz) / np.where(w > 0, w, np.inf)
         np.minimum(closest, np.where(np.isnan(dist), np.inf, dist), out=closest)
         cand_m = certified & (marg <= 0) & ~bad_margin
-        cand_b = ((z < out_lo) | (z > out_hi)) & ~bad_bound
+        cand_b = ((zz < out_lo) | (zz > out_hi)) & ~bad_bound
         rows = np.flatnonzero(cand_m | cand_b.any(axis=1))
         if rows.size:
             confirm(params, xs, rows, cand_m, cand_b)
@@ -198,10 +215,11 @@ def falsify(
         if not todo.size:
             return
         ze = _exact_forward(params, layers, xs[todo])
+        ze_all = outputs(ze)
         q = np.frompyfunc(lambda v: g.mpq(v) if math.isfinite(v) else v, 1, 1)  # keep +-inf
         lo_e = np.asarray(q(out_lo[todo]), dtype=object)
         hi_e = np.asarray(q(out_hi[todo]), dtype=object)
-        outside = ((ze < lo_e) | (ze > hi_e)).astype(bool)
+        outside = ((ze_all < lo_e) | (ze_all > hi_e)).astype(bool)
         margin_bad = np.zeros(todo.size, dtype=bool)
         for j, r in enumerate(todo):
             if not cand_m[r]:
@@ -261,6 +279,7 @@ def falsify(
         "evaluations": stats["evaluations"],
         "counterexamples": int(bad_margin.sum()),
         "outside_bounds": int(bad_bound.sum()),
+        "outside_difference_bounds": int(bad_bound[:, k:].sum()),
         "float_only": stats["float_only"],
         "unconfirmed": stats["unconfirmed"],
         "min_certified_margin": stats["min_certified_margin"]

@@ -198,6 +198,7 @@ def audit_model(
     fals = falsify(
         layers, xd, y, box_lo, box_hi, e_lo, e_hi, certified,
         models=models, inputs=inputs, pgd_steps=pgd_steps, seed=seed + 1, progress=tick,
+        diff_bounds=(eb.diff_lo, eb.diff_hi) if diffs else None,
     )  # fmt: skip
 
     # (c) naive round-to-nearest --------------------------------------------------
