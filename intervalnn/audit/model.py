@@ -209,9 +209,13 @@ def audit_model(
         sound["endpoint"] = (e_lo, e_hi)
     naive = {}
     for method in ("endpoint", "midrad"):
-        n_lo, n_hi = naive_bounds(layers, xd, eps, domain, dtype, method)
-        n_lo, n_hi = n_lo.astype(np.float64), n_hi.astype(np.float64)
-        n_cert = _certify.margins(n_lo, n_hi, y) > 0
+        bounds = naive_bounds(layers, xd, eps, domain, dtype, method, differences=diffs)
+        n_lo, n_hi = bounds[0].astype(np.float64), bounds[1].astype(np.float64)
+        if diffs:  # certificates from the naive difference bounds, as the engine's
+            n_dlo, n_dhi = bounds[2].astype(np.float64), bounds[3].astype(np.float64)
+            n_cert = _certify.difference_margins(n_dlo, n_dhi, y, model.out_features) > 0
+        else:
+            n_cert = _certify.margins(n_lo, n_hi, y) > 0
         v_lo, v_hi = (n_lo[sample] > o_lo).astype(bool), (n_hi[sample] < o_hi).astype(bool)
         row = {
             "violations": int(v_lo.sum() + v_hi.sum()),

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .network import Conv, Pool
+from .network import Conv, Dense, Pool
+from .oracle import pair_columns
 
 
-def naive_bounds(layers: list, x, epsilon: float, domain, dtype, method: str = "endpoint"):
+def naive_bounds(
+    layers: list, x, epsilon: float, domain, dtype, method: str = "endpoint",
+    differences: bool = False,
+):  # fmt: skip
     """Output bounds in plain round-to-nearest ``dtype`` arithmetic, no error terms.
 
     ``endpoint``: per-entry minimum / maximum of the four endpoint products,
@@ -15,6 +19,12 @@ def naive_bounds(layers: list, x, epsilon: float, domain, dtype, method: str = "
     ``r = (hi - lo) / 2``, ``|mx| rW + rx |mW| + rx rW``); convolutions the
     same at every window, a mean as the window's sum divided by its size, a
     maximum of the bounds.  Not sound; the audit measures by how much.
+
+    ``differences``: also the bounds of the logit differences ``z_c - z_j``
+    (columns :func:`~.oracle.pair_columns`) through the last Dense layer's
+    difference layer (``[lo_c - hi_j, hi_c - lo_j]`` rounded to nearest) from
+    the penultimate bounds, as ``(lo, hi, diff_lo, diff_hi)``; the caller
+    checks that the model ends in a Dense layer of >= 2 outputs and no ReLU.
     """
     dt = np.dtype(dtype)
     f = dt.type
@@ -22,7 +32,9 @@ def naive_bounds(layers: list, x, epsilon: float, domain, dtype, method: str = "
     lo, hi = xs - f(epsilon), xs + f(epsilon)
     if domain is not None:
         lo, hi = np.maximum(lo, f(domain[0])), np.minimum(hi, f(domain[1]))
-    for la in layers:
+    for i, la in enumerate(layers):
+        if i == len(layers) - 1:
+            penultimate = lo, hi
         if isinstance(la, Pool):
             if la.op == "max":
                 pool = lambda a, la=la: la.window.patches(a).max(axis=2)  # noqa: E731
@@ -38,7 +50,14 @@ def naive_bounds(layers: list, x, epsilon: float, domain, dtype, method: str = "
             lo, hi = _affine(la, lo, hi, dt, method)
         if la.relu:
             lo, hi = np.maximum(lo, f(0)), np.maximum(hi, f(0))
-    return lo, hi
+    if not differences:
+        return lo, hi
+    last = layers[-1]
+    c, j = (np.array(v, dtype=np.int64) for v in zip(*pair_columns(lo.shape[1]), strict=True))
+    wl, wh = last.w_lo.astype(dt), last.w_hi.astype(dt)
+    bl, bh = last.b_lo.astype(dt), last.b_hi.astype(dt)
+    diff = Dense(wl[:, c] - wh[:, j], wh[:, c] - wl[:, j], None, bl[c] - bh[j], bh[c] - bl[j], None)
+    return lo, hi, *_affine(diff, *penultimate, dt, method)
 
 
 def _affine(la, lo, hi, dt, method):
