@@ -14,12 +14,16 @@ The realistic setting, through the public library API only:
    then the Linear head ``linear(64)-relu-linear(10)``; the first ``FREEZE`` layers
    (the convolutional feature extractor, up to its Flatten) are frozen;
 3. features ``pretrained``: ``train.pretrain_nominal`` (plain SGD of the nominal
-   model, every layer) on the trusted split; ``random``: the feature extractor
+   model, every layer) on the trusted split, ``--pretrain-epochs`` at
+   ``--pretrain-rate`` then 2 epochs at a fifth of it; ``random``: the feature extractor
    keeps its random initialisation and only the head is pretrained on the trusted
    split (the baseline that shows what pretrained features buy);
 4. certified training of the head (``train``, the frozen prefix's feature boxes
-   computed once by the engine) on the training set, keeping the step with the
-   best certified validation accuracy after step 1 (``min_step = 1``);
+   computed once by the engine) on the training set for a few steps (FullCert:
+   ``--fullcert-steps`` at batch ``--fullcert-batch`` and one rate per epsilon;
+   k-of-n and flips: ``--max-steps`` at batch ``--batch``, rate ``--rate``, clamp
+   clipping ``--clip``), keeping the step with the best certified validation
+   accuracy after step 1 (``min_step = 1``: the pretrained point box never counts);
 5. ``certify`` on the 10,000 TEST images.
 
 Rows (``domain = (0, 1)``; certified against training-time poisoning, test epsilon 0,
@@ -83,12 +87,13 @@ def threat_for(row: str, value) -> ThreatModel:
     raise ValueError(f"unknown row {row!r}")
 
 
-def config_for(row: str, args) -> TrainConfig:
+def config_for(row: str, value, args) -> TrainConfig:
     common = dict(seed=args.seed, loss="ce", validate_every="step", min_step=1)
     if row == "fullcert":
+        rate = dict(zip(args.epsilons, args.fullcert_rates, strict=True))[value]
         return TrainConfig(
-            learning_rate=args.fullcert_rate, batch_size=args.fullcert_batch,
-            epochs=args.fullcert_epochs, **common,
+            learning_rate=rate, batch_size=args.fullcert_batch, steps=args.fullcert_steps,
+            **common,
         )  # fmt: skip
     return TrainConfig(
         learning_rate=args.rate, batch_size=args.batch, steps=args.max_steps, clip=args.clip,
@@ -99,23 +104,31 @@ def config_for(row: str, args) -> TrainConfig:
 def pretrained_model(splits, features: str, args) -> Sequential:
     """The model after clean pretraining on the trusted split (``features``: see the docstring)."""
     model = build(ARCH, splits.num_features, seed=args.seed, frozen=FREEZE)
-    cfg = TrainConfig(
-        batch_size=args.pretrain_batch, loss="ce", pretrain_epochs=args.pretrain_epochs,
-        pretrain_learning_rate=args.pretrain_rate,
-    )  # fmt: skip
+    schedule = ((args.pretrain_epochs, args.pretrain_rate), (2, args.pretrain_rate / 5))
+    phases = [
+        TrainConfig(
+            batch_size=args.pretrain_batch,
+            loss="ce",
+            pretrain_epochs=epochs,
+            pretrain_learning_rate=rate,
+        )  # fmt: skip
+        for epochs, rate in schedule
+    ]
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
     if features == "pretrained":
         if args.weights:
             load_weights(model, args.weights)
         else:
-            pretrain_nominal(model, splits.pretrain.x, splits.pretrain.y, cfg, rng)
+            for cfg in phases:
+                pretrain_nominal(model, splits.pretrain.x, splits.pretrain.y, cfg, rng)
             if args.save_weights:
                 save_weights(model, args.save_weights)
     else:  # random features: only the head learns, on the frozen random prefix's outputs
         prefix, head = model.split()
         x = prefix.forward_nominal(splits.pretrain.x.astype(model.dtype))
-        pretrain_nominal(head, x, splits.pretrain.y, cfg, rng)
+        for cfg in phases:
+            pretrain_nominal(head, x, splits.pretrain.y, cfg, rng)
     print(f"# {features} features ready in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return model
 
@@ -125,7 +138,7 @@ def run_cell(model: Sequential, start, splits, row: str, value, args) -> dict:
     threat = threat_for(row, value)
     t0 = time.perf_counter()
     result = train(
-        model, splits.train.x, splits.train.y, threat, config_for(row, args),
+        model, splits.train.x, splits.train.y, threat, config_for(row, value, args),
         splits.val.x, splits.val.y,
     )  # fmt: skip
     te = splits.test
@@ -319,9 +332,9 @@ def main(argv=None) -> int:
     p.add_argument("--pretrain-batch", type=int, default=50)
     p.add_argument("--weights", help="pretrained weights (.safetensors) instead of pretraining")
     p.add_argument("--save-weights", help="write the pretrained weights here (never overwrites)")
-    p.add_argument("--fullcert-rate", type=float, default=0.05)
+    p.add_argument("--fullcert-rates", default="0.01,0.0001", help="one per --epsilons")
     p.add_argument("--fullcert-batch", type=int, default=1000)
-    p.add_argument("--fullcert-epochs", type=int, default=1)
+    p.add_argument("--fullcert-steps", type=int, default=10)
     p.add_argument("--rate", type=float, default=0.1)
     p.add_argument("--batch", type=int, default=2000)
     p.add_argument("--clip", type=float, default=0.01)
@@ -335,6 +348,7 @@ def main(argv=None) -> int:
     args.rows = args.rows.split(",")
     args.epsilons = [float(v) for v in args.epsilons.split(",")]
     args.ks = [int(v) for v in args.ks.split(",")]
+    args.fullcert_rates = [float(v) for v in args.fullcert_rates.split(",")]
     if args.speed:
         speed(args)
     else:

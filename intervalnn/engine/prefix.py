@@ -108,7 +108,7 @@ class PrefixEngine:
 # The last few feature arrays, by a digest of the prefix's parameters and the input: runs
 # and sweep cells that share a frozen prefix and data compute their features once.
 _MEMORY: OrderedDict[bytes, object] = OrderedDict()
-REMEMBERED = 4
+REMEMBERED = 8
 
 
 def _remembered(compute, kind: str, *arrays):
