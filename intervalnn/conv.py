@@ -113,6 +113,15 @@ def _float_scatter(parts, in_shape, kernel, stride, padding):
     )  # fmt: skip
 
 
+class Parameterless:
+    """A layer without parameters (nothing to set, nothing to train)."""
+
+    params: dict = {}
+
+    def set_params(self, params) -> None:
+        pass
+
+
 class Conv2d:
     """2-d convolution, NCHW, ``weight`` (out, in, kh, kw) as PyTorch's, ``bias`` (out,)."""
 
@@ -240,10 +249,9 @@ class Conv2d:
         return f"Conv2d({self.in_channels}, {self.out_channels}, {self.kernel_size}{extra})"
 
 
-class _Pool:
+class _Pool(Parameterless):
     """Shared window geometry of the pooling layers (no padding; stride = kernel by default)."""
 
-    params: dict = {}
     padding = (0, 0)
 
     def __init__(self, kernel_size, stride=None):
@@ -252,9 +260,6 @@ class _Pool:
         if min(self.kernel_size) < 1 or min(self.stride) < 1:
             raise ValueError(f"{type(self).__name__} needs kernel_size >= 1 and stride >= 1")
         self._x = self._x_nominal = None
-
-    def set_params(self, params) -> None:
-        pass
 
     def output_shape(self, shape) -> tuple[int, int, int]:
         oh, ow = _window_shape(shape, self.kernel_size, self.stride, (0, 0), type(self).__name__)
@@ -361,16 +366,11 @@ class MaxPool2d(_Pool):
         return _float_scatter(parts, x.shape, *geometry[:3])
 
 
-class Flatten:
+class Flatten(Parameterless):
     """(N, C, H, W) -> (N, C*H*W) in C order, as ``torch.nn.Flatten()``; exact."""
-
-    params: dict = {}
 
     def __init__(self):
         self._shape = self._shape_nominal = None
-
-    def set_params(self, params) -> None:
-        pass
 
     def output_shape(self, shape) -> tuple[int]:
         return (int(np.prod(shape)),)
@@ -395,21 +395,16 @@ class Flatten:
         return "Flatten()"
 
 
-class Unflatten:
+class Unflatten(Parameterless):
     """(N, prod(shape)) -> (N, *shape), as ``torch.nn.Unflatten(1, shape)``; exact.
 
     The library's data rows are flat; a convolutional model starts here.
     """
 
-    params: dict = {}
-
     def __init__(self, shape):
         self.shape = tuple(int(s) for s in shape)
         if not self.shape or min(self.shape) < 1:
             raise ValueError(f"Unflatten needs a shape of positive sizes, got {shape!r}")
-
-    def set_params(self, params) -> None:
-        pass
 
     def output_shape(self, shape) -> tuple[int, ...]:
         if int(np.prod(shape)) != int(np.prod(self.shape)):

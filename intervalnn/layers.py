@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from .backend import Backend, backend_of, get_backend
-from .conv import AvgPool2d, Conv2d, Flatten, MaxPool2d, Unflatten
+from .conv import AvgPool2d, Conv2d, Flatten, MaxPool2d, Parameterless, Unflatten
 from .interval import Interval, concatenate
 
 __all__ = [
@@ -210,16 +210,11 @@ def _zero_sum_input_grad(g, w_t, ref):
     return (kept[:, :, None] * diff).sum(axis=1)
 
 
-class ReLU:
+class ReLU(Parameterless):
     """``max(z, 0)``; its derivative on an interval is 0, 1 or the hull [0, 1]."""
-
-    params: dict = {}
 
     def __init__(self):
         self._z = self._z_nominal = None
-
-    def set_params(self, params) -> None:
-        pass
 
     def output_shape(self, shape) -> tuple[int, ...]:
         return tuple(shape)
