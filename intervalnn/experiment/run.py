@@ -287,7 +287,7 @@ def train_and_certify(
     )
     seconds = time.perf_counter() - t0
     test = certify(result.model, splits.test.x, splits.test.y, threat)
-    mean_width, max_width = parameter_widths(result.model.named_params())
+    mean_width, max_width = parameter_widths(result.model.named_params(trainable=True))
     data = model_file_bytes(
         result.model,
         threat,

@@ -235,7 +235,7 @@ def model_info(model_path) -> dict:
     model, meta = load_model(model_path)
     arch = describe(model)
     params = model.named_params()
-    mean_width, max_width = parameter_widths(params)
+    mean_width, max_width = parameter_widths(model.named_params(trainable=True))  # frozen: 0
     threat = meta["threat_model"]
     dataset, config = meta.get("dataset", {}), meta.get("config", {})
     trusted = dataset.get("trusted") or 0
