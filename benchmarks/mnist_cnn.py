@@ -19,11 +19,13 @@ The realistic setting, through the public library API only:
    keeps its random initialisation and only the head is pretrained on the trusted
    split (the baseline that shows what pretrained features buy);
 4. certified training of the head (``train``, the frozen prefix's feature boxes
-   computed once by the engine) on the training set for a few steps (FullCert:
-   ``--fullcert-steps`` at batch ``--fullcert-batch`` and one rate per epsilon;
-   k-of-n and flips: ``--max-steps`` at batch ``--batch``, rate ``--rate``, clamp
-   clipping ``--clip``), keeping the step with the best certified validation
-   accuracy after step 1 (``min_step = 1``: the pretrained point box never counts);
+   computed once by the engine) on the training set.  FullCert: one epoch at
+   batch ``--fullcert-batch`` with one rate per epsilon, validated after every
+   step, keeping the step with the best certified validation accuracy after
+   step 1 (``min_step = 1``: the pretrained point box never counts; training
+   stops after ``--fullcert-patience`` validations in a row certify nothing).
+   k-of-n and flips: exactly ``--max-steps`` steps (``TrainConfig(steps=N)``, no
+   model selection) at batch ``--batch``, rate ``--rate``, clamp clipping ``--clip``;
 5. ``certify`` on the 10,000 TEST images.
 
 Rows (``domain = (0, 1)``; certified against training-time poisoning, test epsilon 0,
@@ -92,8 +94,8 @@ def config_for(row: str, value, args) -> TrainConfig:
     if row == "fullcert":
         rate = dict(zip(args.epsilons, args.fullcert_rates, strict=True))[value]
         return TrainConfig(
-            learning_rate=rate, batch_size=args.fullcert_batch, steps=args.fullcert_steps,
-            **common,
+            learning_rate=rate, batch_size=args.fullcert_batch, epochs=1,
+            patience=args.fullcert_patience, **common,
         )  # fmt: skip
     return TrainConfig(
         learning_rate=args.rate, batch_size=args.batch, steps=args.max_steps, clip=args.clip,
@@ -143,9 +145,10 @@ def run_cell(model: Sequential, start, splits, row: str, value, args) -> dict:
     )  # fmt: skip
     te = splits.test
     cert = certify(model, te.x, te.y, threat)
+    kept = result.best.get("step", f"{args.max_steps} (fixed)")
     cell = {
         "row": row, "value": value, "certified": cert.certified_accuracy,
-        "nominal": cert.nominal_accuracy, "kept_step": result.best.get("step"),
+        "nominal": cert.nominal_accuracy, "kept_step": kept,
         "stopped": result.stopped, "seconds": time.perf_counter() - t0,
     }  # fmt: skip
     if row == "fullcert":  # the same epsilon at test time too
@@ -334,7 +337,7 @@ def main(argv=None) -> int:
     p.add_argument("--save-weights", help="write the pretrained weights here (never overwrites)")
     p.add_argument("--fullcert-rates", default="0.01,0.0001", help="one per --epsilons")
     p.add_argument("--fullcert-batch", type=int, default=1000)
-    p.add_argument("--fullcert-steps", type=int, default=10)
+    p.add_argument("--fullcert-patience", type=int, default=3)
     p.add_argument("--rate", type=float, default=0.1)
     p.add_argument("--batch", type=int, default=2000)
     p.add_argument("--clip", type=float, default=0.01)
