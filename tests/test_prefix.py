@@ -205,3 +205,28 @@ def test_features_are_the_prefix_forward_of_each_row():
     np.testing.assert_array_equal(features.hi[rows], direct.hi)
     nominal = engine.nominal_features(x)
     assert bool(features.contains(nominal).all())
+
+
+@pytest.mark.parametrize("kind", ["fullcert", "k-of-n momentum"])
+def test_a_frozen_prefix_resumes_from_a_checkpoint_bit_identically(kind):
+    x, y = _data(4, 60, 3)
+    threat = ThreatModel(0.01) if kind == "fullcert" else ThreatModel(0.05, poison_count=2)
+    extra = {} if kind == "fullcert" else {"clip": 0.5, "momentum": 0.9}
+    cfg = TrainConfig(epochs=3, learning_rate=0.2, batch_size=20, loss="ce", **extra)
+    states: list = []
+
+    def run(resume=None):
+        model, _ = random_cnn(1, 3)
+        train(model, x, y, threat, cfg, x[:20], y[:20], checkpoint=states.append,
+              checkpoint_every=0.0, resume=resume)  # fmt: skip
+        return model
+
+    whole = run()
+    first = states[0]
+    assert first.epoch == 1
+    resumed = run(resume=first)
+    for name, box in whole.named_params().items():
+        other = resumed.named_params()[name]
+        np.testing.assert_array_equal(box.lo, other.lo)
+        np.testing.assert_array_equal(box.hi, other.hi)
+        np.testing.assert_array_equal(whole.named_nominal()[name], resumed.named_nominal()[name])
