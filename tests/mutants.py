@@ -54,6 +54,8 @@ H = "tests/test_harness.py"
 R = "tests/test_regressions.py"
 T = "tests/test_mutants.py"
 P = "tests/test_poisoning.py"
+C = "tests/test_conv_layers.py"
+F = "tests/test_prefix.py"
 
 
 @dataclass(frozen=True)
@@ -498,6 +500,48 @@ MUTANTS: list[Mutant] = [
             "test_batch_gradient_contains_every_admissible_assignment",
         ),
         "fused k-of-n (sorted-list selection): k' - 1 deviations kept and summed",
+    ),
+    # ------------------------------------------------ image layers and frozen prefixes
+    Mutant(
+        "maxpool-candidate-strict",
+        "intervalnn/conv.py",
+        "candidate = patches.hi >= floor",
+        "candidate = patches.hi > floor",
+        (C,),
+        "max-pool backward: a position whose upper bound only ties the floor is no candidate",
+    ),
+    Mutant(
+        "maxpool-hull-never",
+        "intervalnn/conv.py",
+        "alone = (candidate.sum(axis=(4, 5), keepdims=True) == 1)[..., 0, 0]",
+        "alone = (candidate.sum(axis=(4, 5), keepdims=True) >= 1)[..., 0, 0]",
+        (C,),
+        "max-pool backward: every candidate takes the whole gradient (no hull with 0)",
+    ),
+    Mutant(
+        "avgpool-backward-rounded-to-nearest",
+        "intervalnn/conv.py",
+        "share = g / self._count",
+        "share = Interval._new(g.lo / self._count, g.hi / self._count)",
+        (C,),
+        "avg-pool backward: the gradient's share divided in round-to-nearest",
+    ),
+    Mutant(
+        "prefix-clean-features-nominal",
+        "intervalnn/engine/__init__.py",
+        "clean_features = outer.features(clean if clean is not None else Interval(x))",
+        "clean_features = Interval(outer.nominal_features(x))",
+        (F, "tests/test_audit_cnn.py"),
+        "frozen prefix: the clean rows' features are the nominal float features (a point), "
+        "not the box of their real values",
+    ),
+    Mutant(
+        "prefix-poisoned-features-clean",
+        "intervalnn/engine/__init__.py",
+        "else outer.features(box)",
+        "else outer.features(Interval(x))",
+        (F, C),
+        "frozen prefix: the poisoned data's feature box is the clean data's",
     ),
 ]
 
