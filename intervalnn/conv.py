@@ -28,6 +28,7 @@ import numpy as np
 
 from .backend import Backend, backend_of, get_backend
 from .interval import Interval, concatenate
+from .linalg import MidRad, matmul
 
 
 def _pair(v, name: str) -> tuple[int, int]:
@@ -92,7 +93,7 @@ class _IntervalAccumulator:
         self.lo[key], self.hi[key] = value.lo, value.hi
 
 
-def _interval_patches(x: Interval, *args) -> Interval:
+def _interval_patches(x: Interval, *args) -> Interval:  # the pools' windows
     xp = x.backend.xp
     return Interval._new(_patches(xp, x.lo, *args), _patches(xp, x.hi, *args))
 
@@ -181,15 +182,23 @@ class Conv2d:
 
     # interval model -------------------------------------------------------
     def forward(self, x: Interval) -> Interval:
-        """``[cols, 1] @ [W^T; b]``: the bias is one more term of each dot product (as Linear)."""
+        """``[cols, 1] @ [W^T; b]``: the bias is one more term of each dot product (as Linear).
+
+        The patches are taken of the image's midpoints and radii (exact data
+        movement: every member of a patch is within its radius of its
+        midpoint), so the GEMM bound needs no midpoint-radius pass over them.
+        """
         n = x.shape[0]
         oh, ow = self.output_shape(x.shape[1:])[1:]
-        cols = self._cols(_interval_patches(x, *self._geometry(x.shape)))
-        self._x = (x.shape, cols)  # backward's im2col rows
         xp = x.backend.xp
-        ones = Interval._new(*(xp.ones((cols.shape[0], 1), dtype=x.dtype),) * 2)
+        geometry = self._geometry(x.shape)
+        mid, rad = x.midrad()
+        cols = MidRad(*(self._cols(_patches(xp, a, *geometry)) for a in (mid, rad)))
+        self._x = (x.shape, cols)  # backward's im2col rows
+        ones = xp.ones((cols.mid.shape[0], 1), dtype=x.dtype)
+        rows = MidRad(xp.concatenate([cols.mid, ones], 1), xp.concatenate([cols.rad, 0 * ones], 1))
         w = self.weight.reshape(self.out_channels, -1).T
-        out = concatenate([cols, ones], axis=1) @ concatenate([w, self.bias.reshape(1, -1)])
+        out = matmul(rows, concatenate([w, self.bias.reshape(1, -1)]))
         return out.reshape(n, oh, ow, self.out_channels).transpose(0, 3, 1, 2)
 
     def backward(self, g: Interval, need_input_grad=True, per_sample=False, zero_sum_ref=None):
@@ -202,7 +211,7 @@ class Conv2d:
         (shape, cols), self._x = self._x, None
         g_mat = g.transpose(0, 2, 3, 1).reshape(-1, self.out_channels)
         self.grads = {
-            "weight": (g_mat.T @ cols).reshape(self.weight.shape),
+            "weight": matmul(g_mat.T, cols).reshape(self.weight.shape),
             "bias": g_mat.sum(axis=0),
         }
         if not need_input_grad:

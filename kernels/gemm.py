@@ -74,21 +74,35 @@ def matmul_bounds(xp, kern, alo, ahi, blo, bhi) -> tuple:
     ``xp`` is the array namespace (``numpy.matmul`` / ``cupy.matmul`` run the
     three products), ``kern`` the backend's kernel module; all four arrays
     share one float dtype, the shapes follow ``numpy.matmul`` (batches too).
-    A factor whose every entry is a point (``lo == hi``) drops its radius
-    GEMM: ``rB = 0`` gives ``S1 = fl(RU(rA + g |mA|) |mB|)``, ``rA = 0`` gives
-    ``S1 = fl(|mA| RU(rB + g |mB|))``, and ``S2 = 0`` in both.
+    """
+    a, b = _midrad(xp, kern, alo, ahi), _midrad(xp, kern, blo, bhi)
+    return matmul_midrad_bounds(xp, kern, *a, *b)
+
+
+def _midrad(xp, kern, lo, hi) -> tuple:
+    """``(mid, rad)`` of a factor, ``(lo, None)`` for a point factor (every ``lo == hi``)."""
+    return (lo, None) if bool(xp.all(lo == hi)) else kern.midrad(lo, hi)
+
+
+def matmul_midrad_bounds(xp, kern, ma, ra, mb, rb) -> tuple:
+    """The same enclosure for factors given as midpoint and radius: every member of ``A``
+    lies within ``ra`` of ``ma`` entrywise (``ra >= 0``, rounded up; ``None`` or all zero
+    for a point factor), and likewise ``B``.
+
+    A point factor drops its radius GEMM: ``rB = 0`` gives ``S1 = fl(RU(rA + g
+    |mA|) |mB|)``, ``rA = 0`` gives ``S1 = fl(|mA| RU(rB + g |mB|))``, and
+    ``S2 = 0`` in both.  Callers that move data exactly (im2col patches of an
+    image's midpoints and radii) pass their own ``(mid, rad)`` pairs here.
     """
     if hasattr(kern, "check_gemm_mode"):  # cuBLAS: refuse TF32 / reduced precision set since import
         kern.check_gemm_mode()
-    g, inv_1mg, k_eta, two_k_eta = gemm_constants(alo.shape[-1], alo.dtype)
-
-    a_point, b_point = bool(xp.all(alo == ahi)), bool(xp.all(blo == bhi))
-    ma, ra = (alo, None) if a_point else kern.midrad(alo, ahi)
-    mb, rb = (blo, None) if b_point else kern.midrad(blo, bhi)
+    g, inv_1mg, k_eta, two_k_eta = gemm_constants(ma.shape[-1], ma.dtype)
+    a_point = ra is None or not bool(xp.any(ra))
+    b_point = rb is None or not bool(xp.any(rb))
     p = xp.matmul(ma, mb)
     s2 = None
     if b_point:  # S1 = fl(RU(rA + g|mA|) |mB|) covers rA|mB| + gamma|mA||mB|
-        s1 = xp.matmul(kern.mag_bound(ma, g, ra), xp.abs(mb))
+        s1 = xp.matmul(kern.mag_bound(ma, g, None if a_point else ra), xp.abs(mb))
     elif a_point:  # S1 = fl(|mA| RU(rB + g|mB|))
         s1 = xp.matmul(xp.abs(ma), kern.mag_bound(mb, g, rb))
     else:  # S1 = fl(RU(|mA| + rA) RU(rB + g|mB|)),  S2 = fl(rA |mB|)
