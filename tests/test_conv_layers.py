@@ -766,3 +766,108 @@ def test_kofn_poisoning_needs_the_convolutions_frozen():
     engine = make_engine(Sequential(*layers, frozen=2), "ce", box, x, y, 2, poisoning=poisoning)
     result = engine.step(np.array([0, 1]), Fraction(1, 10))
     assert result.finite and result.outside is None
+
+
+_INF_STAND_IN = Fraction(2) ** 20000  # beyond every float: an infinite endpoint's product
+
+
+def _ext(v) -> Fraction:
+    v = float(v)
+    return _INF_STAND_IN if v == np.inf else -_INF_STAND_IN if v == -np.inf else Fraction(v)
+
+
+def _conv_hull(x: Interval, w: Interval, b: Interval, stride, padding):
+    """The exact hull of a convolution over boxes (direct loops; each output's terms are
+    independent, so the sum of exact interval products is the hull; 0 * inf is 0)."""
+    n_, c_, h, wd = x.shape
+    o_, _, kh, kw = w.shape
+    (sh, sw), (ph, pw) = stride, padding
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
+    lo, hi = np.empty((n_, o_, oh, ow), object), np.empty((n_, o_, oh, ow), object)
+    for n, o, i, j in np.ndindex(n_, o_, oh, ow):
+        s_lo, s_hi = _ext(b.lo[o]), _ext(b.hi[o])
+        for c, u, v in np.ndindex(c_, kh, kw):
+            r, s = i * sh + u - ph, j * sw + v - pw
+            if 0 <= r < h and 0 <= s < wd:
+                ends = [_ext(p) for p in (w.lo[o, c, u, v], w.hi[o, c, u, v])]
+                xs = [_ext(p) for p in (x.lo[n, c, r, s], x.hi[n, c, r, s])]
+                prods = [e * f for e in ends for f in xs]
+                s_lo, s_hi = s_lo + min(prods), s_hi + max(prods)
+        lo[n, o, i, j], hi[n, o, i, j] = s_lo, s_hi
+    return lo, hi
+
+
+def _edge_box(rng, shape, dtype):
+    """A box of edge values: signed zeros, subnormals, infinite endpoints, points, one entry
+    wide in a point box; magnitudes small enough that no member's float product overflows."""
+    vals = np.array([0.0, -0.0, 5e-324, -5e-324, 1e-30, 1.0, -1.0, 3.0, 1e15, -1e15, 0.5])
+    vals = np.concatenate([vals, [np.inf, -np.inf]])
+    a, b = rng.choice(vals, shape).astype(dtype), rng.choice(vals, shape).astype(dtype)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    kind = rng.integers(0, 3)
+    if kind == 1:
+        hi = lo.copy()
+    if kind == 2:
+        hi = lo.copy()
+        hi.flat[rng.integers(0, lo.size)] = np.float64(rng.choice(vals[:-2])).astype(dtype)
+        lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+    bad = (lo == np.inf) | (hi == -np.inf)
+    lo[bad], hi[bad] = 0, 0
+    return Interval(lo, hi)
+
+
+def _finite_member(rng, box: Interval, dtype):
+    lo = np.where(np.isinf(box.lo), np.minimum(box.hi, 0) - 1e15, box.lo)
+    hi = np.where(np.isinf(box.hi), np.maximum(lo, 0) + 1e15, box.hi)
+    pick = rng.integers(0, 3, box.shape)
+    mid = np.clip(lo / 2 + hi / 2, lo, hi)  # halving a subnormal can leave the box
+    return np.where(pick == 0, lo, np.where(pick == 1, hi, mid)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_midrad_conv_encloses_exact_hull_on_edge_boxes(dtype):
+    """10223db's im2col of the image's midpoints and radii (point factor read from an all-zero
+    radius, zero padding, the bias column): the interval forward contains the exact hull and
+    the nominal float forward of members, and is never NaN, on boxes of edge values with
+    paddings, strides that skip pixels, inner dimension 1 and all-zero weights."""
+    rng = np.random.default_rng(14)
+    for _ in range(40):
+        c, o, kh, kw, sh, sw, ph, pw = (int(v) for v in rng.integers([1, 1, 1, 1, 1, 1, 0, 0], 3))
+        h, wd = kh + int(rng.integers(0, 3)), kw + int(rng.integers(0, 3))
+        layer = Conv2d(c, o, (kh, kw), (sh, sw), (ph, pw), rng=rng, dtype=dtype)
+        w, b = _edge_box(rng, (o, c, kh, kw), dtype), _edge_box(rng, (o,), dtype)
+        if rng.random() < 0.15:
+            w = Interval(np.zeros((o, c, kh, kw), dtype))
+        x = _edge_box(rng, (1, c, h, wd), dtype)
+        layer.set_params({"weight": w, "bias": b})
+        out = layer.forward(x)
+        assert not (np.isnan(out.lo).any() or np.isnan(out.hi).any())
+        lo, hi = _conv_hull(x, w, b, layer.stride, layer.padding)
+        for idx in np.ndindex(*out.shape):
+            assert out.lo[idx] == -np.inf or Fraction(float(out.lo[idx])) <= lo[idx], idx
+            assert out.hi[idx] == np.inf or Fraction(float(out.hi[idx])) >= hi[idx], idx
+        for _ in range(3):
+            layer.nominal = {"weight": _finite_member(rng, w, dtype)}
+            layer.nominal["bias"] = _finite_member(rng, b, dtype)
+            y = layer.forward_nominal(_finite_member(rng, x, dtype))
+            assert not float_escapes(out, y, "nominal conv forward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_regression_nominal_conv_overflow_escapes_finite_bound(dtype):
+    """Escape (the GEMM bound's float-member claim assumes no overflow; pre-existing, not from
+    10223db): a (1, 2) kernel ``[2, -M]`` over the pixels ``[0, M]`` and ``1`` (``M`` near the
+    dtype's max) gives the finite bound about ``[-M, M]`` (midpoint product 0, radius about
+    ``M``); the exact output of the member pixels ``[M, 1]`` is ``M``, but ``forward_nominal``
+    overflows in the product ``2 M`` and returns ``+inf`` outside it."""
+    big = dtype(3e38 if dtype == np.float32 else 1e308)
+    layer = Conv2d(1, 1, (1, 2), rng=np.random.default_rng(0), dtype=dtype)
+    w, b = np.array([[[[2, -big]]]], dtype=dtype), np.zeros(1, dtype)
+    layer.set_params({"weight": Interval(w), "bias": Interval(b)})
+    out = layer.forward(Interval(np.array([[[[0, 1]]]], dtype), np.array([[[[big, 1]]]], dtype)))
+    assert out.lo[0, 0, 0, 0] <= big <= out.hi[0, 0, 0, 0]  # the exact output
+    layer.nominal = {"weight": w, "bias": b}
+    with np.errstate(over="ignore"):
+        y = layer.forward_nominal(np.array([[[[big, 1]]]], dtype))
+    assert y[0, 0, 0, 0] == np.inf
+    assert not float_escapes(out, y, "nominal conv forward")

@@ -333,3 +333,27 @@ def test_regression_float32_nan_radius_read_as_zero():
         assert np.isnan(f(nan, one)).all() and np.isnan(f(one, nan)).all()
     zero, inf = np.array([0.0], dtype=dt), np.array([np.inf], dtype=dt)
     assert cpu.mul_rd(zero, inf)[0] == 0 and cpu.mul_ru(inf, zero)[0] == 0  # IEEE 1788 bounds
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_regression_member_product_overflow_escapes_finite_bound(dt):
+    """Escape (pre-existing in kernels/gemm.py, also through 10223db's MidRad path): the
+    docstring's bound on float products of members assumes no overflow.  ``A = [[0, M], 1]``,
+    ``b = [2, -M]`` (``M`` near the dtype's max) has midpoint product ``P = 0`` and a finite
+    radius about ``M``, so the bound is finite, about ``[-M, M]``; the exact product of the
+    member ``a = [M, 1]`` is ``M`` (inside), but its float evaluation overflows in the product
+    ``M * 2`` and gives ``+inf`` in every summation order (NumPy's ``a @ b`` too).  An entry
+    where a member's product or partial sum can overflow needs ``+-inf`` bounds (e.g. a guard
+    on ``RU(X (|mB| + rB))`` or a cheap ``k max(X) max(|mB| + rB)`` prescreen)."""
+    big = dt(3e38 if dt == np.float32 else 1e308)
+    box = Interval(np.array([[0, 1]], dtype=dt), np.array([[big, 1]], dtype=dt))
+    b = np.array([[2], [-big]], dtype=dt)
+    a = np.array([[big, 1]], dtype=dt)
+    with np.errstate(over="ignore"):
+        floats = [a @ b, a[0, 0] * b[0, 0] + a[0, 1] * b[1, 0]]
+    mid, rad = box.midrad()
+    for res in (box @ b, inn.matmul(box, b), inn.matmul(inn.linalg.MidRad(mid, rad), b)):
+        assert res.lo[0, 0] <= big <= res.hi[0, 0]  # the exact product of the member a
+        for v in floats:
+            assert np.float64(v).item() == np.inf
+            assert res.hi[0, 0] == np.inf, (res.lo, res.hi, "member's float product is +inf")
