@@ -35,7 +35,10 @@ def matmul(a, b) -> Interval:
     """
     if isinstance(a, MidRad) or isinstance(b, MidRad):
         bk = backend_of((a if isinstance(a, MidRad) else b).mid)
-        return Interval._new(*matmul_midrad_bounds(bk.xp, bk.kernels, *_factor(a), *_factor(b)))
+        (ma, ra), (mb, rb) = _factor(a), _factor(b)
+        if ma.dtype != mb.dtype:
+            raise TypeError(f"cannot combine {ma.dtype} and {mb.dtype} intervals")
+        return Interval._new(*matmul_midrad_bounds(bk.xp, bk.kernels, ma, ra, mb, rb))
     if isinstance(a, Interval):
         return a.__matmul__(b)
     if isinstance(b, Interval):

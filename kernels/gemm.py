@@ -27,7 +27,9 @@ product's own error bound gives
     C = [RD(P - rad), RU(P + rad)].
 
 A point factor needs one GEMM less (its radius is 0; see :func:`matmul_bounds`).
-Entries where a product overflows become ``[-inf, +inf]``.
+Entries where a product overflows become ``[-inf, +inf]``, and so do entries
+where a member's *float* product could overflow (its partial sums near the
+dtype's max; :func:`_may_overflow`).
 
 Float products of members.  The enclosure also contains ``fl(a b)`` for
 every ``a`` in ``A``, ``b`` in ``B`` computed in the same dtype in any order
@@ -35,7 +37,9 @@ every ``a`` in ``A``, ``b`` in ``B`` computed in the same dtype in any order
 rA)(|mB| + rB) + k eta = gamma X (|mB| + rB) + k eta``: the code takes ``g =
 RU(2 gamma)`` in ``Y``, multiplies by ``RU((1 + gamma)/(1 - gamma))`` instead
 of ``RU(1/(1 - gamma))`` (the extra ``gamma X rB``) and adds ``2 k eta``
-twice.  The point-factor forms follow in the same way.
+twice.  The point-factor forms follow in the same way.  The error bound
+assumes that float evaluation does not overflow: entries where it could are
+``[-inf, +inf]`` (:func:`_may_overflow` screens a whole product in O(size)).
 """
 
 from __future__ import annotations
@@ -108,4 +112,31 @@ def matmul_midrad_bounds(xp, kern, ma, ra, mb, rb) -> tuple:
     else:  # S1 = fl(RU(|mA| + rA) RU(rB + g|mB|)),  S2 = fl(rA |mB|)
         s1 = xp.matmul(kern.mag_bound(ma, 1.0, ra), kern.mag_bound(mb, g, rb))
         s2 = xp.matmul(ra, xp.abs(mb))
-    return kern.gemm_enclose(p, s1, s2, inv_1mg, k_eta, two_k_eta)
+    lo, hi = kern.gemm_enclose(p, s1, s2, inv_1mg, k_eta, two_k_eta)
+    if _may_overflow(xp, ma, None if a_point else ra, mb, None if b_point else rb):
+        # a member's float product may overflow where RU(|mA| + rA) RU(|mB| + rB) nears the
+        # dtype's max: there the float result may be +-inf, so the bound must be too
+        big = xp.matmul(kern.mag_bound(ma, 1.0, ra), kern.mag_bound(mb, 1.0, rb))
+        risky = ~(big < np.finfo(ma.dtype).max / 16)  # also NaN
+        lo, hi = xp.where(risky, -np.inf, lo), xp.where(risky, np.inf, hi)
+    return lo, hi
+
+
+def _may_overflow(xp, ma, ra, mb, rb) -> bool:
+    """False when no float evaluation of a member's product can overflow (``16 k max|a|
+    max|b| <`` the dtype's max, in float64: partial sums and products stay below ``2 sum
+    |a_i b_i|``); True sends the caller to the entrywise check.
+
+    The entrywise check: with ``T = fl(X Y)``, ``X = RU(|mA| + rA)``, ``Y = RU(|mB| + rB)``,
+    ``sum |a_i b_i| <= X Y <= (T + k eta) / (1 - gamma) < 2 T + 1`` (``gamma < 1/2``), so an
+    entry with ``T < max / 16`` keeps every partial sum and product of every member below
+    ``max / 2``: its float evaluation is finite and the finite bound covers it.
+    """
+
+    def magnitude(m, r) -> float:
+        top = max(float(m.max()), -float(m.min())) if m.size else 0.0
+        return top + (float(r.max()) if r is not None and r.size else 0.0)
+
+    k = ma.shape[-1]
+    bound = 16.0 * k * magnitude(ma, ra) * magnitude(mb, rb)
+    return not bound < float(np.finfo(ma.dtype).max)

@@ -336,15 +336,14 @@ def test_regression_float32_nan_radius_read_as_zero():
 
 
 @pytest.mark.parametrize("dt", DTYPES)
-def test_regression_member_product_overflow_escapes_finite_bound(dt):
-    """Escape (pre-existing in kernels/gemm.py, also through 10223db's MidRad path): the
-    docstring's bound on float products of members assumes no overflow.  ``A = [[0, M], 1]``,
+def test_a_member_float_product_that_may_overflow_gets_infinite_bounds(dt):
+    """Regression (an escape found in review, fixed by ``gemm._may_overflow``): the bound on
+    float products of members assumed no overflow.  ``A = [[0, M], 1]``,
     ``b = [2, -M]`` (``M`` near the dtype's max) has midpoint product ``P = 0`` and a finite
     radius about ``M``, so the bound is finite, about ``[-M, M]``; the exact product of the
     member ``a = [M, 1]`` is ``M`` (inside), but its float evaluation overflows in the product
     ``M * 2`` and gives ``+inf`` in every summation order (NumPy's ``a @ b`` too).  An entry
-    where a member's product or partial sum can overflow needs ``+-inf`` bounds (e.g. a guard
-    on ``RU(X (|mB| + rB))`` or a cheap ``k max(X) max(|mB| + rB)`` prescreen)."""
+    where a member's product or partial sum can overflow needs ``+-inf`` bounds."""
     big = dt(3e38 if dt == np.float32 else 1e308)
     box = Interval(np.array([[0, 1]], dtype=dt), np.array([[big, 1]], dtype=dt))
     b = np.array([[2], [-big]], dtype=dt)
