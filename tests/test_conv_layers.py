@@ -855,11 +855,12 @@ def test_midrad_conv_encloses_exact_hull_on_edge_boxes(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_a_nominal_conv_that_may_overflow_gets_infinite_bounds(dtype):
-    """Regression (an escape found in review, fixed by ``gemm._may_overflow``: the GEMM bound's
-    float-member claim assumed no overflow): a (1, 2) kernel ``[2, -M]`` over the pixels ``[0, M]`` and ``1`` (``M`` near the
-    dtype's max) gives the finite bound about ``[-M, M]`` (midpoint product 0, radius about
-    ``M``); the exact output of the member pixels ``[M, 1]`` is ``M``, but ``forward_nominal``
-    overflows in the product ``2 M`` and returns ``+inf``, so the bound must be infinite."""
+    """Regression (an escape found in review, fixed by ``gemm._may_overflow``: the GEMM
+    bound's float-member claim assumed no overflow): a (1, 2) kernel ``[2, -M]`` over the
+    pixels ``[0, M]`` and ``1`` (``M`` near the dtype's max) gave the finite bound about
+    ``[-M, M]`` (midpoint product 0, radius about ``M``); the exact output of the member
+    pixels ``[M, 1]`` is ``M``, but ``forward_nominal`` overflows in the product ``2 M``
+    and returns ``+inf``, so the bound must be infinite."""
     big = dtype(3e38 if dtype == np.float32 else 1e308)
     layer = Conv2d(1, 1, (1, 2), rng=np.random.default_rng(0), dtype=dtype)
     w, b = np.array([[[[2, -big]]]], dtype=dtype), np.zeros(1, dtype)
