@@ -205,10 +205,26 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "linalg-point-shortcut-any",
         "kernels/gemm.py",
-        "a_point, b_point = bool(xp.all(alo == ahi)), bool(xp.all(blo == bhi))",
-        "a_point, b_point = bool(xp.any(alo == ahi)), bool(xp.any(blo == bhi))",
+        "return (lo, None) if bool(xp.all(lo == hi)) else kern.midrad(lo, hi)",
+        "return (lo, None) if bool(xp.any(lo == hi)) else kern.midrad(lo, hi)",
         t("test_gemm_point_operand_shortcut_needs_every_entry_a_point"),
         "GEMM takes the point-operand shortcut when only some entries are points",
+    ),
+    Mutant(
+        "gemm-zero-radius-any",
+        "kernels/gemm.py",
+        "a_point = ra is None or not bool(xp.any(ra))",
+        "a_point = ra is None or not bool(xp.all(ra))",
+        (C,),
+        "midpoint-radius GEMM: a factor with some zero radii is taken for a point",
+    ),
+    Mutant(
+        "gemm-member-overflow-unchecked",
+        "kernels/gemm.py",
+        "return not bound < float(np.finfo(ma.dtype).max)",
+        "return False",
+        ("tests/test_matmul.py", C),
+        "GEMM: a member's float product that may overflow keeps a finite bound",
     ),
     Mutant(
         "fused-finish-drops-error",
