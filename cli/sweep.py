@@ -7,7 +7,9 @@ this command parses options, calls them and prints.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -174,6 +176,16 @@ def sweep_command(
     def show(row):
         return f"{finished[1]} failed" if finished[1] else None
 
+    ctrl_c = threading.Event()
+
+    def on_ctrl_c(signum, frame):
+        ctrl_c.set()
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    except ValueError:  # not the main thread
+        previous = None
     try:
         with progress(len(todo), "sweep", quiet, show, show_pos=True) as bar:
 
@@ -193,6 +205,7 @@ def sweep_command(
                 per_task=cells_per_task,
                 progress=count,
                 planned=planned,
+                interrupted=ctrl_c.is_set,
             )
     except KeyboardInterrupt:
         echo_err(
@@ -200,6 +213,9 @@ def sweep_command(
             f"{results}: rerun the same command to resume"
         )
         sys.exit(130)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     # this grid's rows, in this grid's order and with its search (the file may hold others)
     rows = grid_rows(cells, results)
     summary = summarize(rows, search=grid.search)

@@ -448,3 +448,18 @@ def test_workers_run_one_thread_each():
     with dask_client("test", workers=1) as client:
         assert list(client.run(threads).values()) == [(1, "1")]
     assert ONE_THREAD["INTERVALNN_THREADS"] == "1"
+
+
+def test_a_ctrl_c_swallowed_inside_a_cell_records_no_row(tmp_path):
+    """A Ctrl-C that a library turns into an ordinary error inside a cell (Numba compiling
+    turns it into a RuntimeError) must stop the sweep, not record a failed cell."""
+    from intervalnn.experiment import run_sweep
+
+    path = tmp_path / "g.toml"
+    path.write_text('[grid]\ndataset = "moons"\nepochs = 1\nbatch_size = 250\nseed = "0-1"\n')
+    results = tmp_path / "r.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(Grid.from_toml(path), results, serial=True, interrupted=lambda: True)
+    assert read_results(results) == ([], 0)
+    done = run_sweep(Grid.from_toml(path), results, serial=True, interrupted=lambda: False)
+    assert done.ran == 2 and len(read_results(results)[0]) == 2

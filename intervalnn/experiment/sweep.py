@@ -224,6 +224,7 @@ def run_sweep(
     per_task=None,
     progress=None,
     planned=None,
+    interrupted=None,
 ) -> SweepOutcome:
     """Run the cells of ``grid`` not yet finished in ``results``; append their rows.
 
@@ -231,6 +232,9 @@ def run_sweep(
     Dask unless ``serial``, ``per_task`` cells per task (default:
     :func:`default_cells_per_task`); ``progress(row)`` is called as each cell finishes.
     ``planned`` is what :func:`plan` gave, if the caller already has it.
+    ``interrupted()`` true when a cell finishes raises ``KeyboardInterrupt`` before
+    its row is written: a Ctrl-C that a library swallowed inside the cell (Numba
+    compiling, say, turns it into a RuntimeError) must not record a failed cell.
     """
     cells, todo, _ = planned or plan(grid, results)
     outcome = SweepOutcome(cells=len(cells), skipped=len(cells) - len(todo))
@@ -245,6 +249,8 @@ def run_sweep(
     writer = ResultsWriter(results)
     try:
         for row, data in run:
+            if interrupted is not None and interrupted():
+                raise KeyboardInterrupt
             if data is not None and models is not None:
                 from intervalnn.io import file_digest, write_atomic
 
