@@ -114,6 +114,16 @@ def _float_scatter(parts, in_shape, kernel, stride, padding):
     )  # fmt: skip
 
 
+def start_at(layer, w, b, dtype, backend: Backend) -> None:
+    """Give ``layer`` the point boxes and nominal model at the sampled weight ``w`` and bias
+    ``b`` (in ``dtype`` on ``backend``), no gradients and empty caches."""
+    w, b = backend.xp.asarray(w.astype(dtype)), backend.xp.asarray(b.astype(dtype))
+    layer.weight, layer.bias = Interval(w), Interval(b)
+    layer.nominal = {"weight": w.copy(), "bias": b.copy()}
+    layer.grads, layer.nominal_grads = {}, {}
+    layer._x = layer._x_nominal = None
+
+
 class Parameterless:
     """A layer without parameters (nothing to set, nothing to train)."""
 
@@ -152,12 +162,7 @@ class Conv2d:
         bound = 1.0 / math.sqrt(in_channels * self.kernel_size[0] * self.kernel_size[1])
         w = rng.uniform(-bound, bound, size=(out_channels, in_channels, *self.kernel_size))
         b = rng.uniform(-bound, bound, size=out_channels)
-        w, b = bk.xp.asarray(w.astype(dtype)), bk.xp.asarray(b.astype(dtype))
-        self.weight, self.bias = Interval(w), Interval(b)
-        self.nominal = {"weight": w.copy(), "bias": b.copy()}
-        self.grads: dict[str, Interval] = {}
-        self.nominal_grads: dict = {}
-        self._x = self._x_nominal = None
+        start_at(self, w, b, dtype, bk)
 
     @property
     def params(self) -> dict[str, Interval]:

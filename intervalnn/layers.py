@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from .backend import Backend, backend_of, get_backend
-from .conv import AvgPool2d, Conv2d, Flatten, MaxPool2d, Parameterless, Unflatten
+from .conv import AvgPool2d, Conv2d, Flatten, MaxPool2d, Parameterless, Unflatten, start_at
 from .interval import Interval, concatenate
 
 __all__ = [
@@ -59,12 +59,7 @@ class Linear:
         bound = 1.0 / math.sqrt(in_features)
         w = rng.uniform(-bound, bound, size=(out_features, in_features)).T  # torch's layout
         b = rng.uniform(-bound, bound, size=out_features)
-        w, b = bk.xp.asarray(w.astype(dtype)), bk.xp.asarray(b.astype(dtype))
-        self.weight, self.bias = Interval(w), Interval(b)
-        self.nominal = {"weight": w.copy(), "bias": b.copy()}
-        self.grads: dict[str, Interval] = {}
-        self.nominal_grads: dict = {}
-        self._x = self._x_nominal = None
+        start_at(self, w, b, dtype, bk)
 
     @classmethod
     def from_params(cls, weight: Interval, bias: Interval) -> Linear:
