@@ -545,8 +545,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "prefix-clean-features-nominal",
         "intervalnn/engine/__init__.py",
-        "clean_features = outer.features(clean if clean is not None else Interval(x))",
-        "clean_features = Interval(outer.nominal_features(x))",
+        "clean_features = features(prefix, clean if clean is not None else Interval(x))",
+        "clean_features = Interval(nominal_features(prefix, x))",
         (F, "tests/test_audit_cnn.py"),
         "frozen prefix: the clean rows' features are the nominal float features (a point), "
         "not the box of their real values",
@@ -554,8 +554,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "prefix-poisoned-features-clean",
         "intervalnn/engine/__init__.py",
-        "else outer.features(box)",
-        "else outer.features(Interval(x))",
+        "else features(prefix, box)",
+        "else features(prefix, Interval(x))",
         (F, C),
         "frozen prefix: the poisoned data's feature box is the clean data's",
     ),

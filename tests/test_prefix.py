@@ -10,6 +10,7 @@ import pytest
 
 from intervalnn.certify import certify
 from intervalnn.engine import LayeredEngine, PrefixEngine, make_engine
+from intervalnn.engine.prefix import features, nominal_features
 from intervalnn.layers import (
     AvgPool2d,
     Conv2d,
@@ -230,3 +231,20 @@ def test_a_frozen_prefix_resumes_from_a_checkpoint_bit_identically(kind):
         np.testing.assert_array_equal(box.lo, other.lo)
         np.testing.assert_array_equal(box.hi, other.hi)
         np.testing.assert_array_equal(whole.named_nominal()[name], resumed.named_nominal()[name])
+
+
+def test_remembered_features_tell_prefixes_with_equal_parameters_apart():
+    """Two prefixes with the same parameter arrays but other parameterless layers (a max
+    against an average pool) must not share remembered features."""
+    rng = np.random.default_rng(7)
+    conv = Conv2d(1, 2, 3, rng=rng)
+    x, _ = _data(7, 10, 2)
+    box = ThreatModel(0.01).train_box(x, np.float64)
+    got = {}
+    for pool in (MaxPool2d(2), AvgPool2d(2)):
+        prefix = Sequential(Unflatten((1, SIDE, SIDE)), conv, pool, Flatten())
+        got[type(pool).__name__] = (features(prefix, box), nominal_features(prefix, x))
+        direct = prefix.forward(box)
+        np.testing.assert_array_equal(got[type(pool).__name__][0].lo, direct.lo)
+        np.testing.assert_array_equal(got[type(pool).__name__][1], prefix.forward_nominal(x))
+    assert not np.array_equal(got["MaxPool2d"][1], got["AvgPool2d"][1])

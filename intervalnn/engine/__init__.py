@@ -16,7 +16,7 @@ from ..optim import PLAIN, UpdateRule
 from ..poisoning import Poisoning
 from .fused import FusedEngine, forward_bounds
 from .layered import Engine, LayeredEngine, StepResult, clear_caches, parameter_widths
-from .prefix import PrefixEngine, unbounded_features
+from .prefix import PrefixEngine, features, nominal_features, unbounded_features
 
 __all__ = [
     "Engine",
@@ -71,19 +71,18 @@ def make_engine(
 
 def _prefix_engine(model, loss, box, x, y, batch_size, fused, poisoning, rule, clean):
     prefix, head = model.split()
-    outer = PrefixEngine(model, prefix, LayeredEngine(head))  # computes features only
     if box is None:
         return PrefixEngine(model, prefix, make_engine(head, fused=fused))
     threat = poisoning.threat if poisoning is not None else None
     unbounded = threat is not None and math.isinf(threat.epsilon) and threat.domain is None
     # with nothing bounding a moved row, no step reads the moved box
-    features = unbounded_features(model, box.shape[0], box) if unbounded else outer.features(box)
+    moved = unbounded_features(model, box.shape[0], box) if unbounded else features(prefix, box)
     clean_features = None
     if poisoning is not None and poisoning.per_sample:
         # the clean rows' feature box: the prefix's real output is not its float output
-        clean_features = outer.features(clean if clean is not None else Interval(x))
+        clean_features = features(prefix, clean if clean is not None else Interval(x))
     inner = make_engine(
-        head, loss, features, outer.nominal_features(x), y, batch_size, fused,
+        head, loss, moved, nominal_features(prefix, x), y, batch_size, fused,
         poisoning, rule, clean_features,
     )  # fmt: skip
     return PrefixEngine(model, prefix, inner)

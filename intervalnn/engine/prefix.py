@@ -24,6 +24,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from ..backend import backend_of
 from ..interval import Interval, concatenate
 from ..layers import Sequential
 from .layered import Engine, StepResult, clear_caches
@@ -46,27 +47,11 @@ class PrefixEngine:
     # the frozen prefix ----------------------------------------------------
     def features(self, box: Interval) -> Interval:
         """The prefix's output box for every row of ``box`` (the head's input box)."""
-
-        def compute():
-            rows = range(0, box.shape[0], ROWS)
-            parts = [self.prefix.forward(box[i : i + ROWS]) for i in rows]
-            clear_caches(self.prefix)
-            return _join(parts, box)
-
-        params = [a for p in self.prefix.named_params().values() for a in (p.lo, p.hi)]
-        return _remembered(compute, "box", *params, box.lo, box.hi)
+        return features(self.prefix, box)
 
     def nominal_features(self, x):
         """The nominal prefix's float output for the rows ``x``."""
-
-        def compute():
-            xp = self.model.backend.xp
-            rows = range(0, x.shape[0], ROWS)
-            parts = [self.prefix.forward_nominal(x[i : i + ROWS]) for i in rows]
-            clear_caches(self.prefix)
-            return xp.concatenate(parts) if parts else x
-
-        return _remembered(compute, "nominal", *self.prefix.named_nominal().values(), x)
+        return nominal_features(self.prefix, x)
 
     # the engine interface -------------------------------------------------
     def prepare(self, box: Interval):
@@ -105,7 +90,31 @@ class PrefixEngine:
         return f"{int(index) + self.offset}.{field}"
 
 
-# The last few feature arrays, by a digest of the prefix's parameters and the input: runs
+def features(prefix: Sequential, box: Interval) -> Interval:
+    """``prefix``'s output box for every row of ``box``, in row chunks (remembered)."""
+
+    def compute():
+        parts = [prefix.forward(box[i : i + ROWS]) for i in range(0, box.shape[0], ROWS)]
+        clear_caches(prefix)
+        return _join(parts, box)
+
+    params = [a for p in prefix.named_params().values() for a in (p.lo, p.hi)]
+    return _remembered(compute, f"box {prefix!r}", *params, box.lo, box.hi)
+
+
+def nominal_features(prefix: Sequential, x):
+    """The nominal ``prefix``'s float output for the rows ``x``, in row chunks (remembered)."""
+
+    def compute():
+        parts = [prefix.forward_nominal(x[i : i + ROWS]) for i in range(0, x.shape[0], ROWS)]
+        clear_caches(prefix)
+        return backend_of(x).xp.concatenate(parts) if parts else x
+
+    return _remembered(compute, f"nominal {prefix!r}", *prefix.named_nominal().values(), x)
+
+
+# The last few feature arrays, by a digest of the prefix (its layers, as repr shows their
+# geometry, and its parameters) and the input: runs
 # and sweep cells that share a frozen prefix and data compute their features once.
 _MEMORY: OrderedDict[bytes, object] = OrderedDict()
 REMEMBERED = 8
