@@ -475,6 +475,7 @@ def test_info_of_an_mlp_says_nothing_is_frozen(tmp_path, run):
         (["--freeze", "3"], "--freeze"),
         (["--freeze", "-1"], "--freeze"),
         (["--weights", "nowhere.safetensors"], "--weights"),
+        (["--arch", "linear(100000000000)-relu-linear(1)"], "too many for this machine"),
     ],
 )
 def test_cli_usage_errors(tmp_path, error, npz, args, words):

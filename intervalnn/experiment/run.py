@@ -200,9 +200,15 @@ def initial_model(spec: RunSpec, in_features: int, n_out: int, backend: Backend)
     except ValueError as exc:
         raise SpecError("freeze", f"{exc} ({arch})") from None
     dtype = np.dtype(spec.dtype)
-    model = architecture.build(
-        arch, in_features, seed=spec.seed, dtype=dtype, backend=backend.name, frozen=ms.freeze
-    )
+    try:
+        model = architecture.build(
+            arch, in_features, seed=spec.seed, dtype=dtype, backend=backend.name, frozen=ms.freeze
+        )
+    except MemoryError:
+        count = architecture.parameter_count(arch, in_features)
+        raise SpecError(
+            "arch", f"{arch} has {count:,} parameters: too many for this machine's memory"
+        ) from None
     if ms.weights is not None:
         from intervalnn.weights import load_weights
 
