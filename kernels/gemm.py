@@ -117,20 +117,22 @@ def matmul_midrad_bounds(xp, kern, ma, ra, mb, rb) -> tuple:
         # a member's float product may overflow where RU(|mA| + rA) RU(|mB| + rB) nears the
         # dtype's max: there the float result may be +-inf, so the bound must be too
         big = xp.matmul(kern.mag_bound(ma, 1.0, ra), kern.mag_bound(mb, 1.0, rb))
-        risky = ~(big < np.finfo(ma.dtype).max / 16)  # also NaN
+        risky = ~(big * inv_1mg < np.finfo(ma.dtype).max / 8)  # also NaN and inf
         lo, hi = xp.where(risky, -np.inf, lo), xp.where(risky, np.inf, hi)
     return lo, hi
 
 
 def _may_overflow(xp, ma, ra, mb, rb) -> bool:
     """False when no float evaluation of a member's product can overflow (``16 k max|a|
-    max|b| <`` the dtype's max, in float64: partial sums and products stay below ``2 sum
-    |a_i b_i|``); True sends the caller to the entrywise check.
+    max|b| <`` the dtype's max, in float64: partial sums and products stay below ``(1 +
+    gamma) sum |a_i b_i| < 2 k max|a| max|b|``); True sends the caller to the entrywise check.
 
-    The entrywise check: with ``T = fl(X Y)``, ``X = RU(|mA| + rA)``, ``Y = RU(|mB| + rB)``,
-    ``sum |a_i b_i| <= X Y <= (T + k eta) / (1 - gamma) < 2 T + 1`` (``gamma < 1/2``), so an
-    entry with ``T < max / 16`` keeps every partial sum and product of every member below
-    ``max / 2``: its float evaluation is finite and the finite bound covers it.
+    The entrywise check: with ``T = fl(X Y)``, ``X = RU(|mA| + rA)``, ``Y = RU(|mB| + rB)``
+    and ``c = RU((1 + gamma) / (1 - gamma)) >= 1 / (1 - gamma)``, ``sum |a_i b_i| <= X Y <=
+    (T + k eta) / (1 - gamma) <= T c + 2 k eta``; an entry with ``fl(T c) < max / 8`` keeps
+    every partial sum and product of every member below ``(1 + gamma) max / 8 (1 + u) +
+    tiny < max / 2`` (``gamma < 1``): its float evaluation is finite and the finite bound
+    covers it.
     """
 
     def magnitude(m, r) -> float:
